@@ -1,0 +1,229 @@
+"""The configuration system: defaults, updates, validation, round trips, builders."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import GPT2Config
+
+from textrl import ConfigError, TRLConfig, default_config, default_ilql_config, load_yaml, save_yaml
+from textrl.config import (
+    METHODS,
+    CQLConfig,
+    FilteredBCConfig,
+    ILQLConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    build_optimizer,
+    build_scheduler,
+)
+
+SEED_VALUES = {
+    "train.seq_length": 64,
+    "train.batch_size": 128,
+    "train.epochs": 100,
+    "train.total_steps": 1000,
+    "train.checkpoint_interval": 1000,
+    "train.eval_interval": 100,
+    "model.model_path": "gpt2",
+    "model.num_layers_unfrozen": -1,
+    "tokenizer.tokenizer_path": "gpt2",
+    "tokenizer.truncation_side": "right",
+    "optimizer.name": "adamw",
+    "optimizer.kwargs": {"lr": 5e-5, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-6},
+    "scheduler.name": "cosine_annealing",
+    "scheduler.kwargs": {"T_max": 1e12, "eta_min": 5e-5},
+    "method.tau": 0.7,
+    "method.gamma": 0.99,
+    "method.cql_scale": 0.1,
+    "method.awac_scale": 1,
+    "method.alpha": 0.001,
+    "method.beta": 0,
+    "method.steps_for_target_q_sync": 5,
+    "method.two_qs": True,
+    "method.gen_kwargs.max_new_tokens": 56,
+    "method.gen_kwargs.top_k": 20,
+    "method.gen_kwargs.beta": 1,
+    "method.gen_kwargs.temperature": 1.0,
+}
+
+
+def _get(config: object, dotted: str) -> object:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+@pytest.mark.parametrize("key,value", SEED_VALUES.items())
+def test_default_values(key: str, value: object) -> None:
+    assert _get(default_ilql_config(), key) == value
+
+
+def test_default_is_ilql_and_fresh_each_call() -> None:
+    a, b = default_ilql_config(), default_ilql_config()
+    assert isinstance(a.method, ILQLConfig) and a == b and a is not b
+    assert a.optimizer.kwargs is not b.optimizer.kwargs
+
+
+def test_dotted_and_nested_updates_merge_deeply() -> None:
+    base = default_ilql_config()
+    new = base.update({"method.tau": 0.8, "train.batch_size": 64})
+    assert (new.method.tau, new.train.batch_size) == (0.8, 64)
+    nested = base.evolve(method=dict(gamma=0.9, gen_kwargs=dict(max_new_tokens=100)), train=dict(batch_size=32))
+    assert nested.method.gamma == 0.9
+    assert nested.method.gen_kwargs.max_new_tokens == 100
+    assert nested.method.gen_kwargs.top_k == 20  # untouched sibling kept
+    assert nested.train.batch_size == 32 and nested.train.seq_length == 64
+    opt = base.update({"optimizer.kwargs.lr": 1e-3})
+    assert opt.optimizer.kwargs == {**base.optimizer.kwargs, "lr": 1e-3}
+
+
+def test_update_and_evolve_never_mutate_their_input() -> None:
+    base = default_ilql_config()
+    snapshot = copy.deepcopy(base.to_dict())
+    changes = {"method": {"gen_kwargs": {"top_k": 3}}, "optimizer": {"kwargs": {"lr": 1.0}}}
+    changes_copy = copy.deepcopy(changes)
+    base.update(changes)
+    base.evolve(**changes)
+    assert base.to_dict() == snapshot
+    assert changes == changes_copy
+
+
+@pytest.mark.parametrize(
+    "changes,path",
+    [
+        ({"trian": {}}, "trian"),
+        ({"train.batchsize": 4}, "train.batch_size"),
+        ({"method.gen_kwargs.max_tokens": 4}, "method.gen_kwargs.max_tokens"),
+        ({"optimizer.kwargs.lrate": 4}, "optimizer.kwargs.lrate"),
+    ],
+)
+def test_unknown_keys_rejected_at_every_depth(changes: dict, path: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        default_ilql_config().update(changes)
+    wanted = path if "batchsize" not in str(changes) else "train.batchsize"
+    assert f"'{wanted}'" in str(err.value)
+    assert "Valid keys here" in str(err.value)
+
+
+def test_unknown_key_suggests_the_close_one() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'batch_size'"):
+        default_ilql_config().evolve(train=dict(batchsize=3))
+
+
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"train.batch_size": "64"}, "train.batch_size: expected int"),
+        ({"train.batch_size": 0}, "train.batch_size"),
+        ({"train.total_steps": 0}, "train.total_steps"),
+        ({"train.seq_length": 1.5}, "train.seq_length: expected int"),
+        ({"train.minibatch_size": 7}, "must divide train.batch_size"),
+        ({"optimizer.kwargs.lr": -1e-4}, "learning rate must be a positive"),
+        ({"optimizer.name": "adagrad_x"}, "unknown optimizer"),
+        ({"scheduler.name": "warmup"}, "unknown scheduler"),
+        ({"method.tau": 1.0}, "method.tau"),
+        ({"method.tau": 0.0}, "method.tau"),
+        ({"method.gamma": 1.5}, "method.gamma"),
+        ({"method.gamma": -0.1}, "method.gamma"),
+        ({"method.gen_kwargs.max_new_tokens": 0}, "method.gen_kwargs.max_new_tokens"),
+        ({"method.gen_kwargs.temperature": -1.0}, "method.gen_kwargs.temperature"),
+        ({"method.two_qs": "yes"}, "method.two_qs: expected bool"),
+        ({"model.model_arch_type": "encoder"}, "model.model_arch_type"),
+        ({"model.model_path": 3}, "model.model_path"),
+        ({"train.tracker": "wandb"}, "train.tracker"),
+    ],
+)
+def test_bad_values_rejected_with_their_path(changes: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        default_ilql_config().update(changes)
+    assert fragment in str(err.value)
+
+
+def test_beta_may_be_a_sweep_list() -> None:
+    cfg = default_ilql_config().update({"method.gen_kwargs.beta": [0, 1, 4]})
+    assert cfg.method.gen_kwargs.beta == [0.0, 1.0, 4.0]
+
+
+def test_dict_round_trip_is_exact_and_deep_copied() -> None:
+    cfg = default_ilql_config().evolve(method=dict(tau=0.9), train=dict(seed=3))
+    plain = cfg.to_dict()
+    assert plain["method"]["name"] == "ilql"
+    again = TRLConfig.from_dict(plain)
+    assert again == cfg
+    plain["optimizer"]["kwargs"]["lr"] = 1.0
+    assert cfg.optimizer.kwargs["lr"] == 5e-5
+
+
+def test_round_trip_with_a_transformers_config_model(tmp_path) -> None:
+    tiny = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=20, bos_token_id=1, eos_token_id=1)
+    cfg = default_ilql_config().evolve(model=dict(model_path=tiny))
+    assert TRLConfig.from_dict(cfg.to_dict()) == cfg
+    save_yaml(cfg, tmp_path / "c.yaml")
+    assert load_yaml(tmp_path / "c.yaml") == cfg
+
+
+def test_yaml_round_trip_and_readable_str(tmp_path) -> None:
+    cfg = default_config("filtered_bc").evolve(method=dict(fraction=0.25))
+    path = tmp_path / "sub" / "config.yaml"
+    save_yaml(cfg, path)
+    loaded = load_yaml(path)
+    assert loaded == cfg and isinstance(loaded.method, FilteredBCConfig)
+    text = str(cfg)
+    assert "fraction: 0.25" in text and "name: filtered_bc" in text
+
+
+def test_yaml_that_does_not_parse_names_the_file(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_yaml(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_yaml_with_unknown_section_or_method(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("training: {seed: 1}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'training'"):
+        load_yaml(path)
+    path.write_text("method: {name: ppo}\n")
+    with pytest.raises(ConfigError, match="unknown method"):
+        load_yaml(path)
+
+
+def test_method_registry_has_every_agent() -> None:
+    assert {"ilql", "bc", "filtered_bc", "mc_returns", "cql"} <= set(METHODS)
+    assert isinstance(default_config("cql").method, CQLConfig)
+
+
+def test_optimizer_and_scheduler_built_from_config() -> None:
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    cfg = default_ilql_config()
+    opt = build_optimizer(params, cfg.optimizer)
+    assert isinstance(opt, torch.optim.AdamW)
+    group = opt.param_groups[0]
+    assert group["lr"] == 5e-5 and group["betas"] == (0.9, 0.95) and group["weight_decay"] == 1e-6
+    sched = build_scheduler(opt, cfg.scheduler)
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == 1e12
+    sgd = build_optimizer(params, OptimizerConfig(name="sgd", kwargs={"lr": 0.1}))
+    assert isinstance(sgd, torch.optim.SGD)
+    for name, cls in [("linear", torch.optim.lr_scheduler.LinearLR), ("constant", torch.optim.lr_scheduler.ConstantLR)]:
+        sc = build_scheduler(sgd, SchedulerConfig(name=name, kwargs={}))
+        assert isinstance(sc, cls)
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.1 / 3)  # LinearLR starts at a third
+
+
+def test_changing_optimizer_name_merges_kwargs_and_checks_them() -> None:
+    with pytest.raises(ConfigError, match="optimizer.kwargs.betas"):
+        default_ilql_config().update({"optimizer.name": "sgd"})  # SGD takes no betas
+
+
+def test_cli_prints_the_default_config() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "from textrl import default_ilql_config; print(default_ilql_config())"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "batch_size: 128" in out and "tau: 0.7" in out and "max_new_tokens: 56" in out

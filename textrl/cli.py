@@ -1,0 +1,50 @@
+"""The `textrl` command: print configs, build and inspect datasets, run the demo and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+from textrl.config import METHODS, default_config
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    """Print the default configuration of a method as YAML."""
+    print(default_config(args.method))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="textrl", description="Offline reinforcement learning for language models."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("config", help="print a method's default configuration as YAML")
+    p.add_argument("--method", default="ilql", choices=sorted(METHODS), help="which agent's method (default ilql)")
+    p.set_defaults(func=_cmd_config)
+    for register in _subcommand_modules():
+        register(sub)
+    return parser
+
+
+def _subcommand_modules() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The `add_*_subcommands` functions of the modules that own subcommands."""
+    from textrl.data_cli import add_data_subcommands
+
+    return [add_data_subcommands]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `textrl` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
