@@ -13,7 +13,6 @@ import difflib
 import inspect
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -586,16 +585,9 @@ def load_yaml(path: str | os.PathLike) -> TRLConfig:
 
 def save_yaml(config: TRLConfig, path: str | os.PathLike) -> None:
     """Write a config as YAML, atomically (a temp file renamed into place)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(str(config) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from textrl.io import atomic_write_text
+
+    atomic_write_text(path, str(config) + "\n")
 
 
 # --------------------------------------------------------------------------------------

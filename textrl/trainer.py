@@ -1,0 +1,349 @@
+"""The one offline training loop every agent shares.
+
+An agent hands the trainer a `Learner` (its model, its loss, what to do after each optimizer
+step, how to save itself) and a `BatchSource` of packed episodes. The trainer owns the rest:
+accelerate (devices, mixed precision, DDP), seeded batch order, gradient accumulation,
+clipping, logging, evaluation, atomic checkpoints and exact resumption.
+
+Every loss must be a mean over the valid actions of its batch: the trainer weights each
+minibatch (and each process's share) by its count of valid actions, so accumulation and
+DDP reproduce the full-batch gradient.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+import math
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from tqdm.auto import tqdm
+
+from textrl.config import TRLConfig, build_optimizer, build_scheduler
+from textrl.io import atomic_directory, atomic_write_text
+
+__all__ = [
+    "Learner",
+    "BatchSource",
+    "Trainer",
+    "NonFiniteLossError",
+    "find_checkpoint",
+    "TRAINER_STATE",
+]
+
+TRAINER_STATE = "trainer_state.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the message names the step and the stats."""
+
+
+class Learner(Protocol):
+    """What an agent gives the trainer."""
+
+    model: torch.nn.Module
+
+    def loss(self, model: torch.nn.Module, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss (a mean over valid actions) and float stats of one batch."""
+
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+        """Work after optimizer step `step` (1-based), e.g. target-network sync."""
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the agent (model, heads, tokenizer, config) to a directory."""
+
+
+class BatchSource(Protocol):
+    """Packed episodes addressable by row."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, rows: torch.Tensor) -> TensorDict:
+        """The padded training batch of these rows (the contract in docs/architecture.md)."""
+
+
+EvalFn = Callable[[int, int], dict[str, np.ndarray]]
+"""`eval_fn(num_episodes, seed)` runs rollouts and returns per-episode arrays, e.g. {"score": ...}."""
+
+
+@dataclass
+class _State:
+    """What a checkpoint must restore besides the model and optimizer."""
+
+    step: int = 0
+    best: float = -math.inf
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """Resolve a checkpoint: a `step_N` folder itself, or the newest complete one under a run folder."""
+    path = Path(path)
+    if (path / TRAINER_STATE).is_file():
+        return path
+    steps = sorted(
+        (int(m.group(1)), p) for p in path.glob("step_*") if (m := _STEP_DIR.match(p.name)) and (p / TRAINER_STATE).is_file()
+    ) if path.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: expected a step_N folder holding {TRAINER_STATE}, or a run folder "
+            "containing such folders (train.checkpoint_dir of an earlier run)"
+        )
+    return steps[-1][1]
+
+
+class Trainer:
+    """Runs `config.train.total_steps` optimizer steps of a learner over a batch source."""
+
+    def __init__(
+        self,
+        learner: Learner,
+        data: BatchSource,
+        config: TRLConfig,
+        eval_fn: Optional[EvalFn] = None,
+    ) -> None:
+        from accelerate import Accelerator
+
+        self.learner, self.data, self.config, self.eval_fn = learner, data, config, eval_fn
+        self.train_cfg = config.train
+        self.accelerator = Accelerator(mixed_precision=self.train_cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        world = self.accelerator.num_processes
+        if len(data) < self.train_cfg.batch_size:
+            raise ValueError(
+                f"train.batch_size ({self.train_cfg.batch_size}) is larger than the dataset ({len(data)} episodes): "
+                "lower train.batch_size or use a larger dataset"
+            )
+        if self.train_cfg.batch_size % (world * self.train_cfg.grad_accumulation_steps):
+            raise ValueError(
+                f"train.batch_size ({self.train_cfg.batch_size}) must split evenly over {world} processes "
+                f"x {self.train_cfg.grad_accumulation_steps} minibatches"
+            )
+        trainable = [p for p in learner.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters: check model.num_layers_unfrozen / peft_config")
+        optimizer = build_optimizer(trainable, config.optimizer)
+        self.scheduler = build_scheduler(optimizer, config.scheduler)
+        self.model, self.optimizer = self.accelerator.prepare(learner.model, optimizer)
+        self.run_dir = Path(self.train_cfg.checkpoint_dir)
+        self.log_dir = Path(self.train_cfg.logging_dir or self.train_cfg.checkpoint_dir)
+        self.state = _State()
+        self.history: list[dict[str, Any]] = []
+        self._tb = None
+
+    # ------------------------------------------------------------------ batches
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full batches in one pass over the data (the last partial batch is dropped)."""
+        return len(self.data) // self.train_cfg.batch_size
+
+    def _rows(self, step: int) -> torch.Tensor:
+        """This process's rows for optimizer step `step` (0-based): a seeded per-epoch permutation."""
+        epoch, index = divmod(step, self.batches_per_epoch)
+        generator = torch.Generator().manual_seed(self.train_cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.data), generator=generator)
+        size = self.train_cfg.batch_size
+        rows = order[index * size:(index + 1) * size]
+        acc = self.accelerator
+        return rows[acc.process_index::acc.num_processes]
+
+    # ------------------------------------------------------------------ one step
+
+    def _optimizer_step(self, step: int) -> dict[str, float]:
+        """Forward/backward over this step's minibatches, then clip, step and schedule."""
+        acc = self.accelerator
+        rows = self._rows(step)
+        local = self.data.batch(rows)
+        n_local = local["action_mask"].sum().to(acc.device, torch.float32)
+        n_global = acc.reduce(n_local.clone(), reduction="sum") if acc.num_processes > 1 else n_local
+        if n_global.item() == 0:
+            raise ValueError(f"step {step + 1}: the batch holds no actions; the dataset has episodes without actions")
+        chunks = rows.chunk(self.train_cfg.grad_accumulation_steps)
+        totals: dict[str, float] = {}
+        self.model.train()
+        for i, chunk in enumerate(chunks):
+            batch = self.data.batch(chunk).to(acc.device)
+            weight = batch["action_mask"].sum() / n_global * acc.num_processes
+            sync = i == len(chunks) - 1
+            with (acc.no_sync(self.model) if not sync and acc.num_processes > 1 else nullcontext()), acc.autocast():
+                loss, stats = self.learner.loss(self.model, batch)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"the loss is {loss.item()} at step {step + 1}; stats: {stats}. Training stopped; "
+                        f"the last good checkpoint is kept under {self.run_dir}. Lower optimizer.kwargs.lr, "
+                        "enable train.max_grad_norm, or check the dataset's rewards."
+                    )
+                acc.backward(loss * weight)
+            share = float(weight) / acc.num_processes
+            for key, value in {"loss": loss.item(), **stats}.items():
+                totals[key] = totals.get(key, 0.0) + share * float(value)
+        if self.train_cfg.max_grad_norm is not None:
+            totals["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.learner.after_optimizer_step(acc.unwrap_model(self.model), step + 1)
+        if acc.num_processes > 1:
+            keys = sorted(totals)
+            summed = acc.reduce(torch.tensor([totals[k] for k in keys], device=acc.device), reduction="sum")
+            totals = dict(zip(keys, summed.tolist()))
+        totals["lr"] = self.scheduler.get_last_lr()[0]
+        return totals
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Run `eval_fn` with the episodes split over processes; the means of every key, gathered."""
+        acc = self.accelerator
+        n = math.ceil(self.train_cfg.eval_episodes / acc.num_processes)
+        self.model.eval()
+        with torch.no_grad():
+            local = self.eval_fn(n, self.train_cfg.seed + 7919 * acc.process_index)
+        out = {}
+        for key in sorted(local):
+            values = torch.as_tensor(np.asarray(local[key], dtype=np.float64), device=acc.device)
+            gathered = acc.gather(values) if acc.num_processes > 1 else values
+            out[f"eval/{key}"] = float(gathered.mean())
+            out[f"eval/{key}_std"] = float(gathered.std(unbiased=False))
+        out["step"] = step
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> Path:
+        """Write `step_N` atomically: the learner's own directory plus optimizer, scheduler and RNG state."""
+        acc = self.accelerator
+        path = self.run_dir / f"step_{self.state.step:06d}"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with atomic_directory(path) as tmp:
+                self.learner.save_pretrained(tmp / "agent")
+                torch.save(
+                    {
+                        "step": self.state.step,
+                        "best": self.state.best,
+                        "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(),
+                        "model": acc.unwrap_model(self.model).state_dict(),
+                        "rng": _rng_state(),
+                    },
+                    tmp / TRAINER_STATE,
+                )
+        acc.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Restore model, optimizer, scheduler, step, best metric and RNG states from a checkpoint."""
+        path = find_checkpoint(path)
+        try:
+            state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, EOFError, OSError) as e:
+            raise ValueError(
+                f"cannot resume from {path}: {e}. Is it a checkpoint of this agent type and model? "
+                "Point train.resume_from_checkpoint at another step_N folder or remove it."
+            ) from e
+        self.state = _State(step=state["step"], best=state["best"])
+        _set_rng_state(state["rng"])
+        return path
+
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        """Keep the best agent so far (by `train.best_metric`) in `best/`."""
+        value = metrics.get(self.train_cfg.best_metric)
+        if value is None or not value > self.state.best:
+            return
+        self.state.best = value
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            with atomic_directory(self.run_dir / "best") as tmp:
+                self.learner.save_pretrained(tmp)
+                atomic_write_text(tmp / "best.json", json.dumps({"step": self.state.step, "value": value}))
+
+    # ------------------------------------------------------------------ logging
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append a record to the history, the JSONL log and TensorBoard (main process only)."""
+        self.history.append(record)
+        if not self.accelerator.is_main_process or self.train_cfg.tracker == "none":
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.train_cfg.tracker == "jsonl":
+            with open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        else:
+            if self._tb is None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as e:
+                    raise ImportError("train.tracker='tensorboard' needs the tensorboard package: "
+                                      "pip install tensorboard") from e
+                self._tb = SummaryWriter(str(self.log_dir))
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, record["step"])
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> list[dict[str, Any]]:
+        """Train to `total_steps` (or `epochs` passes, whichever ends first); return the logged history."""
+        cfg = self.train_cfg
+        _seed_everything(cfg.seed)
+        if cfg.resume_from_checkpoint:
+            self.load_checkpoint(cfg.resume_from_checkpoint)
+        last = min(cfg.total_steps, cfg.epochs * self.batches_per_epoch)
+        bar = tqdm(total=last, initial=self.state.step, desc="train", unit="step",
+                   disable=not (cfg.progress_bar and self.accelerator.is_main_process), dynamic_ncols=True)
+        started = time.perf_counter()
+        while self.state.step < last:
+            stats = self._optimizer_step(self.state.step)
+            self.state.step += 1
+            step = self.state.step
+            self._log({"step": step, **stats, "time": time.perf_counter() - started})
+            bar.set_postfix(loss=f"{stats['loss']:.4f}")
+            bar.update()
+            if self.eval_fn is not None and (step % cfg.eval_interval == 0 or step == last):
+                metrics = self.evaluate(step)
+                self._log(metrics)
+                bar.write(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_std")))
+                if cfg.save_best:
+                    self._save_best(metrics)
+            if step % cfg.checkpoint_interval == 0 or step == last:
+                self.save_checkpoint()
+        bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        return self.history
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every RNG state a resumed run needs to continue bit for bit."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states saved by `_rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
