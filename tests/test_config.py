@@ -216,9 +216,13 @@ def test_optimizer_and_scheduler_built_from_config() -> None:
     assert sgd.param_groups[0]["lr"] == pytest.approx(0.1 / 3)  # LinearLR starts at a third
 
 
-def test_changing_optimizer_name_merges_kwargs_and_checks_them() -> None:
+def test_changing_optimizer_name_starts_its_kwargs_afresh() -> None:
+    cfg = default_ilql_config().update({"optimizer.name": "sgd", "optimizer.kwargs.lr": 0.5})
+    assert cfg.optimizer.kwargs == {"lr": 0.5}  # AdamW's betas/eps do not carry over to SGD
+    sched = default_ilql_config().evolve(scheduler=dict(name="constant"))
+    assert sched.scheduler.kwargs == {}
     with pytest.raises(ConfigError, match="optimizer.kwargs.betas"):
-        default_ilql_config().update({"optimizer.name": "sgd"})  # SGD takes no betas
+        default_ilql_config().update({"optimizer.name": "sgd", "optimizer.kwargs.betas": [0.9, 0.9]})
 
 
 def test_cli_prints_the_default_config() -> None:

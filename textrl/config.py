@@ -156,6 +156,10 @@ def _merge(section: Any, changes: dict[str, Any], path: str) -> Any:
     if dataclasses.is_dataclass(section):
         names = [f.name for f in dataclasses.fields(section) if f.init]
         values = {}
+        if "kwargs" in names and changes.get("name", section.name) != section.name:
+            # A new optimizer/scheduler class: the old keyword arguments belonged to the old one.
+            values["kwargs"] = {}
+            section = dataclasses.replace(section, name=changes["name"], kwargs={})
         for key, value in changes.items():
             if key not in names:
                 raise _unknown_key(path, key, names)
