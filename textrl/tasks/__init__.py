@@ -1,0 +1,30 @@
+"""The tasks: one module each, found by short name or env id."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from textrl.tasks.base import Policy, Task, Transition
+from textrl.tasks.maze import MazePOTask, MazeTask
+from textrl.tasks.randomwalks import RandomWalksTask
+
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask)}
+_BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
+
+__all__ = ["TASKS", "Task", "Policy", "Transition", "get_task", "RandomWalksTask", "MazeTask", "MazePOTask"]
+
+
+def get_task(name_or_env_id: str, **kwargs: Any) -> Task:
+    """The task with this short name ("maze") or env id ("textrl/Maze-v0"), built with `kwargs`."""
+    name = _BY_ENV_ID.get(name_or_env_id, name_or_env_id)
+    if name not in TASKS:
+        known = ", ".join([*TASKS, *_BY_ENV_ID])
+        raise ValueError(f"unknown task {name_or_env_id!r}; known tasks: {known}")
+    return _cached_task(name, tuple(sorted(kwargs.items())))
+
+
+@lru_cache(maxsize=None)
+def _cached_task(name: str, kwargs: tuple[tuple[str, Any], ...]) -> Task:
+    """Tasks are immutable after construction and their references cost a DP: build each once."""
+    return TASKS[name](**dict(kwargs))

@@ -1,0 +1,154 @@
+"""What every task provides: a vocabulary and tokenizer, batched dynamics, policies and reference scores.
+
+Dynamics are batched numpy functions over N episodes at once, so the single env, the vector env
+and dataset collection all run the same transition code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+Policy = Callable[[dict[str, np.ndarray], np.random.Generator], np.ndarray]
+"""A batched policy: observations {"input_ids": [N, L], "length": [N]} and an rng -> N token ids."""
+
+PAD, EOS = "<pad>", "<eos>"
+
+
+@dataclass
+class Transition:
+    """The outcome of one batched step: tokens the env appends, rewards and episode ends."""
+
+    response: np.ndarray  # [N, R] environment tokens appended after each action, -1 = none
+    reward: np.ndarray  # [N] float
+    terminated: np.ndarray  # [N] bool
+    truncated: np.ndarray  # [N] bool
+
+
+class Task(ABC):
+    """A synthetic text task with a known optimum (see docs/architecture.md)."""
+
+    name: ClassVar[str]
+    env_id: ClassVar[str]
+    max_length: int
+    ref_min_score: float
+    ref_max_score: float
+    # Tier -> epsilon: the probability that the behaviour policy takes the exploratory action.
+    tiers: ClassVar[dict[str, float]] = {"random": 1.0, "medium": 0.5, "mixed": 0.25, "expert": 0.0}
+
+    # ------------------------------------------------------------------ vocabulary
+
+    @property
+    @abstractmethod
+    def vocab(self) -> list[str]:
+        """Token strings; a token's id is its index. Contains PAD and EOS."""
+
+    @cached_property
+    def token_to_id(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.vocab)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def pad_id(self) -> int:
+        return self.token_to_id[PAD]
+
+    @property
+    def eos_id(self) -> int:
+        return self.token_to_id[EOS]
+
+    @cached_property
+    def obs_dtype(self) -> np.dtype:
+        """The smallest unsigned integer type that holds every token id."""
+        return np.dtype(np.min_scalar_type(self.vocab_size - 1))
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """A `PreTrainedTokenizerFast` over the vocabulary (whitespace-separated tokens), built locally."""
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        core = Tokenizer(models.WordLevel(vocab=dict(self.token_to_id), unk_token=PAD))
+        core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=PAD)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of whitespace-separated token strings; unknown tokens are an error."""
+        ids = []
+        for word in text.split():
+            if word not in self.token_to_id:
+                raise ValueError(f"unknown token {word!r} for task {self.name}; known tokens: {' '.join(self.vocab)}")
+            ids.append(self.token_to_id[word])
+        return ids
+
+    def decode(self, ids: Any) -> str:
+        """Text of token ids (tokens joined by spaces)."""
+        return " ".join(self.vocab[int(i)] for i in ids)
+
+    # ------------------------------------------------------------------ dynamics
+
+    @abstractmethod
+    def sample_prompt(self, rng: np.random.Generator) -> list[int]:
+        """A prompt drawn from the task's start distribution."""
+
+    @abstractmethod
+    def check_prompt(self, prompt: list[int]) -> None:
+        """Raise ValueError if `prompt` is not a valid start of this task."""
+
+    @abstractmethod
+    def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+        """The batched hidden state of episodes starting from these prompts (rngs: one per episode)."""
+
+    @abstractmethod
+    def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
+        """Advance the episodes where `active` is True by `actions`, updating `state` in place."""
+
+    # ------------------------------------------------------------------ policies
+
+    @abstractmethod
+    def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """The exact optimal policy."""
+
+    def random_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """Uniform over the whole vocabulary (the policy behind ref_min_score)."""
+        return rng.integers(0, self.vocab_size, size=len(obs["length"]))
+
+    def exploration_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """The exploratory half of the behaviour mixtures (uniform over the vocabulary unless overridden)."""
+        return self.random_policy(obs, rng)
+
+    def behaviour_policy(self, epsilon: float) -> Policy:
+        """With probability `epsilon` the exploration policy's token, else the optimal one."""
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+
+        def policy(obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+            explore = rng.random(len(obs["length"])) < epsilon
+            return np.where(explore, self.exploration_policy(obs, rng), self.optimal_policy(obs, rng))
+
+        policy.__name__ = f"{self.name}_behaviour_eps{epsilon:g}"
+        return policy
+
+    # ------------------------------------------------------------------ envs
+
+    def make_env(self, **kwargs: Any) -> Any:
+        """A single-episode `TokenEnv` of this task."""
+        from textrl.env import TokenEnv
+
+        return TokenEnv(self, **kwargs)
+
+    def make_vector_env(self, num_envs: int, **kwargs: Any) -> Any:
+        """A batched `TokenVectorEnv` of this task."""
+        from textrl.env import TokenVectorEnv
+
+        return TokenVectorEnv(self, num_envs, **kwargs)
+
+    def normalized_score(self, mean_return: float) -> float:
+        """100 * (R - ref_min) / (ref_max - ref_min)."""
+        return 100.0 * (mean_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)

@@ -1,0 +1,207 @@
+"""The double-T maze of LMRL-Gym, as a multi-turn text task: fully observed (Maze) and walls-only (MazePO).
+
+Each turn the agent emits one move token; the env answers with the new observation tokens.
+Reward -1 per move, 0 on the move that reaches the goal, -4 for a token that is not a move
+(the position stays, the episode goes on); the episode is cut at `max_steps` moves. Reference
+scores are exact (BFS for the optimum, dynamic programming for the uniform random policy).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from textrl.tasks.base import EOS, PAD, Task, Transition
+
+GOAL = (8, 6)
+MOVES = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+STEP_REWARD, GOAL_REWARD, INVALID_REWARD = -1.0, 0.0, -4.0
+
+
+def load_layout() -> np.ndarray:
+    """The maze grid shipped with the package (True = wall)."""
+    text = resources.files("textrl.tasks").joinpath("data/double_t_maze.txt").read_text()
+    return np.array([[c == "1" for c in line.strip()] for line in text.splitlines() if line.strip()])
+
+
+class MazeTask(Task):
+    """The fully observed double-T maze: the observation gives the goal, the position and the adjacent walls."""
+
+    name = "maze"
+    env_id = "textrl/Maze-v0"
+    observe_position = True
+
+    def __init__(self, max_steps: int = 20) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        self.max_steps = max_steps
+        self.walls = load_layout()
+        self.cells = [tuple(map(int, c)) for c in np.argwhere(~self.walls)]
+        self.cell_index = {c: i for i, c in enumerate(self.cells)}
+        self.goal = self.cell_index[GOAL]
+        self.starts = np.array([i for i in range(len(self.cells)) if i != self.goal])
+        moves = np.array(list(MOVES.values()))
+        # next_cell[c, m]: the cell after move m from cell c (unchanged into a wall).
+        self.next_cell = np.array([[self.cell_index.get((r + dr, c + dc), i) for dr, dc in moves]
+                                   for i, (r, c) in enumerate(self.cells)])
+        self.wall_bits = np.array([[int(self.next_cell[i, m] == i) for m in range(4)] for i in range(len(self.cells))])
+        self.dist = self._bfs()
+        per_turn = len(self._observe(np.array([0]))[0])
+        self.max_length = len(self._prompt(0)) + max_steps * (1 + per_turn)
+        self.ref_max_score = float(np.mean([-max(self.dist[s] - 1, 0) for s in self.starts]))
+        self.ref_min_score = self._uniform_return()
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        cells = [f"{r},{c}" for r, c in self.cells]
+        walls = [f"w{b:04b}" for b in range(16)]
+        return [PAD, EOS, *MOVES, "goal", "pos", *cells, *walls]
+
+    # ------------------------------------------------------------------ observations
+
+    def _observe(self, cell: np.ndarray) -> np.ndarray:
+        """The observation tokens after arriving at `cell` (batched): [pos, r,c,] walls."""
+        wall_tok = self._wall_token[cell]
+        if not self.observe_position:
+            return wall_tok[:, None]
+        cell_tok = self._cell_token[cell]
+        return np.stack([np.full(len(cell), self.token_to_id["pos"]), cell_tok, wall_tok], axis=1)
+
+    @cached_property
+    def _wall_token(self) -> np.ndarray:
+        """Per cell, the token of its wall pattern (bits up, down, left, right)."""
+        bits = self.wall_bits @ np.array([8, 4, 2, 1])
+        return np.array([self.token_to_id[f"w{b:04b}"] for b in bits])
+
+    @cached_property
+    def _cell_token(self) -> np.ndarray:
+        return np.array([self.token_to_id[f"{r},{c}"] for r, c in self.cells])
+
+    def _prompt(self, cell: int) -> list[int]:
+        goal = [self.token_to_id["goal"], self.token_to_id["{},{}".format(*GOAL)]] if self.observe_position else []
+        return goal + self._observe(np.array([cell]))[0].tolist()
+
+    # ------------------------------------------------------------------ dynamics
+
+    def sample_prompt(self, rng: np.random.Generator) -> list[int]:
+        return self._prompt(int(rng.choice(self.starts)))
+
+    def check_prompt(self, prompt: list[int]) -> None:
+        if not any(prompt == self._prompt(int(s)) for s in self.starts):
+            raise ValueError(f"not a start observation of {self.name}: {self.decode(prompt)!r} "
+                             f"(e.g. {self.decode(self._prompt(int(self.starts[0])))!r})")
+
+    def _cell_of_prompt(self, prompt: list[int]) -> int:
+        matches = [int(s) for s in self.starts if prompt == self._prompt(int(s))]
+        return matches[0]
+
+    def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+        cells = [self._cell_of_prompt(p) for p in prompts]
+        return {"cell": np.array(cells, dtype=np.int64), "steps": np.zeros(len(prompts), dtype=np.int64)}
+
+    def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
+        cell, steps = state["cell"], state["steps"]
+        move = actions - self.token_to_id["up"]
+        is_move = (move >= 0) & (move < 4)
+        new = np.where(is_move, self.next_cell[cell, np.clip(move, 0, 3)], cell)
+        cell[active] = new[active]
+        steps[active] += 1
+        arrived = active & is_move & (cell == self.goal)
+        reward = np.where(is_move, np.where(arrived, GOAL_REWARD, STEP_REWARD), INVALID_REWARD) * active
+        truncated = active & ~arrived & (steps >= self.max_steps)
+        response = np.where((active & ~arrived & ~truncated)[:, None], self._observe(cell), -1)
+        return Transition(response, reward, arrived, truncated)
+
+    # ------------------------------------------------------------------ policies
+
+    def _bfs(self) -> np.ndarray:
+        dist = np.full(len(self.cells), -1)
+        dist[self.goal] = 0
+        queue = deque([self.goal])
+        while queue:
+            v = queue.popleft()
+            for u in range(len(self.cells)):
+                if dist[u] < 0 and v in self.next_cell[u]:
+                    dist[u] = dist[v] + 1
+                    queue.append(u)
+        return dist
+
+    @cached_property
+    def _best_move(self) -> np.ndarray:
+        """The first move (index into MOVES) that gets one step closer to the goal."""
+        return np.array([int(np.argmin(np.where(self.next_cell[i] == i, 10**6, self.dist[self.next_cell[i]])))
+                         for i in range(len(self.cells))])
+
+    def _position(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The current cell, read from the last position token of each observation."""
+        ids = np.asarray(obs["input_ids"], dtype=np.int64)
+        first_cell = self.token_to_id["{},{}".format(*self.cells[0])]
+        is_cell = (ids >= first_cell) & (ids < first_cell + len(self.cells))
+        is_cell &= np.arange(ids.shape[1])[None] < np.asarray(obs["length"])[:, None]
+        last = ids.shape[1] - 1 - np.argmax(is_cell[:, ::-1], axis=1)
+        return ids[np.arange(len(ids)), last] - first_cell
+
+    def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """A shortest-path move from the observed position (BFS)."""
+        return self._best_move[self._position(obs)] + self.token_to_id["up"]
+
+    def exploration_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """A uniformly random move (the behaviour data stays parseable)."""
+        return rng.integers(0, 4, size=len(obs["length"])) + self.token_to_id["up"]
+
+    def _uniform_return(self) -> float:
+        """Exact mean return of the uniform-over-vocabulary policy, by dynamic programming over (cell, steps)."""
+        p_move = 1.0 / self.vocab_size
+        p_other = 1.0 - 4 * p_move
+        value = np.zeros(len(self.cells))  # value with no moves left
+        for _ in range(self.max_steps):
+            new = p_other * (INVALID_REWARD + value)
+            for m in range(4):
+                nxt = self.next_cell[:, m]
+                new = new + p_move * np.where(nxt == self.goal, GOAL_REWARD, STEP_REWARD + value[nxt])
+            value = new
+        return float(value[self.starts].mean())
+
+
+class MazePOTask(MazeTask):
+    """The partially observed maze: the observation gives only the walls around the agent.
+
+    The start is uniform over the 25 cells as in the full maze (a wall pattern is drawn, then a
+    cell among those showing it). The agent cannot see where it is, so the fully observed
+    optimum is kept as ref_max_score: an upper bound. Its `optimal_policy` is a belief-state
+    policy (track the cells consistent with the history, minimise the worst-case distance),
+    good but not proven optimal.
+    """
+
+    name = "maze_po"
+    env_id = "textrl/MazePO-v0"
+    observe_position = False
+
+    def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+        cells = [int(rng.choice([s for s in self.starts if prompt == self._prompt(int(s))]))
+                 for prompt, rng in zip(prompts, rngs)]
+        return {"cell": np.array(cells, dtype=np.int64), "steps": np.zeros(len(prompts), dtype=np.int64)}
+
+    def _belief(self, tokens: list[int]) -> set[int]:
+        """Cells consistent with a walls-only history [w0, a1, w1, a2, w2, ...]."""
+        wall_of = self._wall_token
+        belief = {int(s) for s in self.starts if wall_of[int(s)] == tokens[0]}
+        up = self.token_to_id["up"]
+        for k in range(1, len(tokens) - 1, 2):
+            move, seen = tokens[k] - up, tokens[k + 1]
+            moved = {int(self.next_cell[c, move]) if 0 <= move < 4 else c for c in belief}
+            belief = {c for c in moved if wall_of[c] == seen} or moved
+        return belief
+
+    def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """Minimise the worst-case (then mean) distance to the goal over the belief set."""
+        out = np.empty(len(obs["length"]), dtype=np.int64)
+        for r, (ids, n) in enumerate(zip(np.asarray(obs["input_ids"]), np.asarray(obs["length"]))):
+            cells = np.array(sorted(self._belief([int(t) for t in ids[:n]])))
+            after = self.dist[self.next_cell[cells]]  # [cells, 4]
+            out[r] = int(np.lexsort((after.mean(0), after.max(0)))[0])
+        return out + self.token_to_id["up"]
