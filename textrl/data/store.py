@@ -1,0 +1,171 @@
+"""Minari datasets on disk: write episodes atomically, find and open datasets, their tokenizer and task.
+
+A dataset is a Minari folder `<MINARI_DATASETS_PATH>/<id>/` (hdf5) plus `tokenizer/` beside its
+`data/`, so a model can be fitted to it without knowing where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import minari
+import numpy as np
+from gymnasium import spaces
+from minari.data_collector import EpisodeBuffer
+
+from textrl.rollout import Episode
+
+TOKENIZER_DIR = "tokenizer"
+_ID = re.compile(r"^[A-Za-z0-9_.]{2,}(/[A-Za-z0-9_.\-]+)*/[A-Za-z0-9_.\-]+-v\d+$")
+
+
+def datasets_root() -> Path:
+    """Where datasets live: MINARI_DATASETS_PATH, or Minari's default folder."""
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    return Path(get_dataset_path())
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    """Raise a clear error unless `dataset_id` looks like `namespace/name-vN`."""
+    if not isinstance(dataset_id, str) or not _ID.match(dataset_id):
+        raise ValueError(
+            f"malformed dataset id {dataset_id!r}: expected 'namespace/name-vN' such as "
+            "'textrl/randomwalks/random-v0' (namespace of 2+ characters, a version number at the end)"
+        )
+
+
+def dataset_dir(dataset_id: str) -> Path:
+    """The folder of a dataset id under the datasets root."""
+    return datasets_root() / dataset_id
+
+
+def episode_buffer(index: int, episode: Episode) -> EpisodeBuffer:
+    """A Minari buffer of one episode; the prompt and decoded text go in its (per-episode) options."""
+    return EpisodeBuffer(
+        id=index,
+        options={"prompt": episode.prompt, "text": episode.text},
+        observations={k: np.asarray(v) for k, v in episode.observations.items()},
+        actions=np.asarray(episode.actions, dtype=np.int64),
+        rewards=np.asarray(episode.rewards, dtype=np.float64),
+        terminations=np.asarray(episode.terminations, dtype=bool),
+        truncations=np.asarray(episode.truncations, dtype=bool),
+        infos={},
+    )
+
+
+def write_dataset(
+    dataset_id: str,
+    chunks: Iterable[list[Episode]],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    tokenizer: Any,
+    metadata: dict[str, Any],
+) -> minari.MinariDataset:
+    """Write episode chunks as a Minari dataset, atomically: staged in a temporary root, then renamed.
+
+    An interrupted write leaves no dataset under `dataset_id` (and nothing blocking the id).
+    """
+    check_dataset_id(dataset_id)
+    final = dataset_dir(dataset_id)
+    if final.exists():
+        raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it or bump the version")
+    root = datasets_root()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(staging)
+    try:
+        dataset = None
+        index = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Minari warns about fields we deliberately leave empty
+            for chunk in chunks:
+                buffers = [episode_buffer(index + i, ep) for i, ep in enumerate(chunk)]
+                index += len(buffers)
+                if dataset is None:
+                    dataset = minari.create_dataset_from_buffers(
+                        dataset_id, buffers, observation_space=observation_space, action_space=action_space,
+                        **metadata,
+                    )
+                else:
+                    dataset.update_dataset_from_buffer(buffers)
+        if dataset is None:
+            raise ValueError(f"dataset {dataset_id}: no episodes to write")
+        tokenizer.save_pretrained(str(staging / dataset_id / TOKENIZER_DIR))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / dataset_id, final)
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+        shutil.rmtree(staging, ignore_errors=True)
+    return open_dataset(final)
+
+
+def open_dataset(path: str | os.PathLike) -> minari.MinariDataset:
+    """Open the Minari dataset in a folder (the one holding `data/`), with a clear error if it is not one."""
+    path = Path(path)
+    data = path / "data" if (path / "data").is_dir() else path
+    if not (data / "metadata.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Minari dataset folder (no data/metadata.json)")
+    try:
+        return minari.MinariDataset(data)
+    except Exception as e:  # Minari raises several types for damaged metadata
+        raise ValueError(f"cannot open the dataset at {path}: {e}. It may be damaged: rebuild it") from e
+
+
+def load(dataset: Any) -> minari.MinariDataset:
+    """A Minari dataset from a `MinariDataset`, a local dataset id, or a dataset folder."""
+    if isinstance(dataset, minari.MinariDataset):
+        return dataset
+    if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and os.path.isdir(dataset)):
+        return open_dataset(dataset)
+    if not isinstance(dataset, str):
+        raise TypeError(f"expected a MinariDataset, a dataset id or a folder, got {type(dataset).__name__}")
+    check_dataset_id(dataset)
+    folder = dataset_dir(dataset)
+    if not folder.is_dir():
+        known = ", ".join(local_dataset_ids()) or "none"
+        raise FileNotFoundError(
+            f"no local dataset {dataset!r} under {datasets_root()} (local datasets: {known}); build a task "
+            "dataset with textrl.make_dataset(id) or `textrl data build ID`"
+        )
+    return open_dataset(folder)
+
+
+def local_dataset_ids() -> list[str]:
+    """Ids of the datasets under the datasets root."""
+    root = datasets_root()
+    if not root.is_dir():
+        return []
+    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")
+                  if not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def folder_of(dataset: minari.MinariDataset) -> Path:
+    """The dataset's folder (the parent of its `data/`)."""
+    return Path(dataset.storage.data_path).parent
+
+
+def load_tokenizer(dataset: Any) -> Any:
+    """The tokenizer saved with a dataset."""
+    from transformers import AutoTokenizer
+
+    path = folder_of(load(dataset)) / TOKENIZER_DIR
+    if not path.is_dir():
+        raise FileNotFoundError(f"the dataset at {path.parent} carries no tokenizer/ folder; pass a tokenizer")
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def env_id_of(dataset: minari.MinariDataset) -> Optional[str]:
+    """The registered env id the dataset evaluates on, if any."""
+    spec = dataset._eval_env_spec or dataset.spec.env_spec  # Minari 0.5 keeps the eval spec private
+    return spec.id if spec is not None else None
