@@ -21,3 +21,11 @@ from textrl.config import (
 )
 
 __version__ = "0.1.0"
+
+import textrl.registration  # noqa: E402,F401  (registers the gymnasium ids)
+from textrl.data import PackedDataset, from_samples, load, load_tokenizer, make_dataset, pack  # noqa: E402
+from textrl.env import TokenEnv, TokenVectorEnv  # noqa: E402
+from textrl.presets import task_config  # noqa: E402
+from textrl.rollout import EvalResult, collect_episodes, evaluate  # noqa: E402
+from textrl.tasks import TASKS, get_task  # noqa: E402
+from textrl.trainer import NonFiniteLossError, Trainer  # noqa: E402

@@ -30,10 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommand_modules() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """The `add_*_subcommands` functions of the modules that own subcommands."""
+    """The registrars of the subcommands: textrl's own, then the `textrl.commands` entry points.
+
+    Commands that train agents (`bench`, `demo`) live in the `agents` package; they plug in
+    through entry points so that `textrl` itself never imports `agents`.
+    """
+    from importlib.metadata import entry_points
+
     from textrl.data_cli import add_data_subcommands
 
-    return [add_data_subcommands]
+    plugins = sorted(entry_points(group="textrl.commands"), key=lambda ep: ep.name)
+    return [add_data_subcommands, *(ep.load() for ep in plugins)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

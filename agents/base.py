@@ -1,0 +1,269 @@
+"""The surface every agent shares: fit, act, generate, save and load.
+
+A subclass says what its model is (`build_model`), what it minimises (`loss`), what it does
+after an optimizer step, and how it scores the next token (`next_token_scores`); the data
+path, the training loop, evaluation and checkpoints are the same for all agents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional, Sequence
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from textrl.config import MethodConfig, TRLConfig, default_config, load_yaml, save_yaml
+from textrl.data import PackedDataset, load, load_tokenizer, pack
+from textrl.data.store import env_id_of
+from textrl.io import atomic_directory, atomic_write_text
+from textrl.models import ValueModel, decode, load_tokenizer_from_path, sample_next
+from textrl.models.value_model import gather_positions, last_hidden_and_lm
+from textrl.rollout import evaluate
+from textrl.tasks import get_task
+from textrl.trainer import Trainer
+
+AGENT_FILE = "agent.json"
+CONFIG_FILE = "config.yaml"
+MODEL_DIR = "model"
+TOKENIZER_DIR = "tokenizer"
+
+
+class OfflineAgent(ABC):
+    """Base class of the offline agents (BC, filtered BC, MC returns, CQL, ILQL)."""
+
+    method_cls: ClassVar[type[MethodConfig]]
+    agent_name: ClassVar[str]
+
+    def __init__(self, config: Optional[TRLConfig] = None, tokenizer: Any = None) -> None:
+        config = config if config is not None else default_config(self.method_cls.name)
+        if not isinstance(config, TRLConfig):
+            raise TypeError(f"{type(self).__name__} takes a TRLConfig, got {type(config).__name__}")
+        if not isinstance(config.method, self.method_cls):
+            raise ValueError(
+                f"{type(self).__name__} needs a '{self.method_cls.name}' method config, got "
+                f"'{config.method.name}': use textrl.default_config('{self.method_cls.name}')"
+            )
+        self.config = config
+        self.tokenizer = tokenizer
+        self.model: Optional[ValueModel] = None
+        self.generator = torch.Generator().manual_seed(config.train.seed)
+
+    # ------------------------------------------------------------------ to override
+
+    @abstractmethod
+    def build_model(self, vocab_size: int) -> ValueModel:
+        """A fresh model for a vocabulary of `vocab_size` tokens (subclasses choose the heads)."""
+
+    @abstractmethod
+    def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss (a mean over valid actions) and its stats."""
+
+    def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
+        """Scores over the vocabulary from the last hidden state and LM logits (higher = preferred)."""
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+        """Work after each optimizer step (target sync for Q-learning agents)."""
+
+    def prepare_data(self, packed: PackedDataset) -> PackedDataset:
+        """The rows this agent trains on (all of them, unless a subclass filters)."""
+        return packed
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        dataset: Any,
+        *,
+        evaluate_every: Optional[int] = None,
+        metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]] = None,
+        **train: Any,
+    ) -> list[dict[str, Any]]:
+        """Train on a Minari dataset, a dataset id, a path or a packed dataset; return the logged history.
+
+        Keyword arguments override `config.train` fields for this call (e.g. `total_steps=200`).
+        """
+        if train:
+            self.config = self.config.evolve(train=train)
+        if evaluate_every is not None:
+            self.config = self.config.evolve(train=dict(eval_interval=evaluate_every))
+        packed, task = self._packed(dataset)
+        if self.tokenizer is None:
+            self.tokenizer = self._resolve_tokenizer(dataset if not isinstance(dataset, PackedDataset) else None)
+        if len(self.tokenizer) != packed.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(self.tokenizer)} tokens but the dataset's action space has "
+                f"{packed.vocab_size}: use the dataset's own tokenizer (tokenizer.tokenizer_path: null)"
+            )
+        if packed.max_tokens > self.config.train.seq_length:
+            raise ValueError(
+                f"the dataset's episodes are up to {packed.max_tokens} tokens long but train.seq_length is "
+                f"{self.config.train.seq_length}: raise train.seq_length to at least {packed.max_tokens}"
+            )
+        if self.model is None:
+            self.model = self.build_model(packed.vocab_size)
+        eval_fn = self._eval_fn(task, metric_fn)
+        trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)
+        return trainer.train()
+
+    def _packed(self, dataset: Any) -> tuple[PackedDataset, Any]:
+        """The packed training rows and the dataset's task (None when it has no env)."""
+        if isinstance(dataset, PackedDataset):
+            return dataset, _task_or_none(dataset.env_id)
+        data = load(dataset)
+        packed = pack(data, reward_normalization=self.config.train.reward_normalization)
+        return packed, _task_or_none(env_id_of(data))
+
+    def _resolve_tokenizer(self, dataset: Any) -> Any:
+        """The configured tokenizer, or the dataset's own when `tokenizer.tokenizer_path` is None."""
+        path = self.config.tokenizer.tokenizer_path
+        if path is not None:
+            return load_tokenizer_from_path(path, self.config.tokenizer)
+        if dataset is None:
+            raise ValueError("tokenizer.tokenizer_path is null and a packed dataset carries no tokenizer: "
+                             "pass tokenizer=... to the agent")
+        return load_tokenizer(load(dataset))
+
+    def _eval_fn(self, task: Any, metric_fn: Any) -> Optional[Callable[[int, int], dict[str, np.ndarray]]]:
+        """Rollouts through the task's vector env (per-episode return and normalised score)."""
+        if task is None and metric_fn is None:
+            return None
+
+        def run(num_episodes: int, seed: int) -> dict[str, np.ndarray]:
+            out: dict[str, np.ndarray] = {}
+            if task is not None:
+                result = evaluate(self.policy, task, num_episodes=num_episodes, seed=seed)
+                out["return"] = np.asarray(result.returns, dtype=np.float64)
+                out["score"] = 100.0 * (out["return"] - task.ref_min_score) / (task.ref_max_score - task.ref_min_score)
+            if metric_fn is not None:
+                out.update({k: np.asarray([v], dtype=np.float64) for k, v in metric_fn(self).items()})
+            return out
+
+        return run
+
+    # ------------------------------------------------------------------ acting
+
+    def _require_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__} has no model yet: call fit(dataset) or load(directory) first")
+        return self.model
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None) -> Any:
+        """The next token for an env observation (an int) or a batch of them (an int64 array)."""
+        model = self._require_model()
+        if not isinstance(obs, dict) or "input_ids" not in obs or "length" not in obs:
+            raise ValueError("act expects an env observation: a dict with 'input_ids' and 'length' arrays")
+        ids, length = np.asarray(obs["input_ids"]), np.asarray(obs["length"])
+        single = ids.ndim == 1
+        if single:
+            ids, length = ids[None], length.reshape(1)
+        if ids.ndim != 2 or length.shape != (ids.shape[0],):
+            raise ValueError(
+                f"act expects input_ids of shape [L] or [N, L] and length of shape [] or [N]; got "
+                f"{obs['input_ids'].shape} and {np.shape(obs['length'])}"
+            )
+        if (length < 1).any() or (length > ids.shape[1]).any():
+            raise ValueError(f"observation lengths must lie in [1, {ids.shape[1]}], got {length.tolist()}")
+        gen = self.config.method.gen_kwargs
+        beta = gen.beta if beta is None else beta
+        if isinstance(beta, list):
+            raise ValueError("gen_kwargs.beta is a sweep list: pass act(obs, beta=...) with one value")
+        device = next(model.parameters()).device
+        width = int(length.max())
+        input_ids = torch.as_tensor(ids[:, :width].astype(np.int64), device=device)
+        positions = torch.arange(width, device=device)[None]
+        lengths = torch.as_tensor(length.astype(np.int64), device=device)
+        attention_mask = (positions < lengths[:, None]).long()
+        hidden, logits = self._last_hidden_and_logits(model, input_ids, attention_mask, lengths - 1)
+        scores = self.next_token_scores(hidden, logits, beta)
+        tokens = sample_next(scores, top_k=gen.top_k, temperature=gen.temperature, generator=self.generator)
+        tokens = tokens.cpu().numpy().astype(np.int64)
+        return int(tokens[0]) if single else tokens
+
+    def policy(self, obs: dict[str, np.ndarray], rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
+        return self.act(obs)
+
+    def _last_hidden_and_logits(
+        self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer hidden state and LM logits at position `index` of each row."""
+        hidden = gather_positions(model.hidden_states(input_ids, attention_mask), index[:, None])[:, 0]
+        return hidden, last_hidden_and_lm(model.backbone)[1](hidden)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], **gen_kwargs: Any) -> list[str]:
+        """Continue each prompt (a string) and return the generated text (without the prompt)."""
+        model = self._require_model()
+        if isinstance(prompts, str):
+            raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
+        settings = self.config.method.gen_kwargs
+        if gen_kwargs:
+            settings = self.config.evolve(method=dict(gen_kwargs=gen_kwargs)).method.gen_kwargs
+        if isinstance(settings.beta, list):
+            raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        device = next(model.parameters()).device
+        out = decode(
+            model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+            max_new_tokens=settings.max_new_tokens, top_k=settings.top_k, temperature=settings.temperature,
+            score_fn=lambda hidden, logits: self.next_token_scores(hidden, logits, settings.beta),
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=self.generator,
+        )
+        return tok.batch_decode(out, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write config, tokenizer and model to `directory`, atomically."""
+        with atomic_directory(directory) as tmp:
+            self.save_pretrained(tmp)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config, tokenizer and model into an existing or new directory (used by checkpoints)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model = self._require_model()
+        save_yaml(self.config, directory / CONFIG_FILE)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+        model.save_pretrained(directory / MODEL_DIR)
+        atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name}))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "OfflineAgent":
+        """Restore an agent written by `save` (or a checkpoint's `agent/` folder)."""
+        directory = Path(directory)
+        if (directory / "agent" / AGENT_FILE).is_file():
+            directory = directory / "agent"
+        if not (directory / AGENT_FILE).is_file():
+            raise FileNotFoundError(
+                f"{directory} is not a saved agent: it has no {AGENT_FILE}. Pass a folder written by agent.save() "
+                "or a checkpoint's step_N folder"
+            )
+        info = json.loads((directory / AGENT_FILE).read_text())
+        if info.get("agent") != cls.agent_name:
+            raise ValueError(
+                f"{directory} holds a '{info.get('agent')}' agent, not '{cls.agent_name}': load it with the "
+                f"matching class (agents.load_agent picks it for you)"
+            )
+        from transformers import AutoTokenizer
+
+        agent = cls(load_yaml(directory / CONFIG_FILE))
+        if (directory / TOKENIZER_DIR).is_dir():
+            agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
+        agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
+        return agent
+
+
+def _task_or_none(env_id: Optional[str]) -> Any:
+    """The registered task of an env id, or None for datasets without an env."""
+    return get_task(env_id) if env_id else None

@@ -1,0 +1,88 @@
+"""The transformer under every agent: loaded by name or path, or built from a config; partly frozen on request."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import torch
+
+from textrl.config import ModelConfig, TokenizerConfig
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def load_backbone(config: ModelConfig, vocab_size: Optional[int] = None) -> Any:
+    """A causal LM from `config.model_path` (hub name, local directory, or transformers config object)."""
+    from transformers import AutoModelForCausalLM, PretrainedConfig
+
+    if config.model_arch_type != "causal":
+        raise NotImplementedError("model.model_arch_type 'seq2seq' is not supported yet; use a causal LM")
+    dtype = _DTYPES[config.dtype] if config.dtype else None
+    path = config.model_path
+    if isinstance(path, PretrainedConfig):
+        if vocab_size is not None and path.vocab_size != vocab_size:
+            raise ValueError(f"model.model_path config has vocab_size {path.vocab_size} but the data has {vocab_size} "
+                             "tokens: build the config with the dataset tokenizer's size")
+        model = AutoModelForCausalLM.from_config(path, attn_implementation="eager")
+        if dtype is not None:
+            model = model.to(dtype)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError) as e:
+            where = "a local directory" if os.path.isdir(path) else "a hub name or a local directory"
+            raise OSError(f"cannot load model.model_path={path!r} ({where}): {e}. Give a directory written by "
+                          "save_pretrained, a hub name available offline, or a transformers config object") from e
+        if vocab_size is not None and model.get_output_embeddings().weight.shape[0] < vocab_size:
+            raise ValueError(f"the model {path!r} has {model.get_output_embeddings().weight.shape[0]} output tokens "
+                             f"but the data uses {vocab_size}: use a model trained with the dataset's tokenizer")
+    freeze_bottom_layers(model, config.num_layers_unfrozen)
+    if config.peft_config:
+        model = _apply_peft(model, config.peft_config)
+    return model
+
+
+def hidden_layers(model: Any) -> torch.nn.ModuleList:
+    """The transformer blocks: the ModuleList as long as the config's number of layers."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"cannot find the {n} transformer blocks of {type(model).__name__}")
+
+
+def freeze_bottom_layers(model: Any, num_layers_unfrozen: int) -> None:
+    """-1: everything trains; k >= 0: only the last k blocks (and the final norm) train, embeddings frozen."""
+    if num_layers_unfrozen < 0:
+        return
+    blocks = list(hidden_layers(model))
+    frozen = blocks[: len(blocks) - num_layers_unfrozen] if num_layers_unfrozen else blocks
+    frozen += [model.get_input_embeddings(), model.get_output_embeddings()]
+    for module in frozen:
+        module.requires_grad_(False)
+
+
+def _apply_peft(model: Any, peft_config: dict) -> Any:
+    """Wrap the model with LoRA adapters; only adapters (and the value heads) then train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise ImportError("model.peft_config needs the peft package: pip install 'textrl[peft]'") from e
+    return get_peft_model(model, LoraConfig(**peft_config))
+
+
+def load_tokenizer_from_path(path: str, config: Optional[TokenizerConfig] = None) -> Any:
+    """A tokenizer by hub name or local directory, with a pad token and the configured sides."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise OSError(f"cannot load tokenizer.tokenizer_path={path!r}: {e}. Give a local directory or a hub name "
+                      "available offline, or null to use the dataset's own tokenizer") from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if config is not None:
+        tok.padding_side, tok.truncation_side = config.padding_side, config.truncation_side
+    return tok

@@ -1,0 +1,59 @@
+"""Value heads on a transformer's last hidden state: V, Q_1..Q_k, and target copies of the Q heads."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class MLPHead(nn.Module):
+    """trlx's head: Linear(h, 2h), ReLU, Linear(2h, out)."""
+
+    def __init__(self, hidden: int, out: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(hidden, 2 * hidden)
+        self.down = nn.Linear(2 * hidden, out)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(h)))
+
+    def at(self, h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The output's `index` entries only: gathers the second layer's rows instead of the whole output."""
+        z = torch.relu(self.up(h))  # [..., 2h]
+        w = self.down.weight[index]  # [..., 2h]
+        return (z * w).sum(-1) + self.down.bias[index]
+
+
+class ValueHeads(nn.Module):
+    """V (optional), `num_qs` Q heads over the vocabulary, and their target copies (optional, no gradient)."""
+
+    def __init__(self, hidden: int, vocab: int, num_qs: int = 2, with_v: bool = True, with_targets: bool = True) -> None:
+        super().__init__()
+        self.v_head = MLPHead(hidden, 1) if with_v else None
+        self.q_heads = nn.ModuleList(MLPHead(hidden, vocab) for _ in range(num_qs))
+        self.target_q_heads = copy.deepcopy(self.q_heads) if with_targets and num_qs else None
+        if self.target_q_heads is not None:
+            self.target_q_heads.requires_grad_(False)
+
+    def v(self, h: torch.Tensor) -> torch.Tensor:
+        return self.v_head(h).squeeze(-1)
+
+    def qs(self, h: torch.Tensor) -> list[torch.Tensor]:
+        return [q(h) for q in self.q_heads]
+
+    def target_q(self, h: torch.Tensor) -> torch.Tensor:
+        """min_j Qbar_j(h) over the whole vocabulary (for acting)."""
+        return torch.stack([q(h) for q in self.target_q_heads]).amin(0)
+
+    def target_q_at(self, h: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """min_j Qbar_j(h)[action], computed at the taken actions only."""
+        return torch.stack([q.at(h, actions) for q in self.target_q_heads]).amin(0)
+
+    @torch.no_grad()
+    def sync_target_q_heads(self, alpha: float) -> None:
+        """Polyak update: Qbar <- alpha * Q + (1 - alpha) * Qbar."""
+        for target, online in zip(self.target_q_heads, self.q_heads):
+            for t, o in zip(target.parameters(), online.parameters()):
+                t.mul_(1 - alpha).add_(o.detach(), alpha=alpha)

@@ -1,0 +1,57 @@
+"""Ready configs for the tasks: the default config evolved to a task's tokenizer and a tiny GPT-2.
+
+The default config names `gpt2`; a task dataset carries its own small tokenizer, so the benchmark
+and the demo train a tiny model built from a `GPT2Config` sized to that vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textrl.config import TRLConfig, default_config
+from textrl.tasks import get_task
+
+# Per-task training settings that differ from the defaults (tuned on CPU; see benchmarks/RESULTS.md).
+_TASK_TRAIN: dict[str, dict[str, Any]] = {
+    "randomwalks": dict(batch_size=64, total_steps=400, eval_interval=100, checkpoint_interval=400),
+    "maze": dict(batch_size=32, total_steps=400, eval_interval=100, checkpoint_interval=400),
+    "maze_po": dict(batch_size=32, total_steps=400, eval_interval=100, checkpoint_interval=400),
+}
+
+# Per-method settings for the tiny models (values that differ from each method's defaults).
+_METHOD: dict[str, dict[str, Any]] = {
+    "ilql": dict(tau=0.8, alpha=0.1, gen_kwargs=dict(beta=100.0, top_k=0, temperature=1.0)),
+    "mc_returns": dict(gen_kwargs=dict(beta=100.0, top_k=0, temperature=1.0)),
+    "cql": dict(gen_kwargs=dict(top_k=0, temperature=0.0)),
+    "bc": dict(gen_kwargs=dict(top_k=0, temperature=1.0)),
+    "filtered_bc": dict(gen_kwargs=dict(top_k=0, temperature=1.0)),
+}
+
+
+def tiny_model_config(vocab_size: int, max_length: int, pad_token_id: int, eos_token_id: int,
+                      n_layer: int = 2, n_embd: int = 128, n_head: int = 4) -> Any:
+    """A small GPT-2 config for a task vocabulary (built from scratch, nothing downloaded)."""
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=vocab_size, n_positions=max(max_length, 8), n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+        bos_token_id=eos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+
+
+def task_config(task: str, method: str = "ilql", **train: Any) -> TRLConfig:
+    """The default config of `method`, evolved for `task` (a short name or env id) and a tiny model."""
+    t = get_task(task)
+    tok = t.tokenizer
+    model = tiny_model_config(t.vocab_size, t.max_length, tok.pad_token_id, tok.eos_token_id)
+    gen = dict(max_new_tokens=t.max_length)
+    changes = _METHOD.get(method, {})
+    return default_config(method).evolve(
+        train={"seq_length": t.max_length, **_TASK_TRAIN.get(t.name, {}), **train},
+        model=dict(model_path=model),
+        tokenizer=dict(tokenizer_path=None),
+        optimizer=dict(kwargs=dict(lr=1e-3, weight_decay=0.0)),
+        scheduler=dict(name="constant", kwargs=dict()),
+        method={**changes, "gen_kwargs": {**gen, **changes.get("gen_kwargs", {})}},
+    )
