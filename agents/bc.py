@@ -22,4 +22,4 @@ class BCAgent(OfflineAgent):
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
         loss = masked_mean(token_cross_entropy(out.logits, out.actions), batch["action_mask"].float())
-        return loss, {"loss_bc": float(loss)}
+        return loss, {"loss_bc": loss.item()}

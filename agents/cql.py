@@ -32,7 +32,7 @@ class CQLAgent(OfflineAgent):
         loss_td = masked_mean((q_taken - target) ** 2, mask)
         loss_cql = masked_mean(token_cross_entropy(q, out.actions), mask)  # logsumexp Q - Q(a)
         loss = loss_td + m.cql_scale * loss_cql
-        return loss, {"loss_td": float(loss_td), "loss_cql": float(loss_cql), "q_mean": float(q_taken[mask.bool()].mean())}
+        return loss, {"loss_td": loss_td.item(), "loss_cql": loss_cql.item(), "q_mean": q_taken[mask.bool()].mean().item()}
 
     def after_optimizer_step(self, model: ValueModel, step: int) -> None:
         if step % self.config.method.steps_for_target_q_sync == 0:

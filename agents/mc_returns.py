@@ -32,7 +32,7 @@ class MCReturnsAgent(OfflineAgent):
         loss_v = masked_mean((out.vs[:, :-1] - g) ** 2, mask)
         loss_bc = masked_mean(token_cross_entropy(out.logits, out.actions), mask)
         loss = loss_q + loss_v + m.bc_scale * loss_bc
-        return loss, {"loss_q": float(loss_q), "loss_v": float(loss_v), "loss_bc": float(loss_bc)}
+        return loss, {"loss_q": loss_q.item(), "loss_v": loss_v.item(), "loss_bc": loss_bc.item()}
 
     def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
         heads = self.model.heads

@@ -1,10 +1,12 @@
 """Offline datasets: build task datasets, import (samples, rewards), load, and pack for training."""
 
 import textrl.registration  # noqa: F401  (env ids must exist before datasets name them)
-from textrl.data.build import make_dataset, parse_task_dataset_id
-from textrl.data.pack import PackedDataset, pack
+from textrl.data.build import DEFAULT_EPISODES, DEFAULT_SEED, make_dataset, parse_task_dataset_id, task_dataset_ids
+from textrl.data.pack import pack
+from textrl.data.packed import Batch, PackedDataset, check_vocab
 from textrl.data.samples import from_samples
-from textrl.data.store import load, load_tokenizer, local_dataset_ids
+from textrl.data.store import build_info, episode_texts, load, load_tokenizer, local_dataset_ids
 
-__all__ = ["make_dataset", "parse_task_dataset_id", "from_samples", "load", "load_tokenizer",
-           "local_dataset_ids", "pack", "PackedDataset"]
+__all__ = ["make_dataset", "parse_task_dataset_id", "task_dataset_ids", "DEFAULT_EPISODES", "DEFAULT_SEED",
+           "from_samples", "load", "load_tokenizer", "local_dataset_ids", "build_info", "episode_texts", "pack",
+           "PackedDataset", "Batch", "check_vocab"]

@@ -2,9 +2,11 @@
 
 Each sample becomes one episode. In a turn list, even turns (0, 2, ...) are prompt or environment
 text (observations) and odd turns are the agent's output (actions); a plain string's first token
-is the prompt and the rest is output. The reward sits on the last action token and every episode
-terminates. Samples longer than `max_length` tokens are rejected, not cut, so no reward is
-attached to text the agent did not write.
+is the prompt and the rest is output (as trlx does, where that first token is usually a BOS).
+Tokens are encoded without special tokens. The reward sits on the last action token and every
+episode terminates. Samples longer than `max_length` tokens are rejected, not cut, so no reward
+is attached to text the agent did not write. There is no env to roll out in, so the dataset has
+no env spec; its spaces follow docs/architecture.md with the tokenizer's size as vocabulary.
 """
 
 from __future__ import annotations
@@ -67,13 +69,25 @@ def _episode(turns: list[list[int]], reward: float, max_length: int, pad: int, d
 
 
 def from_samples(samples: Sequence[Any], rewards: Sequence[float], tokenizer: Any, dataset_id: str,
-                 max_length: Optional[int] = None, description: str = "") -> minari.MinariDataset:
-    """A Minari dataset of the samples as token episodes (agent tokens are actions), written atomically."""
+                 max_length: Optional[int] = None, description: str = "",
+                 ref_min_score: Optional[float] = None, ref_max_score: Optional[float] = None) -> minari.MinariDataset:
+    """A Minari dataset of the samples as token episodes (agent tokens are actions), written atomically.
+
+    `max_length` (default: the longest sample) is the observation width; reference scores
+    default to the lowest and highest reward in the data.
+    """
+    if isinstance(samples, str):
+        raise TypeError("samples must be a sequence of samples, got a single string: wrap it in a list")
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
+        raise ValueError(f"max_length must be an int >= 2 (a prompt and an output token), got {max_length!r}")
     if len(samples) != len(rewards):
         raise ValueError(f"got {len(samples)} samples but {len(rewards)} rewards: give exactly one reward per sample")
     if len(samples) == 0:
         raise ValueError("no samples: give at least one sample and its reward")
-    rewards = [float(r) for r in rewards]
+    try:
+        rewards = [float(r) for r in rewards]
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"rewards must be one number per sample ({e})") from e
     bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
     if bad:
         raise ValueError(f"rewards must be finite; samples {bad[:10]} have NaN or infinite rewards")
@@ -100,6 +114,8 @@ def from_samples(samples: Sequence[Any], rewards: Sequence[float], tokenizer: An
         algorithm_name="imported-samples", author="textrl", author_email="textrl@users.noreply.github.com",
         code_permalink="https://github.com/textrl/textrl",
         description=description or f"{len(samples)} samples imported with textrl.from_samples",
-        ref_min_score=float(min(rewards)), ref_max_score=float(max(rewards)), requirements=["textrl"],
+        ref_min_score=float(min(rewards) if ref_min_score is None else ref_min_score),
+        ref_max_score=float(max(rewards) if ref_max_score is None else ref_max_score), requirements=["textrl"],
     )
-    return write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata)
+    info = dict(source="samples", num_episodes=len(samples), max_length=max_length)
+    return write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info)

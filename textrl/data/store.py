@@ -1,19 +1,24 @@
 """Minari datasets on disk: write episodes atomically, find and open datasets, their tokenizer and task.
 
 A dataset is a Minari folder `<MINARI_DATASETS_PATH>/<id>/` (hdf5) plus `tokenizer/` beside its
-`data/`, so a model can be fitted to it without knowing where it came from.
+`data/`, so a model can be fitted to it without knowing where it came from, and `textrl.json`
+with how textrl built it. Each episode's prompt and decoded text are stored as its reset options
+(Minari's per-episode metadata; `episode_texts` reads them): the prompt is exactly what
+`env.reset(options=...)` accepts, and nothing is repeated at every step.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
+import h5py
 import minari
 import numpy as np
 from gymnasium import spaces
@@ -22,6 +27,7 @@ from minari.data_collector import EpisodeBuffer
 from textrl.rollout import Episode
 
 TOKENIZER_DIR = "tokenizer"
+BUILD_INFO = "textrl.json"
 _ID = re.compile(r"^[A-Za-z0-9_.]{2,}(/[A-Za-z0-9_.\-]+)*/[A-Za-z0-9_.\-]+-v\d+$")
 
 
@@ -67,10 +73,12 @@ def write_dataset(
     action_space: spaces.Space,
     tokenizer: Any,
     metadata: dict[str, Any],
+    build_info: dict[str, Any],
 ) -> minari.MinariDataset:
     """Write episode chunks as a Minari dataset, atomically: staged in a temporary root, then renamed.
 
-    An interrupted write leaves no dataset under `dataset_id` (and nothing blocking the id).
+    An interrupted write leaves no dataset under `dataset_id` (and nothing blocking the id);
+    `build_info` (how it was made) is saved as `textrl.json` beside the data.
     """
     check_dataset_id(dataset_id)
     final = dataset_dir(dataset_id)
@@ -99,8 +107,14 @@ def write_dataset(
         if dataset is None:
             raise ValueError(f"dataset {dataset_id}: no episodes to write")
         tokenizer.save_pretrained(str(staging / dataset_id / TOKENIZER_DIR))
+        (staging / dataset_id / BUILD_INFO).write_text(json.dumps(build_info, indent=1))
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / dataset_id, final)
+        try:
+            os.replace(staging / dataset_id, final)
+        except OSError as e:
+            if final.exists():
+                raise FileExistsError(f"dataset {dataset_id} appeared at {final} while this one was written") from e
+            raise
     finally:
         if previous is None:
             os.environ.pop("MINARI_DATASETS_PATH", None)
@@ -117,9 +131,27 @@ def open_dataset(path: str | os.PathLike) -> minari.MinariDataset:
     if not (data / "metadata.json").is_file():
         raise FileNotFoundError(f"{path} is not a Minari dataset folder (no data/metadata.json)")
     try:
-        return minari.MinariDataset(data)
+        dataset = minari.MinariDataset(data)
     except Exception as e:  # Minari raises several types for damaged metadata
         raise ValueError(f"cannot open the dataset at {path}: {e}. It may be damaged: rebuild it") from e
+    _check_hdf5(dataset)
+    return dataset
+
+
+def _check_hdf5(dataset: minari.MinariDataset) -> None:
+    """A cheap integrity check: the hdf5 file opens and holds the last episode the metadata promises."""
+    files = list(Path(dataset.storage.data_path).glob("*.hdf5"))
+    if not files:
+        return  # another Minari format: its own reader reports damage
+    last = f"episode_{dataset.storage.total_episodes - 1}"
+    try:
+        with h5py.File(files[0], "r") as f:
+            complete = last in f
+    except OSError as e:
+        raise ValueError(f"the dataset file {files[0]} is damaged or truncated ({e}): rebuild the dataset") from e
+    if not complete:
+        raise ValueError(f"the dataset file {files[0]} lacks {last} that its metadata promises: it is incomplete; "
+                         "rebuild the dataset")
 
 
 def load(dataset: Any) -> minari.MinariDataset:
@@ -169,3 +201,17 @@ def env_id_of(dataset: minari.MinariDataset) -> Optional[str]:
     """The registered env id the dataset evaluates on, if any."""
     spec = dataset._eval_env_spec or dataset.spec.env_spec  # Minari 0.5 keeps the eval spec private
     return spec.id if spec is not None else None
+
+
+def build_info(dataset: Any) -> dict[str, Any]:
+    """How textrl built a dataset (its `textrl.json`), or {} for a dataset made elsewhere."""
+    path = folder_of(load(dataset)) / BUILD_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def episode_texts(dataset: Any, indices: Iterable[int]) -> Iterator[tuple[str, str]]:
+    """(prompt, decoded text) of the chosen episodes, from their stored reset options."""
+    dataset = load(dataset)
+    for meta in dataset.storage.get_episode_metadata(list(indices)):
+        options = meta.get("options", {})
+        yield str(options.get("prompt", "")), str(options.get("text", ""))

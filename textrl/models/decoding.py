@@ -51,12 +51,13 @@ def decode(backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         token = sample_next(score_fn(hidden, lm_head(hidden)), top_k, temperature, generator)
         token = torch.where(finished, torch.full_like(token, pad_token_id), token)
         new_tokens.append(token)
-        if eos_token_id is not None:
-            finished |= token == eos_token_id
+        ended_now = (token == eos_token_id) & ~finished if eos_token_id is not None else torch.zeros_like(finished)
+        visible = ~finished  # the EOS itself stays visible to attention; pads after it do not
+        finished = finished | ended_now
         if finished.all():
             break
         next_pos = feed_pos[:, -1:] + 1
-        mask = torch.cat([mask, (~finished).long()[:, None] | (token == eos_token_id).long()[:, None]], dim=1)
+        mask = torch.cat([mask, visible.long()[:, None]], dim=1)
         if use_cache:
             past = out.past_key_values
             feed, feed_pos = token[:, None], next_pos

@@ -39,8 +39,8 @@ def ilql_loss(out: ValueOutput, batch: TensorDict, tau: float, gamma: float, cql
 
     valid = mask.bool()
     stats = {
-        "loss_q": float(loss_q), "loss_v": float(loss_v), "loss_cql": float(loss_cql), "loss_awac": float(loss_awac),
-        "v_mean": float(v[valid].mean()), "q_mean": float(q_taken[0][valid].mean()),
+        "loss_q": loss_q.item(), "loss_v": loss_v.item(), "loss_cql": loss_cql.item(), "loss_awac": loss_awac.item(),
+        "v_mean": v[valid].mean().item(), "q_mean": q_taken[0][valid].mean().item(),
         "target_q_mean": float(qbar[valid].mean()), "target_q_max": float(qbar[valid].max()),
         "target_q_min": float(qbar[valid].min()), "awac_weight_mean": float(awac_weight[valid].mean()),
         "awac_weight_max": float(awac_weight[valid].max()),

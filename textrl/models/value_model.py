@@ -6,11 +6,12 @@ with the heads beside it in `value_heads.safetensors` and their settings in `val
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,6 +34,20 @@ class ValueOutput:
     qs: list[torch.Tensor]  # each [B, A, V]
     target_q: Optional[torch.Tensor]  # [B, A] min_j Qbar_j at the taken actions
     next_hidden: torch.Tensor  # [B, A + 1, H] hidden state at the state positions
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-file progress bars while saving or loading small checkpoints."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def gather_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -91,7 +106,8 @@ class ValueModel(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """The base model (plain transformers layout) plus the heads in safetensors."""
         directory = Path(directory)
-        self.backbone.save_pretrained(str(directory))
+        with quiet_transformers():
+            self.backbone.save_pretrained(str(directory))
         if self.heads is None:
             return
         state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
@@ -108,7 +124,8 @@ class ValueModel(nn.Module):
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory} holds no saved model (config.json missing)")
-        backbone = AutoModelForCausalLM.from_pretrained(str(directory), attn_implementation="eager")
+        with quiet_transformers():
+            backbone = AutoModelForCausalLM.from_pretrained(str(directory), attn_implementation="eager")
         if not (directory / HEADS_CONFIG).is_file():
             return cls(backbone, None)
         model = cls.build(backbone, **json.loads((directory / HEADS_CONFIG).read_text()))

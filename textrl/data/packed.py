@@ -1,0 +1,206 @@
+"""Packed episodes in memory-mapped flat tensors, and the padded training batches made from them.
+
+Every episode is one row: its final context (tokens), the positions whose hidden states predict
+its actions, its per-action rewards and whether it terminated. Rows are stored back to back
+with offsets, in the smallest dtypes, and padded only when a batch is assembled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import torch
+from tensordict import TensorDict
+
+Normalization = Literal["none", "zscore", "scale"]
+NORMALIZATIONS = ("none", "zscore", "scale")
+
+Batch = TensorDict
+"""A training batch: a TensorDict of batch size [B] with exactly the keys of docs/architecture.md."""
+
+BATCH_KEYS = ("input_ids", "attention_mask", "action_ixs", "state_ixs", "action_mask", "rewards", "notdone",
+              "returns")
+
+
+def vocab_fingerprint(tokenizer: Any) -> str:
+    """A short hash of a tokenizer's token -> id map, to tell two vocabularies of the same size apart."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def normalizer(returns: torch.Tensor, how: str) -> tuple[float, float]:
+    """(shift, scale) that map returns R to (R - shift) / scale; a zero or NaN spread leaves scale at 1.
+
+    "zscore" subtracts the mean and divides by the standard deviation (trlx's ILQL choice);
+    "scale" only divides by the standard deviation; "none" leaves rewards as they are.
+    """
+    if how not in NORMALIZATIONS:
+        raise ValueError(f"reward_normalization must be one of {', '.join(NORMALIZATIONS)}, got {how!r}")
+    if how == "none" or len(returns) == 0:
+        return 0.0, 1.0
+    finite = returns[torch.isfinite(returns)].double()
+    std = float(finite.std(unbiased=False)) if len(finite) else float("nan")
+    scale = std if math.isfinite(std) and std > 1e-8 else 1.0
+    mean = float(finite.mean()) if len(finite) else 0.0
+    return (mean if how == "zscore" else 0.0), scale
+
+
+class PackedDataset:
+    """Episodes as memory-mapped flat tensors; `batch(rows)` pads the chosen rows into a training `Batch`.
+
+    A `select`ed subset is a view over the same storage that keeps the parent's reward normalisation,
+    so a filtered or held-out subset is scaled like the data it came from.
+    """
+
+    def __init__(self, td: TensorDict, info: dict[str, Any], reward_normalization: str = "none",
+                 rows: Optional[torch.Tensor] = None, stats: Optional[tuple[float, float]] = None) -> None:
+        self.td = td
+        self.info = info
+        self.vocab_size: int = int(info["vocab_size"])
+        self.pad_token_id: int = int(info["pad_token_id"])
+        self.env_id: Optional[str] = info.get("env_id")
+        self.reward_normalization = reward_normalization
+        self.rows = torch.arange(int(info["num_episodes"])) if rows is None else rows
+        self._lengths = td["token_offsets"].diff()
+        self._num_actions = td["action_offsets"].diff()
+        self._shift, self._scale = stats if stats is not None else normalizer(td["returns"], reward_normalization)
+
+    @classmethod
+    def load(cls, folder: str | Path, reward_normalization: str = "none") -> "PackedDataset":
+        """Open a packed cache folder (memory-mapped: nothing is read until used)."""
+        folder = Path(folder)
+        try:
+            info = json.loads((folder / "info.json").read_text())
+            td = TensorDict.load_memmap(folder / "tensors")
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ValueError(f"the packed cache at {folder} is unreadable ({e}): delete the folder to repack") from e
+        return cls(td, info, reward_normalization)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """Undiscounted return of each selected episode (before normalisation), float32."""
+        return self.td["returns"][self.rows]
+
+    @property
+    def mean_return(self) -> float:
+        """Mean undiscounted return of the selected episodes."""
+        return float(self.returns.double().mean()) if len(self) else float("nan")
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Tokens in each selected episode's final context."""
+        return self._lengths[self.rows]
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest selected episode, in tokens."""
+        return int(self.lengths.max()) if len(self) else 0
+
+    @property
+    def num_actions(self) -> int:
+        """Agent actions over the selected episodes."""
+        return int(self._num_actions[self.rows].sum())
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens over the selected episodes' final contexts."""
+        return int(self.lengths.sum())
+
+    def select(self, rows: Any) -> "PackedDataset":
+        """A view of some rows (indices into this view, or a boolean mask), sharing storage and normalisation."""
+        rows = torch.as_tensor(rows)
+        if rows.dtype == torch.bool:
+            if rows.shape != (len(self),):
+                raise ValueError(f"a boolean row mask must have shape ({len(self)},), got {tuple(rows.shape)}")
+            rows = rows.nonzero().flatten()
+        return PackedDataset(self.td, self.info, self.reward_normalization, self.rows[self._check_rows(rows)],
+                             (self._shift, self._scale))
+
+    def _check_rows(self, rows: Any) -> torch.Tensor:
+        """Rows as a long tensor, or a clear error if any is out of range."""
+        rows = torch.as_tensor(rows)
+        if rows.dtype.is_floating_point or rows.dtype == torch.bool or rows.dim() != 1:
+            raise TypeError(f"rows must be a 1-d tensor of integer indices, got {rows.dtype} of shape {tuple(rows.shape)}")
+        rows = rows.long()
+        if len(rows) and (int(rows.min()) < -len(self) or int(rows.max()) >= len(self)):
+            raise IndexError(f"row indices must lie in [0, {len(self)}), got {rows.min().item()}..{rows.max().item()}")
+        return rows
+
+    def batch(self, rows: Any) -> Batch:
+        """The padded training batch of these rows (indices into this view), trimmed to its longest row."""
+        rows = self._check_rows(rows)
+        if len(rows) == 0:
+            raise ValueError("a batch needs at least one row")
+        ep = self.rows[rows]
+        td = self.td
+        n_tok, n_act = self._lengths[ep], self._num_actions[ep]  # every packed episode has >= 1 action
+        T, A = int(n_tok.max()), int(n_act.max())
+        tok_mask = torch.arange(T) < n_tok[:, None]
+        tok_idx = (td["token_offsets"][ep][:, None] + torch.arange(T)).clamp(max=len(td["tokens"]) - 1)
+        input_ids = torch.where(tok_mask, td["tokens"][tok_idx].long(), self.pad_token_id)
+        act_mask = torch.arange(A) < n_act[:, None]
+        act_idx = (td["action_offsets"][ep][:, None] + torch.arange(A)).clamp(max=len(td["rewards"]) - 1)
+        action_ixs = torch.where(act_mask, td["action_ixs"][act_idx].long(), 0)
+        rewards = torch.where(act_mask, td["rewards"][act_idx].float(), 0.0)
+        rows_ix, last = torch.arange(len(ep)), n_act - 1
+        if (self._shift, self._scale) != (0.0, 1.0):  # the return becomes (R - shift) / scale
+            rewards = rewards / self._scale
+            rewards[rows_ix, last] -= self._shift / self._scale
+        notdone = act_mask.float()
+        notdone[rows_ix, last] = (~td["terminated"][ep]).float()
+        state_ixs = torch.cat([action_ixs, torch.zeros(len(ep), 1, dtype=torch.long)], dim=1)
+        state_ixs[rows_ix, n_act] = n_tok - 1
+        return Batch(
+            {"input_ids": input_ids, "attention_mask": tok_mask.long(), "action_ixs": action_ixs,
+             "state_ixs": state_ixs, "action_mask": act_mask, "rewards": rewards, "notdone": notdone,
+             "returns": td["returns"][ep].float()},
+            batch_size=[len(ep)],
+        )
+
+    def batches(self, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = False) -> Iterator[Batch]:
+        """One pass over the rows in batches (a seeded permutation when `shuffle`).
+
+        With `drop_last=False` the last batch may be smaller, and a `batch_size` above the number of
+        rows gives one batch of every row; with `drop_last=True` that case is an error, not an empty pass.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if len(self) == 0:
+            raise ValueError("the packed dataset has no rows to batch")
+        if drop_last and batch_size > len(self):
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(self)} rows and drop_last=True would yield "
+                             "nothing: lower batch_size or pass drop_last=False")
+        order = (torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle
+                 else torch.arange(len(self)))
+        stop = len(self) - len(self) % batch_size if drop_last else len(self)
+        for start in range(0, stop, batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+
+def check_vocab(packed: PackedDataset, vocab: Any) -> None:
+    """Raise a clear error unless the packed tokens fit a model vocabulary size or match a tokenizer.
+
+    An int is a model's vocabulary size (it may be larger than the dataset's, e.g. padded embeddings);
+    a tokenizer must have the dataset's size and, when the dataset carried one, the same tokens.
+    """
+    if isinstance(vocab, int):
+        if vocab < packed.vocab_size:
+            raise ValueError(f"the dataset's token ids go up to {packed.vocab_size - 1} but the model's vocabulary "
+                             f"has {vocab} entries: build the model with vocab_size >= {packed.vocab_size}")
+        return
+    if not hasattr(vocab, "get_vocab"):
+        raise TypeError(f"vocab must be a vocabulary size (int) or a tokenizer, got {type(vocab).__name__}")
+    if len(vocab) != packed.vocab_size:
+        raise ValueError(f"the tokenizer has {len(vocab)} tokens but the dataset's vocabulary has "
+                         f"{packed.vocab_size}: use the dataset's own tokenizer (textrl.data.load_tokenizer)")
+    expected = packed.info.get("vocab_fingerprint")
+    if expected is not None and vocab_fingerprint(vocab) != expected:
+        raise ValueError("the tokenizer has the dataset's vocabulary size but different tokens: use the dataset's "
+                         "own tokenizer (textrl.data.load_tokenizer)")
