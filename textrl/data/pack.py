@@ -19,7 +19,7 @@ import minari
 import numpy as np
 import torch
 from gymnasium import spaces
-from h5py import h5d, h5s
+from h5py import h5d, h5g, h5s
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
@@ -88,17 +88,21 @@ class _Episodes:
     """Low-level reads of one Minari hdf5 file's episodes (h5py's high-level API costs ~4x more per read)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.file = h5py.File(path, "r")
 
-    def read(self, episode: int, name: str) -> np.ndarray:
-        d = h5d.open(self.file.id, f"episode_{episode}/{name}".encode())
+    def group(self, episode: int) -> h5g.GroupID:
+        return h5g.open(self.file.id, f"episode_{episode}".encode())
+
+    @staticmethod
+    def read(group: h5g.GroupID, name: bytes) -> np.ndarray:
+        d = h5d.open(group, name)
         out = np.empty(d.shape, d.dtype)
         d.read(h5s.ALL, h5s.ALL, out)
         return out
 
-    def last_row(self, episode: int, name: str) -> np.ndarray:
-        d = h5d.open(self.file.id, f"episode_{episode}/{name}".encode())
+    @staticmethod
+    def last_row(group: h5g.GroupID, name: bytes) -> np.ndarray:
+        d = h5d.open(group, name)
         space = d.get_space()
         rows, width = space.shape
         space.select_hyperslab((rows - 1, 0), (1, width))
@@ -148,11 +152,12 @@ def read_packed_arrays(dataset: minari.MinariDataset, vocab: int, max_length: in
     with episodes.file, tqdm(total=n, desc="pack", unit="ep", disable=not progress) as bar:
         for row, i in enumerate(indices):
             try:
-                lengths = episodes.read(i, "observations/length")
-                acts = episodes.read(i, "actions")
-                rew = episodes.read(i, "rewards")
-                term = episodes.read(i, "terminations")
-                final_row = episodes.last_row(i, "observations/input_ids")
+                group = episodes.group(i)
+                lengths = episodes.read(group, b"observations/length")
+                acts = episodes.read(group, b"actions")
+                rew = episodes.read(group, b"rewards")
+                term = episodes.read(group, b"terminations")
+                final_row = episodes.last_row(group, b"observations/input_ids")
             except (KeyError, OSError, ValueError) as e:
                 raise ValueError(f"episode {i} of {files[0]} cannot be read ({e}): the file is damaged or truncated; "
                                  "rebuild the dataset") from e

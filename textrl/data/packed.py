@@ -49,6 +49,12 @@ def normalizer(returns: torch.Tensor, how: str) -> tuple[float, float]:
     return (mean if how == "zscore" else 0.0), scale
 
 
+def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[index] for an index of any shape; `index_select` stays fast on memory-mapped storage,
+    where plain advanced indexing was about 300x slower with 2 threads (torch 2.13, CPU)."""
+    return values.index_select(0, index.reshape(-1)).view(index.shape)
+
+
 class PackedDataset:
     """Episodes as memory-mapped flat tensors; `batch(rows)` pads the chosen rows into a training `Batch`.
 
@@ -86,7 +92,7 @@ class PackedDataset:
     @property
     def returns(self) -> torch.Tensor:
         """Undiscounted return of each selected episode (before normalisation), float32."""
-        return self.td["returns"][self.rows]
+        return _gather(self.td["returns"], self.rows)
 
     @property
     def mean_return(self) -> float:
@@ -143,24 +149,24 @@ class PackedDataset:
         n_tok, n_act = self._lengths[ep], self._num_actions[ep]  # every packed episode has >= 1 action
         T, A = int(n_tok.max()), int(n_act.max())
         tok_mask = torch.arange(T) < n_tok[:, None]
-        tok_idx = (td["token_offsets"][ep][:, None] + torch.arange(T)).clamp(max=len(td["tokens"]) - 1)
-        input_ids = torch.where(tok_mask, td["tokens"][tok_idx].long(), self.pad_token_id)
+        tok_idx = (_gather(td["token_offsets"], ep)[:, None] + torch.arange(T)).clamp(max=len(td["tokens"]) - 1)
+        input_ids = torch.where(tok_mask, _gather(td["tokens"], tok_idx).long(), self.pad_token_id)
         act_mask = torch.arange(A) < n_act[:, None]
-        act_idx = (td["action_offsets"][ep][:, None] + torch.arange(A)).clamp(max=len(td["rewards"]) - 1)
-        action_ixs = torch.where(act_mask, td["action_ixs"][act_idx].long(), 0)
-        rewards = torch.where(act_mask, td["rewards"][act_idx].float(), 0.0)
+        act_idx = (_gather(td["action_offsets"], ep)[:, None] + torch.arange(A)).clamp(max=len(td["rewards"]) - 1)
+        action_ixs = torch.where(act_mask, _gather(td["action_ixs"], act_idx).long(), 0)
+        rewards = torch.where(act_mask, _gather(td["rewards"], act_idx).float(), 0.0)
         rows_ix, last = torch.arange(len(ep)), n_act - 1
         if (self._shift, self._scale) != (0.0, 1.0):  # the return becomes (R - shift) / scale
             rewards = rewards / self._scale
             rewards[rows_ix, last] -= self._shift / self._scale
         notdone = act_mask.float()
-        notdone[rows_ix, last] = (~td["terminated"][ep]).float()
+        notdone[rows_ix, last] = (~_gather(td["terminated"], ep)).float()
         state_ixs = torch.cat([action_ixs, torch.zeros(len(ep), 1, dtype=torch.long)], dim=1)
         state_ixs[rows_ix, n_act] = n_tok - 1
         return Batch(
             {"input_ids": input_ids, "attention_mask": tok_mask.long(), "action_ixs": action_ixs,
              "state_ixs": state_ixs, "action_mask": act_mask, "rewards": rewards, "notdone": notdone,
-             "returns": td["returns"][ep].float()},
+             "returns": _gather(td["returns"], ep).float()},
             batch_size=[len(ep)],
         )
 
