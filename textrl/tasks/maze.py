@@ -171,37 +171,75 @@ class MazePOTask(MazeTask):
     """The partially observed maze: the observation gives only the walls around the agent.
 
     The start is uniform over the 25 cells as in the full maze (a wall pattern is drawn, then a
-    cell among those showing it). The agent cannot see where it is, so the fully observed
-    optimum is kept as ref_max_score: an upper bound. Its `optimal_policy` is a belief-state
-    policy (track the cells consistent with the history, minimise the worst-case distance),
-    good but not proven optimal.
+    cell among those showing it). The agent tracks the set of cells consistent with its history
+    (its belief); `optimal_policy` minimises the expected number of moves by value iteration over
+    the reachable beliefs, which is exact for this deterministic maze, and `ref_max_score` is its
+    exact mean return.
     """
 
     name = "maze_po"
     env_id = "textrl/MazePO-v0"
     observe_position = False
 
+    def __init__(self, max_steps: int = 20) -> None:
+        super().__init__(max_steps)
+        self.ref_max_score = -(float(np.mean([self._moves_to_goal[self._start_belief(s)] for s in self.starts])) - 1)
+
     def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
         cells = [int(rng.choice([s for s in self.starts if prompt == self._prompt(int(s))]))
                  for prompt, rng in zip(prompts, rngs)]
         return {"cell": np.array(cells, dtype=np.int64), "steps": np.zeros(len(prompts), dtype=np.int64)}
 
-    def _belief(self, tokens: list[int]) -> set[int]:
+    def _start_belief(self, cell: int) -> frozenset[int]:
+        return frozenset(int(s) for s in self.starts if self._wall_token[s] == self._wall_token[cell])
+
+    def _successors(self, belief: frozenset[int], move: int) -> list[tuple[float, frozenset[int]]]:
+        """(probability, next belief) per observation after `move`; cells reaching the goal leave."""
+        groups: dict[int, set[int]] = {}
+        for c in belief:
+            nxt = int(self.next_cell[c, move])
+            if nxt != self.goal:
+                groups.setdefault(int(self._wall_token[nxt]), set()).add(nxt)
+        return [(len(g) / len(belief), frozenset(g)) for g in groups.values()]
+
+    @cached_property
+    def _move_values(self) -> dict[frozenset[int], np.ndarray]:
+        """Expected moves to the goal after each move, per reachable belief (value iteration)."""
+        beliefs, frontier = set(), [self._start_belief(int(s)) for s in self.starts]
+        while frontier:
+            b = frontier.pop()
+            if b and b not in beliefs:
+                beliefs.add(b)
+                frontier += [nb for m in range(4) for _, nb in self._successors(b, m)]
+        value = dict.fromkeys(beliefs, 0.0)
+        for _ in range(10 * len(self.cells)):
+            q = {b: np.array([1 + sum(p * value[nb] for p, nb in self._successors(b, m)) for m in range(4)])
+                 for b in beliefs}
+            new = {b: float(v.min()) for b, v in q.items()}
+            if new == value:
+                break
+            value = new
+        return q
+
+    @cached_property
+    def _moves_to_goal(self) -> dict[frozenset[int], float]:
+        return {b: float(v.min()) for b, v in self._move_values.items()}
+
+    def _belief(self, tokens: list[int]) -> frozenset[int]:
         """Cells consistent with a walls-only history [w0, a1, w1, a2, w2, ...]."""
-        wall_of = self._wall_token
-        belief = {int(s) for s in self.starts if wall_of[int(s)] == tokens[0]}
+        belief = frozenset(int(s) for s in self.starts if self._wall_token[s] == tokens[0])
         up = self.token_to_id["up"]
         for k in range(1, len(tokens) - 1, 2):
             move, seen = tokens[k] - up, tokens[k + 1]
-            moved = {int(self.next_cell[c, move]) if 0 <= move < 4 else c for c in belief}
-            belief = {c for c in moved if wall_of[c] == seen} or moved
+            if 0 <= move < 4:
+                belief = frozenset(int(self.next_cell[c, move]) for c in belief
+                                   if self._wall_token[self.next_cell[c, move]] == seen)
         return belief
 
     def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-        """Minimise the worst-case (then mean) distance to the goal over the belief set."""
+        """The move with the fewest expected moves to the goal from the current belief."""
         out = np.empty(len(obs["length"]), dtype=np.int64)
         for r, (ids, n) in enumerate(zip(np.asarray(obs["input_ids"]), np.asarray(obs["length"]))):
-            cells = np.array(sorted(self._belief([int(t) for t in ids[:n]])))
-            after = self.dist[self.next_cell[cells]]  # [cells, 4]
-            out[r] = int(np.lexsort((after.mean(0), after.max(0)))[0])
+            values = self._move_values.get(self._belief([int(t) for t in ids[:n]]))
+            out[r] = int(np.argmin(values)) if values is not None else 0
         return out + self.token_to_id["up"]
