@@ -25,7 +25,7 @@ from textrl.models import ValueModel, decode, load_tokenizer_from_path, sample_n
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
-from textrl.trainer import Trainer
+from textrl.trainer import Trainer, seed_everything
 
 AGENT_FILE = "agent.json"
 CONFIG_FILE = "config.yaml"
@@ -106,6 +106,7 @@ class OfflineAgent(ABC):
                 f"{self.config.train.seq_length}: raise train.seq_length to at least {packed.max_tokens}"
             )
         if self.model is None:
+            seed_everything(self.config.train.seed)  # the same seed gives the same initial weights
             self.model = self.build_model(packed.vocab_size)
         eval_fn = self._eval_fn(task, metric_fn)
         trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)

@@ -37,6 +37,7 @@ __all__ = [
     "Trainer",
     "NonFiniteLossError",
     "find_checkpoint",
+    "seed_everything",
     "TRAINER_STATE",
 ]
 
@@ -297,7 +298,7 @@ class Trainer:
     def train(self) -> list[dict[str, Any]]:
         """Train to `total_steps` (or `epochs` passes, whichever ends first); return the logged history."""
         cfg = self.train_cfg
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         if cfg.resume_from_checkpoint:
             self.load_checkpoint(cfg.resume_from_checkpoint)
         last = min(cfg.total_steps, cfg.epochs * self.batches_per_epoch)
@@ -325,7 +326,7 @@ class Trainer:
         return self.history
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Optional
 
@@ -24,7 +25,8 @@ def load_backbone(config: ModelConfig, vocab_size: Optional[int] = None) -> Any:
         if vocab_size is not None and path.vocab_size != vocab_size:
             raise ValueError(f"model.model_path config has vocab_size {path.vocab_size} but the data has {vocab_size} "
                              "tokens: build the config with the dataset tokenizer's size")
-        model = AutoModelForCausalLM.from_config(path, attn_implementation="eager")
+        # transformers writes into the config it builds from: give it a copy, keep ours as configured
+        model = AutoModelForCausalLM.from_config(copy.deepcopy(path), attn_implementation="eager")
         if dtype is not None:
             model = model.to(dtype)
     else:

@@ -1,0 +1,194 @@
+"""The agents: fit, act, generate, save/load, their targets, and ILQL end to end on RandomWalks."""
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from agents import AGENTS, BCAgent, CQLAgent, FilteredBCAgent, ILQLAgent, MCReturnsAgent, load_agent
+from agents.filtered_bc import top_fraction
+from agents.targets import max_backup, returns_to_go
+from textrl import default_config, make_dataset, pack, task_config
+from textrl.rollout import evaluate
+from textrl.tasks import get_task
+
+SMALL = "textrl/randomwalks/mixed-v0"
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return make_dataset(SMALL, num_episodes=200, progress=False)
+
+
+def short(agent: str, tmp_path, **train):
+    base = dict(total_steps=30, batch_size=32, eval_interval=30, checkpoint_interval=30, eval_episodes=64,
+                progress_bar=False, checkpoint_dir=str(tmp_path / agent), tracker="jsonl")
+    cfg = task_config("randomwalks", agent, **{**base, **train})
+    return cfg.evolve(method=dict(fraction=0.5)) if agent == "filtered_bc" else cfg
+
+
+@pytest.mark.parametrize("name", list(AGENTS))
+def test_each_agent_fits_lowers_its_loss_and_acts(name, small_data, tmp_path) -> None:
+    agent = AGENTS[name](short(name, tmp_path))
+    history = agent.fit(small_data)
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert any("eval/score" in h for h in history)
+    env = gymnasium.make("textrl/RandomWalks-v0")
+    obs, _ = env.reset(seed=0)
+    action = agent.act(obs)
+    assert isinstance(action, int) and env.action_space.contains(action)
+    env.step(action)
+    batch = {"input_ids": np.stack([obs["input_ids"]] * 3), "length": np.full(3, obs["length"])}
+    assert agent.act(batch).shape == (3,)
+    texts = agent.generate(["3", "7"], max_new_tokens=4)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_save_load_round_trip_acts_identically(small_data, tmp_path) -> None:
+    agent = ILQLAgent(short("ilql", tmp_path, total_steps=10, eval_interval=100))
+    agent.fit(small_data)
+    agent.save(tmp_path / "saved")
+    again = ILQLAgent.load(tmp_path / "saved")
+    assert again.config == agent.config
+    obs = {"input_ids": np.array([[5, 0, 0], [7, 0, 0]], dtype=np.uint8), "length": np.array([1, 1])}
+    agent.generator.manual_seed(1)
+    again.generator.manual_seed(1)
+    assert (agent.act(obs) == again.act(obs)).all()
+    assert isinstance(load_agent(tmp_path / "saved"), ILQLAgent)
+    assert isinstance(load_agent(tmp_path / "ilql" / "step_000010"), ILQLAgent)  # a checkpoint loads too
+    with pytest.raises(ValueError, match="holds a 'ilql' agent, not 'bc'"):
+        BCAgent.load(tmp_path / "saved")
+    with pytest.raises(FileNotFoundError, match="not a saved agent"):
+        ILQLAgent.load(tmp_path)
+
+
+def test_agent_resume_matches_an_uninterrupted_run(small_data, tmp_path) -> None:
+    straight = ILQLAgent(short("ilql", tmp_path / "a", total_steps=8, checkpoint_interval=4, eval_interval=100))
+    straight.fit(small_data)
+    first = ILQLAgent(short("ilql", tmp_path / "b", total_steps=4, eval_interval=100))
+    first.fit(small_data)
+    resumed = ILQLAgent(short("ilql", tmp_path / "b", total_steps=8, eval_interval=100,
+                              resume_from_checkpoint=str(tmp_path / "b" / "ilql")))
+    resumed.fit(small_data)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_ilql_targets_move_during_training(small_data, tmp_path) -> None:
+    agent = ILQLAgent(short("ilql", tmp_path, total_steps=10, eval_interval=100))
+    agent.model = agent.build_model(get_task("randomwalks").vocab_size)
+    before = [p.clone() for p in agent.model.heads.target_q_heads.parameters()]
+    agent.fit(small_data)
+    after = list(agent.model.heads.target_q_heads.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_ilql_end_to_end_beats_the_data_on_randomwalks(tmp_path) -> None:
+    """Tiny GPT-2, 1000 random walks, 300 steps: optimality >= 0.7 with beta = 100 (the preset)."""
+    dataset = make_dataset("textrl/randomwalks/random-v0", progress=False)
+    data_mean = float(pack(dataset).returns.mean())
+    cfg = task_config("randomwalks", "ilql", total_steps=300, eval_interval=300, checkpoint_interval=300,
+                      progress_bar=False, checkpoint_dir=str(tmp_path / "run"), eval_episodes=128)
+    agent = ILQLAgent(cfg)
+    agent.fit(dataset)
+    result = evaluate(agent.policy, get_task("randomwalks"), num_episodes=500, seed=123)
+    assert cfg.method.gen_kwargs.beta >= 1
+    assert result.mean_return >= 0.7 and result.mean_return > data_mean + 0.2
+
+
+def test_filtered_bc_keeps_exactly_the_top_fraction_with_stable_ties() -> None:
+    returns = torch.tensor([0.5, 1.0, 0.2, 1.0, 0.7, 0.5])
+    assert top_fraction(returns, 0.5).tolist() == [1, 3, 4]
+    assert top_fraction(returns, 0.6).tolist() == [0, 1, 3, 4]  # ceil(3.6) = 4; tie 0.5 -> earlier row 0
+    assert top_fraction(returns, 0.01).tolist() == [1]
+
+
+def test_filtered_bc_trains_on_the_selected_rows(small_data, tmp_path) -> None:
+    agent = FilteredBCAgent(short("filtered_bc", tmp_path).evolve(method=dict(fraction=0.25)))  # 50 of 200
+    packed = pack(small_data)
+    kept = agent.prepare_data(packed)
+    assert len(kept) == 50
+    assert float(kept.returns.min()) >= float(packed.returns.sort(descending=True).values[49])
+
+
+def test_returns_to_go_by_hand() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 2.0, 9.0], [0.5, -1.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.float)
+    g = returns_to_go(rewards, mask, gamma=0.5)
+    assert g.tolist() == [[1.0 + 0.5 * 0.0 + 0.25 * 2.0, 0.0 + 0.5 * 2.0, 2.0, 0.0], [0.5 - 0.5, -1.0, 0.0, 0.0]]
+
+
+def test_cql_backup_uses_the_max_and_masks_terminals() -> None:
+    rewards = torch.tensor([[1.0, 2.0]])
+    next_q_max = torch.tensor([[3.0, 5.0]])
+    notdone = torch.tensor([[1.0, 0.0]])
+    assert max_backup(rewards, next_q_max, notdone, gamma=0.9).tolist() == pytest.approx([[1.0 + 0.9 * 3.0, 2.0]])
+
+
+def test_cql_loss_target_is_the_max_over_next_state_q(tmp_path) -> None:
+    agent = CQLAgent(short("cql", tmp_path))
+    agent.model = agent.build_model(get_task("randomwalks").vocab_size)
+    batch = pack(make_dataset(SMALL, progress=False)).batch(torch.arange(4))
+    out = agent.model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
+    next_max = agent.model.heads.target_q(out.next_hidden[:, 1:]).amax(-1)
+    target = batch["rewards"] + 0.99 * next_max * batch["notdone"]
+    q = out.qs[0].gather(-1, out.actions[..., None]).squeeze(-1)
+    mask = batch["action_mask"].float()
+    expected_td = float(((q - target) ** 2 * mask).sum() / mask.sum())
+    _, stats = agent.loss(agent.model, batch)
+    assert stats["loss_td"] == pytest.approx(expected_td, rel=1e-5)
+
+
+def test_mc_returns_regresses_on_returns_to_go(tmp_path) -> None:
+    agent = MCReturnsAgent(short("mc_returns", tmp_path))
+    agent.model = agent.build_model(get_task("randomwalks").vocab_size)
+    batch = pack(make_dataset(SMALL, progress=False)).batch(torch.arange(4))
+    out = agent.model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
+    mask = batch["action_mask"].float()
+    g = returns_to_go(batch["rewards"], mask, agent.config.method.gamma)
+    expected = float(((out.vs[:, :-1] - g) ** 2 * mask).sum() / mask.sum())
+    _, stats = agent.loss(agent.model, batch)
+    assert stats["loss_v"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_agent_input_errors(small_data, tmp_path) -> None:
+    with pytest.raises(ValueError, match="needs a 'ilql' method config"):
+        ILQLAgent(default_config("bc"))
+    agent = BCAgent(short("bc", tmp_path))
+    with pytest.raises(RuntimeError, match="call fit"):
+        agent.act({"input_ids": np.zeros(10, np.uint8), "length": np.array(1)})
+    agent.fit(small_data)
+    with pytest.raises(ValueError, match="act expects an env observation"):
+        agent.act(np.zeros(10))
+    with pytest.raises(ValueError, match="shape"):
+        agent.act({"input_ids": np.zeros((2, 3, 4), np.uint8), "length": np.array([1, 1])})
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        agent.act({"input_ids": np.zeros(10, np.uint8), "length": np.array(0)})
+    with pytest.raises(TypeError, match="list of prompt strings"):
+        agent.generate("3")
+    big = BCAgent(short("bc", tmp_path / "big", batch_size=512))
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        big.fit(small_data)
+    short_seq = BCAgent(short("bc", tmp_path / "seq", seq_length=4))
+    with pytest.raises(ValueError, match="raise train.seq_length"):
+        short_seq.fit(small_data)
+
+
+def test_tokenizer_that_does_not_match_the_dataset(small_data, tmp_path) -> None:
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "a": 1}, unk_token="<pad>")),
+                                  pad_token="<pad>")
+    agent = BCAgent(short("bc", tmp_path), tokenizer=tok)
+    with pytest.raises(ValueError, match="the tokenizer has 2 tokens but the dataset's action space has 23"):
+        agent.fit(small_data)
+
+
+def test_batch_source_contract_keys(small_data) -> None:
+    batch = pack(small_data).batch(torch.arange(3))
+    assert isinstance(batch, TensorDict)
+    assert set(batch.keys()) >= {"input_ids", "attention_mask", "action_ixs", "state_ixs", "action_mask", "rewards",
+                                 "notdone", "returns"}
