@@ -1,62 +1,91 @@
-"""`textrl data build | list | show`: task datasets from the command line."""
+"""`textrl data build/list/show`: build task datasets and look at local ones from the command line."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 
 
-def add_data_subcommands(sub: argparse._SubParsersAction) -> None:
-    """Register `textrl data` and its subcommands."""
-    data = sub.add_parser("data", help="build, list and inspect offline datasets")
-    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = dsub.add_parser("build", help="build a task dataset (e.g. textrl/randomwalks/random-v0)")
-    p.add_argument("dataset_id")
-    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default: the tier's)")
-    p.add_argument("--seed", type=int, default=None, help="collection seed (default 0)")
-    p.set_defaults(func=_build)
-    p = dsub.add_parser("list", help="list local datasets")
-    p.set_defaults(func=_list)
-    p = dsub.add_parser("show", help="statistics and a few decoded episodes of a dataset")
-    p.add_argument("dataset_id")
-    p.add_argument("--examples", type=int, default=3, help="decoded episodes to print")
-    p.set_defaults(func=_show)
-
-
-def _build(args: argparse.Namespace) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build a task dataset (or find it already built) and print where it is."""
     from textrl.data import make_dataset
+    from textrl.data.store import folder_of
 
-    ds = make_dataset(args.dataset_id, num_episodes=args.episodes, seed=args.seed)
-    print(f"{args.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+    dataset = make_dataset(args.dataset_id, num_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
+    print(f"{dataset.spec.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps "
+          f"at {folder_of(dataset)}")
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    from textrl.data import local_dataset_ids
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the local datasets, then the task datasets that `build` can make."""
+    from textrl.data import load, local_dataset_ids, task_dataset_ids
     from textrl.data.store import datasets_root
 
-    ids = local_dataset_ids()
-    print("\n".join(ids) if ids else f"no datasets under {datasets_root()}")
+    local = local_dataset_ids()
+    print(f"local datasets under {datasets_root()}:" if local else f"no local datasets under {datasets_root()}")
+    for dataset_id in local:
+        try:
+            ds = load(dataset_id)
+            print(f"  {dataset_id}  {ds.total_episodes} episodes, {ds.total_steps} steps")
+        except (ValueError, FileNotFoundError) as e:
+            print(f"  {dataset_id}  unreadable: {e}")
+    buildable = [i for i in task_dataset_ids() if i not in local]
+    if buildable:
+        print("task datasets that `textrl data build ID` makes:")
+        for dataset_id in buildable:
+            print(f"  {dataset_id}")
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    from textrl.data import load, pack
+def describe(dataset: Any, examples: int = 3) -> str:
+    """A readable summary of a dataset: size, return statistics, reference scores and a few episodes."""
+    from textrl.data import episode_texts, load, pack
+    from textrl.data.store import env_id_of, folder_of
 
-    ds = load(args.dataset_id)
-    packed = pack(ds)
-    returns = packed.returns.numpy()
-    meta = ds.storage.metadata
-    print(f"dataset      {args.dataset_id}")
-    print(f"episodes     {ds.total_episodes}")
-    print(f"steps        {ds.total_steps}")
-    print(f"returns      mean {returns.mean():.4f}  std {returns.std():.4f}  min {returns.min():.4f}  "
-          f"max {returns.max():.4f}")
-    print(f"references   ref_min_score {meta.get('ref_min_score')}  ref_max_score {meta.get('ref_max_score')}")
-    print(f"behaviour    {meta.get('algorithm_name')}")
-    episodes = list(ds.storage.get_episode_metadata(range(min(args.examples, ds.total_episodes))))
-    for i, ep in enumerate(episodes):
-        text = ep.get("options", {}).get("text", "")
-        print(f"episode {i}: return {returns[i]:.3f}  {text.decode() if isinstance(text, bytes) else text}")
-    return 0 if np.isfinite(returns).all() else 1
+    dataset = load(dataset)
+    meta = dataset.storage.metadata
+    returns = pack(dataset).returns.double().numpy()
+    lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+    lines = [
+        f"{dataset.spec.dataset_id}  ({folder_of(dataset)})",
+        f"  env: {env_id_of(dataset) or 'none'}   behaviour: {meta.get('algorithm_name')}",
+        (f"  episodes: {dataset.total_episodes}   steps: {dataset.total_steps}   "
+        f"mean length: {dataset.total_steps / max(dataset.total_episodes, 1):.2f}"),
+        (f"  return: mean {returns.mean():.4f}  std {returns.std():.4f}  min {returns.min():.4f}  "
+        f"median {np.median(returns):.4f}  max {returns.max():.4f}"),
+        f"  reference scores: min {lo}  max {hi}",
+    ]
+    if lo is not None and hi is not None and hi != lo:
+        lines.append(f"  normalised score of the data: {100 * (returns.mean() - lo) / (hi - lo):.1f}")
+    lines.append(f"  description: {meta.get('description')}")
+    shown = list(range(min(examples, dataset.total_episodes)))
+    for i, (prompt, text) in zip(shown, episode_texts(dataset, shown)):
+        lines.append(f"  episode {i} (return {returns[i]:.4f}): prompt {prompt!r}\n      {text}")
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a dataset's summary (an id or a dataset folder)."""
+    print(describe(args.dataset, args.examples))
+    return 0
+
+
+def add_data_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `data` (with build, list and show) on the `textrl` command's subparsers."""
+    data = subparsers.add_parser("data", help="build, list and inspect offline (Minari) datasets")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = actions.add_parser("build", help="build a task dataset such as textrl/randomwalks/random-v0")
+    p.add_argument("dataset_id", metavar="ID", help="textrl/<task>/<tier>-v0 (see `textrl data list`)")
+    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default: the tier's default)")
+    p.add_argument("--seed", type=int, default=None, help="collection seed (default: the fixed dataset seed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build)
+    p = actions.add_parser("list", help="list local datasets and the task datasets that can be built")
+    p.set_defaults(func=cmd_list)
+    p = actions.add_parser("show", help="episodes, steps, returns, reference scores and a few decoded episodes")
+    p.add_argument("dataset", metavar="ID", help="a dataset id or a dataset folder")
+    p.add_argument("--examples", type=int, default=3, help="decoded episodes to print (default 3)")
+    p.set_defaults(func=cmd_show)

@@ -1,12 +1,32 @@
 """Offline datasets: build task datasets, import (samples, rewards), load, and pack for training."""
 
 import textrl.registration  # noqa: F401  (env ids must exist before datasets name them)
-from textrl.data.build import DEFAULT_EPISODES, DEFAULT_SEED, make_dataset, parse_task_dataset_id, task_dataset_ids
+from textrl.data.build import (
+    DEFAULT_EPISODES,
+    DEFAULT_SEED,
+    make_dataset,
+    parse_task_dataset_id,
+    task_dataset_ids,
+)
 from textrl.data.pack import pack
 from textrl.data.packed import Batch, PackedDataset, check_vocab
 from textrl.data.samples import from_samples
 from textrl.data.store import build_info, episode_texts, load, load_tokenizer, local_dataset_ids
 
-__all__ = ["make_dataset", "parse_task_dataset_id", "task_dataset_ids", "DEFAULT_EPISODES", "DEFAULT_SEED",
-           "from_samples", "load", "load_tokenizer", "local_dataset_ids", "build_info", "episode_texts", "pack",
-           "PackedDataset", "Batch", "check_vocab"]
+__all__ = [
+    "DEFAULT_EPISODES",
+    "DEFAULT_SEED",
+    "Batch",
+    "PackedDataset",
+    "build_info",
+    "check_vocab",
+    "episode_texts",
+    "from_samples",
+    "load",
+    "load_tokenizer",
+    "local_dataset_ids",
+    "make_dataset",
+    "pack",
+    "parse_task_dataset_id",
+    "task_dataset_ids",
+]

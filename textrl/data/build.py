@@ -12,7 +12,7 @@ everywhere; other sizes or seeds belong under another version number.
 from __future__ import annotations
 
 import re
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import minari
 from gymnasium import spaces
@@ -47,7 +47,7 @@ def task_dataset_ids() -> list[str]:
     return [f"textrl/{name}/{tier}-v0" for name, cls in TASKS.items() for tier in cls.tiers]
 
 
-def _check_existing(dataset: minari.MinariDataset, num_episodes: Optional[int], seed: Optional[int]) -> None:
+def _check_existing(dataset: minari.MinariDataset, num_episodes: int | None, seed: int | None) -> None:
     """Raise if an explicit size or seed disagrees with the dataset already built under the id."""
     info = build_info(dataset)
     wanted = {"num_episodes": num_episodes, "seed": seed}
@@ -58,7 +58,7 @@ def _check_existing(dataset: minari.MinariDataset, num_episodes: Optional[int], 
                          "another version number (e.g. -v1) for other data, or delete the dataset folder")
 
 
-def make_dataset(dataset_id: str, num_episodes: Optional[int] = None, seed: Optional[int] = None,
+def make_dataset(dataset_id: str, num_episodes: int | None = None, seed: int | None = None,
                  progress: bool = True) -> minari.MinariDataset:
     """The local dataset `dataset_id` (e.g. 'textrl/randomwalks/random-v0'), built first if missing.
 
@@ -85,22 +85,22 @@ def make_dataset(dataset_id: str, num_episodes: Optional[int] = None, seed: Opti
                 yield collect_episodes(task, policy, size, seed=s * 1_000_003 + start)
                 bar.update(size)
 
-    metadata = dict(
-        env=task.env_id,
-        eval_env=task.env_id,
-        algorithm_name=getattr(policy, "__name__", f"{task.name}_behaviour_eps{epsilon:g}"),
-        author="textrl",
-        author_email="textrl@users.noreply.github.com",
-        code_permalink="https://github.com/textrl/textrl",
-        description=(f"{task.name}, tier {tier}: {n} episodes (seed {s}) of an epsilon-mixture behaviour policy, "
+    metadata = {
+        "env": task.env_id,
+        "eval_env": task.env_id,
+        "algorithm_name": getattr(policy, "__name__", f"{task.name}_behaviour_eps{epsilon:g}"),
+        "author": "textrl",
+        "author_email": "textrl@users.noreply.github.com",
+        "code_permalink": "https://github.com/textrl/textrl",
+        "description": (f"{task.name}, tier {tier}: {n} episodes (seed {s}) of an epsilon-mixture behaviour policy, "
                      f"epsilon {epsilon:g} (probability of the exploration policy's token, else the optimal one). "
                      "Each episode's reset options hold its prompt and decoded text; the task tokenizer is in "
                      "tokenizer/ beside data/."),
-        ref_min_score=task.ref_min_score,
-        ref_max_score=task.ref_max_score,
-        requirements=["textrl"],
-    )
-    info = dict(source="task", task=task.name, tier=tier, epsilon=epsilon, num_episodes=n, seed=s, chunk=CHUNK)
+        "ref_min_score": task.ref_min_score,
+        "ref_max_score": task.ref_max_score,
+        "requirements": ["textrl"],
+    }
+    info = {"source": "task", "task": task.name, "tier": tier, "epsilon": epsilon, "num_episodes": n, "seed": s, "chunk": CHUNK}
     try:
         return write_dataset(dataset_id, chunks(), observation_space(task), spaces.Discrete(task.vocab_size),
                              task.tokenizer, metadata, info)

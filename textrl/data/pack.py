@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import h5py
 import minari
@@ -24,7 +24,7 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from textrl.data.packed import PackedDataset, normalizer, vocab_fingerprint
-from textrl.data.store import TOKENIZER_DIR, env_id_of, folder_of, load
+from textrl.data.store import TOKENIZER_DIR, env_id_of, folder_of, load, load_tokenizer
 from textrl.io import atomic_directory, atomic_write_text
 
 PACK_VERSION = 2
@@ -184,22 +184,20 @@ def read_packed_arrays(dataset: minari.MinariDataset, vocab: int, max_length: in
     if action_offsets[-1] != steps:
         raise ValueError(f"the episodes hold {action_offsets[-1]} steps but the metadata says {steps}: the dataset "
                          "is damaged; rebuild it")
-    return dict(tokens=tokens.data[:tokens.size].copy(), token_offsets=token_offsets, action_ixs=action_ixs,
-                action_offsets=action_offsets, rewards=rewards, returns=returns, terminated=terminated)
+    return {"tokens": tokens.data[:tokens.size].copy(), "token_offsets": token_offsets, "action_ixs": action_ixs,
+            "action_offsets": action_offsets, "rewards": rewards, "returns": returns, "terminated": terminated}
 
 
-def _tokenizer_facts(dataset: minari.MinariDataset) -> tuple[Optional[int], Optional[str]]:
+def _tokenizer_facts(dataset: minari.MinariDataset) -> tuple[int | None, str | None]:
     """(pad id, vocabulary fingerprint) of the tokenizer saved with the dataset, if there is one."""
     path = folder_of(dataset) / TOKENIZER_DIR
     if not path.is_dir():
         return None, None
-    from textrl.data.store import load_tokenizer
-
     tok = load_tokenizer(dataset)
     return tok.pad_token_id, vocab_fingerprint(tok)
 
 
-def pack(dataset: Any, reward_normalization: str = "none", pad_token_id: Optional[int] = None,
+def pack(dataset: Any, reward_normalization: str = "none", pad_token_id: int | None = None,
          progress: bool = False) -> PackedDataset:
     """The packed form of a dataset (object, id or folder): opened from its cache, or built once and cached.
 
@@ -218,9 +216,9 @@ def pack(dataset: Any, reward_normalization: str = "none", pad_token_id: Optiona
         tok_pad, fingerprint = _tokenizer_facts(dataset)
         pad = pad_token_id if pad_token_id is not None else (tok_pad if tok_pad is not None else 0)
         arrays = read_packed_arrays(dataset, vocab, max_length, progress)
-        info = dict(num_episodes=len(arrays["returns"]), vocab_size=vocab, max_length=max_length,
-                    pad_token_id=int(pad), vocab_fingerprint=fingerprint, env_id=env_id_of(dataset),
-                    dataset_id=dataset.spec.dataset_id, pack_version=PACK_VERSION)
+        info = {"num_episodes": len(arrays["returns"]), "vocab_size": vocab, "max_length": max_length,
+                    "pad_token_id": int(pad), "vocab_fingerprint": fingerprint, "env_id": env_id_of(dataset),
+                    "dataset_id": dataset.spec.dataset_id, "pack_version": PACK_VERSION}
         with atomic_directory(cache) as tmp:
             TensorDict({k: torch.from_numpy(v) for k, v in arrays.items()}, batch_size=[]).memmap_(tmp / "tensors")
             (tmp / "info.json").write_text(json.dumps(info))

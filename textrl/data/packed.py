@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Literal
 
 import torch
 from tensordict import TensorDict
@@ -63,12 +64,12 @@ class PackedDataset:
     """
 
     def __init__(self, td: TensorDict, info: dict[str, Any], reward_normalization: str = "none",
-                 rows: Optional[torch.Tensor] = None, stats: Optional[tuple[float, float]] = None) -> None:
+                 rows: torch.Tensor | None = None, stats: tuple[float, float] | None = None) -> None:
         self.td = td
         self.info = info
         self.vocab_size: int = int(info["vocab_size"])
         self.pad_token_id: int = int(info["pad_token_id"])
-        self.env_id: Optional[str] = info.get("env_id")
+        self.env_id: str | None = info.get("env_id")
         self.reward_normalization = reward_normalization
         self.rows = torch.arange(int(info["num_episodes"])) if rows is None else rows
         self._lengths = td["token_offsets"].diff()
@@ -76,7 +77,7 @@ class PackedDataset:
         self._shift, self._scale = stats if stats is not None else normalizer(td["returns"], reward_normalization)
 
     @classmethod
-    def load(cls, folder: str | Path, reward_normalization: str = "none") -> "PackedDataset":
+    def load(cls, folder: str | Path, reward_normalization: str = "none") -> PackedDataset:
         """Open a packed cache folder (memory-mapped: nothing is read until used)."""
         folder = Path(folder)
         try:
@@ -119,7 +120,7 @@ class PackedDataset:
         """Tokens over the selected episodes' final contexts."""
         return int(self.lengths.sum())
 
-    def select(self, rows: Any) -> "PackedDataset":
+    def select(self, rows: Any) -> PackedDataset:
         """A view of some rows (indices into this view, or a boolean mask), sharing storage and normalisation."""
         rows = torch.as_tensor(rows)
         if rows.dtype == torch.bool:

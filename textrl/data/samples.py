@@ -12,7 +12,8 @@ no env spec; its spaces follow docs/architecture.md with the tokenizer's size as
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import minari
 import numpy as np
@@ -69,8 +70,8 @@ def _episode(turns: list[list[int]], reward: float, max_length: int, pad: int, d
 
 
 def from_samples(samples: Sequence[Any], rewards: Sequence[float], tokenizer: Any, dataset_id: str,
-                 max_length: Optional[int] = None, description: str = "",
-                 ref_min_score: Optional[float] = None, ref_max_score: Optional[float] = None) -> minari.MinariDataset:
+                 max_length: int | None = None, description: str = "",
+                 ref_min_score: float | None = None, ref_max_score: float | None = None) -> minari.MinariDataset:
     """A Minari dataset of the samples as token episodes (agent tokens are actions), written atomically.
 
     `max_length` (default: the longest sample) is the observation width; reference scores
@@ -110,12 +111,12 @@ def from_samples(samples: Sequence[Any], rewards: Sequence[float], tokenizer: An
             yield [_episode(t, r, max_length, tokenizer.pad_token_id, dtype, tokenizer)
                    for t, r in zip(all_turns[start:start + CHUNK], rewards[start:start + CHUNK])]
 
-    metadata = dict(
-        algorithm_name="imported-samples", author="textrl", author_email="textrl@users.noreply.github.com",
-        code_permalink="https://github.com/textrl/textrl",
-        description=description or f"{len(samples)} samples imported with textrl.from_samples",
-        ref_min_score=float(min(rewards) if ref_min_score is None else ref_min_score),
-        ref_max_score=float(max(rewards) if ref_max_score is None else ref_max_score), requirements=["textrl"],
-    )
-    info = dict(source="samples", num_episodes=len(samples), max_length=max_length)
+    metadata = {
+        "algorithm_name": "imported-samples", "author": "textrl", "author_email": "textrl@users.noreply.github.com",
+        "code_permalink": "https://github.com/textrl/textrl",
+        "description": description or f"{len(samples)} samples imported with textrl.from_samples",
+        "ref_min_score": float(min(rewards) if ref_min_score is None else ref_min_score),
+        "ref_max_score": float(max(rewards) if ref_max_score is None else ref_max_score), "requirements": ["textrl"],
+    }
+    info = {"source": "samples", "num_episodes": len(samples), "max_length": max_length}
     return write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info)

@@ -15,8 +15,9 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import h5py
 import minari
@@ -106,6 +107,11 @@ def write_dataset(
                     dataset.update_dataset_from_buffer(buffers)
         if dataset is None:
             raise ValueError(f"dataset {dataset_id}: no episodes to write")
+        # Minari keeps reference scores only when it has an eval env: store them for env-less data too.
+        refs = {k: float(metadata[k]) for k in ("ref_min_score", "ref_max_score") if metadata.get(k) is not None}
+        missing = {k: v for k, v in refs.items() if k not in dataset.storage.metadata}
+        if missing:
+            dataset.storage.update_metadata(missing)
         tokenizer.save_pretrained(str(staging / dataset_id / TOKENIZER_DIR))
         (staging / dataset_id / BUILD_INFO).write_text(json.dumps(build_info, indent=1))
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +184,7 @@ def local_dataset_ids() -> list[str]:
     root = datasets_root()
     if not root.is_dir():
         return []
-    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")
+    return sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")
                   if not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
@@ -197,7 +203,7 @@ def load_tokenizer(dataset: Any) -> Any:
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def env_id_of(dataset: minari.MinariDataset) -> Optional[str]:
+def env_id_of(dataset: minari.MinariDataset) -> str | None:
     """The registered env id the dataset evaluates on, if any."""
     spec = dataset._eval_env_spec or dataset.spec.env_spec  # Minari 0.5 keeps the eval spec private
     return spec.id if spec is not None else None
