@@ -214,6 +214,7 @@ class Trainer:
             gathered = acc.gather(values) if acc.num_processes > 1 else values
             out[f"eval/{key}"] = float(gathered.mean())
             out[f"eval/{key}_std"] = float(gathered.std(unbiased=False))
+            out["eval/episodes"] = int(gathered.numel())
         out["step"] = step
         return out
 

@@ -1,0 +1,73 @@
+"""Faults and processes: SIGKILL then resume ends bit for bit like an uninterrupted run; 2-process DDP
+matches 1 process; only rank 0 writes; evaluation gathers episodes from every rank."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from textrl import make_dataset
+
+SCRIPT = str(Path(__file__).parent / "scripts" / "train_tiny.py")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Subprocess environment sharing this session's dataset folder (the dataset is built once here)."""
+    make_dataset("textrl/randomwalks/mixed-v0", num_episodes=64, progress=False)
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+def _steps_logged(run: Path) -> list[int]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip() and "loss" in line]
+
+
+def test_sigkill_mid_training_then_resume_is_bit_exact(env, tmp_path) -> None:
+    steps = 30
+    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "straight"), str(steps)], env=env, check=True,
+                   capture_output=True)
+    victim = subprocess.Popen([sys.executable, SCRIPT, str(tmp_path / "killed"), str(steps)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and max(_steps_logged(tmp_path / "killed" / "run"), default=0) < 9:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "final.pt").exists(), "the run finished before it could be killed"
+    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "killed"), str(steps), "resume"], env=env, check=True,
+                   capture_output=True)
+    straight = torch.load(tmp_path / "straight" / "final.pt")
+    resumed = torch.load(tmp_path / "killed" / "final.pt")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
+def test_two_process_ddp_matches_one_process(env, tmp_path) -> None:
+    steps = 6
+    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "one"), str(steps)], env=env, check=True,
+                   capture_output=True)
+    launch = ["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, str(tmp_path / "two"), str(steps)]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = torch.load(tmp_path / "one" / "final.pt"), torch.load(tmp_path / "two" / "final.pt")
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-3, atol=1e-4)
+    records = [json.loads(line) for line in (tmp_path / "two" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, steps + 1))  # rank 0 alone logs
+    evals = [r for r in records if "eval/score" in r]
+    assert len(evals) == 1 and evals[0]["eval/episodes"] == 8  # 4 episodes from each of the 2 ranks
+    assert sorted(p.name for p in (tmp_path / "two" / "run").glob("step_*")) == ["step_000002", "step_000004",
+                                                                                  "step_000006"]
