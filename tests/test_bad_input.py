@@ -1,0 +1,136 @@
+"""Every bad input documented in README.md's table raises an error whose message contains the documented text.
+
+The table is the contract: a row without a case here, or a case whose message drifted, fails.
+"""
+
+import re
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+import textrl
+from agents import BCAgent, ILQLAgent
+from textrl import default_config, default_ilql_config, from_samples, load, load_yaml, make_dataset, task_config
+from textrl.config import ModelConfig, TokenizerConfig
+from textrl.models import load_backbone, load_tokenizer_from_path
+from textrl.tasks import get_task
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+SMALL = "textrl/randomwalks/mixed-v0"
+
+
+def _tok(words=("a", "b")) -> PreTrainedTokenizerFast:
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<pad>", "<eos>", *words])}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+
+
+def _small():
+    return make_dataset(SMALL, num_episodes=200, progress=False)
+
+
+def _cfg(tmp, **train):
+    base = dict(total_steps=2, batch_size=16, progress_bar=False, checkpoint_dir=str(tmp / "run"), eval_interval=100)
+    return task_config("randomwalks", "bc", **{**base, **train})
+
+
+def _fitted(tmp):
+    agent = BCAgent(_cfg(tmp))
+    agent.fit(_small())
+    return agent
+
+
+def _yaml(tmp):
+    (tmp / "c.yaml").write_text("train: [unclosed\n")
+    load_yaml(tmp / "c.yaml")
+
+
+def _corrupt(tmp):
+    ds = from_samples(["a b", "a a"], [1.0, 0.0], _tok(), "bad/corrupt-v0")
+    path = next(Path(ds.storage.data_path).glob("*.hdf5"))
+    path.write_bytes(path.read_bytes()[:200])
+    textrl.pack("bad/corrupt-v0")
+
+
+def _foreign_checkpoint(tmp):
+    agent = ILQLAgent(task_config("randomwalks", "ilql", total_steps=2, batch_size=16, progress_bar=False,
+                                  checkpoint_dir=str(tmp / "run"), eval_interval=100))
+    agent.fit(_small())
+    agent.save(tmp / "ilql")
+    BCAgent.load(tmp / "ilql")
+
+
+def _env_step(action):
+    def run(tmp):
+        env = gymnasium.make("textrl/RandomWalks-v0")
+        env.reset(seed=0)
+        env.step(action)
+    return run
+
+
+def _step_after_end(tmp):
+    env = gymnasium.make("textrl/RandomWalks-v0")
+    env.reset(seed=0)
+    env.step(0)  # the pad token: an invalid move, the episode terminates
+    env.step(3)
+
+
+CASES = {
+    "unknown config key (top level)": lambda tmp: default_ilql_config().update({"trian": {}}),
+    "unknown config key (nested)": lambda tmp: default_ilql_config().update({"method.gen_kwargs.max_tokens": 4}),
+    "ill-typed config value": lambda tmp: default_ilql_config().update({"train.batch_size": "64"}),
+    "negative learning rate": lambda tmp: default_ilql_config().update({"optimizer.kwargs.lr": -1e-4}),
+    "tau outside (0, 1)": lambda tmp: default_ilql_config().update({"method.tau": 1.5}),
+    "total_steps 0": lambda tmp: default_ilql_config().update({"train.total_steps": 0}),
+    "unknown optimizer": lambda tmp: default_ilql_config().update({"optimizer.name": "adagrad_x"}),
+    "YAML that does not parse": _yaml,
+    "model path that does not exist": lambda tmp: load_backbone(ModelConfig(model_path=str(tmp / "nope"))),
+    "tokenizer path that does not exist": lambda tmp: load_tokenizer_from_path(str(tmp / "nope"), TokenizerConfig()),
+    "agent given another method's config": lambda tmp: ILQLAgent(default_config("bc")),
+    "tokenizer vocabulary != dataset action space": lambda tmp: BCAgent(_cfg(tmp), tokenizer=_tok()).fit(_small()),
+    "malformed dataset id": lambda tmp: load("randomwalks-v0"),
+    "absent dataset id": lambda tmp: load("textrl/nothing/here-v0"),
+    "unknown dataset tier": lambda tmp: make_dataset("textrl/randomwalks/superb-v0"),
+    "truncated or corrupted dataset file": _corrupt,
+    "samples/rewards length mismatch": lambda tmp: from_samples(["a b"], [1.0, 2.0], _tok(), "bad/len-v0"),
+    "NaN or infinite reward": lambda tmp: from_samples(["a b"], [float("nan")], _tok(), "bad/nan-v0"),
+    "empty samples": lambda tmp: from_samples([], [], _tok(), "bad/empty-v0"),
+    "sample longer than max_length": lambda tmp: from_samples(["a b a"], [1.0], _tok(), "bad/long-v0", max_length=2),
+    "episodes longer than train.seq_length": lambda tmp: BCAgent(_cfg(tmp, seq_length=4)).fit(_small()),
+    "batch_size larger than the dataset": lambda tmp: BCAgent(_cfg(tmp, batch_size=512)).fit(_small()),
+    "env action out of range": _env_step(99),
+    "env action of the wrong type": _env_step(3.0),
+    "env action of the wrong shape": _env_step(np.array([3, 4])),
+    "step after the episode ended": _step_after_end,
+    "prompt with an unknown token": lambda tmp: gymnasium.make("textrl/Maze-v0").reset(options={"prompt": "goal xyz"}),
+    "unknown task": lambda tmp: get_task("chess"),
+    "act on an observation of the wrong shape": lambda tmp: _fitted(tmp).act(
+        {"input_ids": np.zeros((2, 3, 4), np.uint8), "length": np.array([1, 1])}),
+    "load from a folder that is not a checkpoint": lambda tmp: BCAgent.load(tmp),
+    "checkpoint of another agent type": _foreign_checkpoint,
+    "resume from a folder without checkpoints": lambda tmp: BCAgent(
+        _cfg(tmp, resume_from_checkpoint=str(tmp))).fit(_small()),
+}
+
+
+def documented() -> list[tuple[str, str]]:
+    """(case, message excerpt) rows of README's bad-input table."""
+    section = README.split("### Bad input and the errors it gets", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (.+?) \| `(.+?)` \|$", section, flags=re.M)
+    return [(case, excerpt) for case, excerpt in rows if case != "input"]
+
+
+def test_the_table_covers_every_case_and_at_least_25() -> None:
+    cases = [case for case, _ in documented()]
+    assert len(cases) >= 25 and sorted(cases) == sorted(CASES)
+
+
+@pytest.mark.parametrize("case,excerpt", documented())
+def test_documented_message(case: str, excerpt: str, tmp_path) -> None:
+    with pytest.raises(Exception) as err:
+        CASES[case](tmp_path)
+    assert excerpt in str(err.value), f"{case}: {err.value}"
