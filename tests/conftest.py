@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def _minari_root(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Point MINARI_DATASETS_PATH at a temporary folder for the whole session."""
+    """Give each test module its own MINARI_DATASETS_PATH, so modules never see each other's datasets."""
     os.environ["MINARI_DATASETS_PATH"] = str(tmp_path_factory.mktemp("minari"))

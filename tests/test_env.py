@@ -11,8 +11,8 @@ import textrl  # noqa: F401  (registers the gymnasium ids)
 from textrl.env import TokenEnv, TokenVectorEnv
 from textrl.tasks import RandomWalksTask, get_task
 
-ENV_IDS = ["textrl/RandomWalks-v0", "textrl/Maze-v0", "textrl/MazePO-v0"]
-TASK_NAMES = ["randomwalks", "maze", "maze_po"]
+ENV_IDS = ["textrl/RandomWalks-v0", "textrl/Maze-v0", "textrl/MazePO-v0", "textrl/Brackets-v0"]
+TASK_NAMES = ["randomwalks", "maze", "maze_po", "brackets"]
 
 
 def node(v: int) -> int:
@@ -41,7 +41,7 @@ def test_gymnasium_make_and_check_env(env_id):
     assert isinstance(env.unwrapped, TokenEnv)
     assert env.unwrapped.task.env_id == env_id
     check_env(env.unwrapped, skip_render_check=True)
-    obs, info = env.reset(seed=0)
+    obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     obs, *_ = env.step(env.unwrapped.task.eos_id)
     assert env.observation_space.contains(obs)
@@ -68,7 +68,7 @@ def test_gymnasium_make_kwargs_reach_task():
 def test_observation_layout(name):
     task = get_task(name)
     env = TokenEnv(task)
-    obs, info = env.reset(seed=3)
+    obs, _ = env.reset(seed=3)
     assert set(obs) == {"input_ids", "length"}
     assert obs["input_ids"].dtype == np.min_scalar_type(task.vocab_size - 1) == np.uint8
     assert obs["input_ids"].shape == (task.max_length,)
@@ -159,7 +159,7 @@ def test_numpy_integer_actions_accepted(rw_env):
     task = rw_env.task
     for a in (np.int64(task.eos_id), np.array(task.eos_id, dtype=np.uint8), np.uint8(task.eos_id)):
         rw_env.reset(seed=1)
-        obs, reward, terminated, truncated, _ = rw_env.step(a)
+        obs, reward, terminated, _, _ = rw_env.step(a)
         assert obs["length"] == 2 and obs["input_ids"][1] == task.eos_id
         assert terminated and reward == 0.0
 
@@ -214,6 +214,9 @@ def test_reset_with_bad_prompts(name):
         env.reset(options={"prompt": [task.eos_id] * (task.max_length + 1)})
     with pytest.raises(ValueError):
         env.reset(options={"prompt": []})
+    for not_ids in (5, [3.0], [True], ["3"]):
+        with pytest.raises(TypeError, match="list of int token ids"):
+            env.reset(options={"prompt": not_ids})
     # a failed reset leaves the env usable
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
@@ -241,7 +244,7 @@ def test_maze_prompt_must_be_a_start():
         env.reset(options={"prompt": maze_prompt(8, 6)})  # the goal is not a start
     with pytest.raises(ValueError):
         env.reset(options={"prompt": "goal 8,6 pos 1,1 w0000"})  # wrong walls
-    obs, info = env.reset(options={"prompt": maze_prompt(5, 3)})
+    _, info = env.reset(options={"prompt": maze_prompt(5, 3)})
     assert info["prompt"] == maze_prompt(5, 3)
 
 
@@ -300,7 +303,7 @@ def test_randomwalks_arrival_reward_is_optimality():
             v, nodes = w, 2
             while v != 0:
                 v = next(int(u) for u in np.flatnonzero(task.adj[v]) if dist[u] == dist[v] - 1)
-                obs, reward, terminated, truncated, _ = env.step(node(v))
+                _, reward, terminated, truncated, _ = env.step(node(v))
                 nodes += 1
             assert terminated and not truncated
             l_opt = dist[start] + 1
@@ -365,7 +368,7 @@ def test_maze_non_move_token_costs_four_and_stays():
     obs, _ = env.reset(options={"prompt": maze_prompt(5, 5)})
     n = int(obs["length"])
     for bad in ("<eos>", "goal", "pos", "3,3", "w0000", "<pad>"):
-        obs, r, te, tr, info = env.step(task.token_to_id[bad])
+        obs, r, te, tr, _ = env.step(task.token_to_id[bad])
         assert (r, te, tr) == (-4.0, False, False)
         assert obs["input_ids"][n] == task.token_to_id[bad]
         assert task.decode(obs["input_ids"][n + 1:obs["length"]]) == "pos 5,5 " + maze_prompt(5, 5).split()[-1]
@@ -450,6 +453,28 @@ def test_vector_env_reset_seed_list_and_prompts():
     assert [task.decode(obs["input_ids"][i, :obs["length"][i]]) for i in range(3)] == prompts
     with pytest.raises(ValueError):
         venv.reset(options={"prompts": prompts[:2]})
+
+
+def test_env_construction_errors():
+    task = get_task("maze")
+    with pytest.raises(TypeError, match="max_steps"):
+        TokenEnv(task, max_steps=5)  # options belong to the task, not next to a Task object
+    with pytest.raises(TypeError, match="max_steps"):
+        TokenVectorEnv(task, 2, max_steps=5)
+    with pytest.raises(TypeError):
+        TokenEnv(42)
+    assert TokenVectorEnv("maze", 2, max_steps=5).task.max_steps == 5
+    venv = TokenVectorEnv(task, 3)
+    with pytest.raises(RuntimeError, match="reset"):
+        venv.step(np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="one seed per env"):
+        venv.reset(seed=[1, 2])
+
+
+def test_prompt_as_numpy_ids():
+    task = get_task("randomwalks")
+    obs, info = TokenEnv(task).reset(options={"prompt": np.array([node(7)], dtype=np.uint8)})
+    assert info["prompt"] == "7" and obs["input_ids"][0] == node(7)
 
 
 def test_vector_env_invalid_actions():

@@ -13,12 +13,19 @@ from textrl.env import TokenEnv
 from textrl.rollout import collect_episodes, evaluate
 from textrl.tasks import TASKS, MazePOTask, MazeTask, RandomWalksTask, get_task
 
-TASK_NAMES = ["randomwalks", "maze", "maze_po"]
+TASK_NAMES = ["randomwalks", "maze", "maze_po", "brackets"]
 MOVES = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 
 
 def one(obs: dict) -> dict:
     return {k: np.asarray(v)[None] for k, v in obs.items()}
+
+
+# The exact reference scores of the default tasks (dynamic programming / BFS), as stored in the
+# task modules' docstrings; the tests below recompute them and check them by rollouts.
+RW_REF_MIN = 0.005000454285300288
+RW_RANDOM_WALK = 0.3462256995104408
+MAZE_REF_MIN = -74.67347740001391
 
 
 def mc_check(returns: np.ndarray, expected: float, k: float = 4.0) -> None:
@@ -32,7 +39,7 @@ def mc_check(returns: np.ndarray, expected: float, k: float = 4.0) -> None:
 
 
 def test_get_task_by_name_and_env_id():
-    assert set(TASKS) == {"randomwalks", "maze", "maze_po"}
+    assert set(TASKS) == {"randomwalks", "maze", "maze_po", "brackets"}
     assert get_task("textrl/RandomWalks-v0") is get_task("randomwalks")
     assert isinstance(get_task("textrl/Maze-v0"), MazeTask)
     assert isinstance(get_task("textrl/MazePO-v0"), MazePOTask)
@@ -94,7 +101,7 @@ def test_randomwalks_optimal_return_is_exactly_one():
 
 def test_randomwalks_ref_min_matches_uniform_policy():
     task = get_task("randomwalks")
-    assert 0.0 < task.ref_min_score < 0.05
+    assert task.ref_min_score == pytest.approx(RW_REF_MIN, rel=1e-12)
     res = evaluate(task.random_policy, task, num_episodes=40000, seed=1, num_envs=512)
     mc_check(res.returns, task.ref_min_score)
     assert abs(res.normalized_score) < 2.0
@@ -102,7 +109,7 @@ def test_randomwalks_ref_min_matches_uniform_policy():
 
 def test_randomwalks_random_walk_return_about_035():
     task = get_task("randomwalks")
-    assert 0.34 <= task.random_walk_return <= 0.36
+    assert task.random_walk_return == pytest.approx(RW_RANDOM_WALK, rel=1e-12)
     assert task.tiers["random"] == 1.0
     res = evaluate(task.behaviour_policy(task.tiers["random"]), task, num_episodes=20000, seed=2, num_envs=512)
     mc_check(res.returns, task.random_walk_return)
@@ -185,7 +192,7 @@ def test_maze_ref_max_is_minus_684_by_running_optimal_policy():
 
 def test_maze_ref_min_matches_uniform_policy():
     task = get_task("maze")
-    assert task.ref_min_score < -60
+    assert task.ref_min_score == pytest.approx(MAZE_REF_MIN, rel=1e-12)
     res = evaluate(task.random_policy, task, num_episodes=6000, seed=4, num_envs=512)
     mc_check(res.returns, task.ref_min_score)
     assert (res.lengths <= task.max_steps).all()
@@ -299,81 +306,8 @@ def test_tiers():
         assert tiers["expert"] == 0.0 and tiers["random"] == 1.0
 
 
-# ---------------------------------------------------------------------- rollouts
-
-
-def _episodes_equal(a, b) -> bool:
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if not (np.array_equal(x.actions, y.actions) and np.array_equal(x.rewards, y.rewards)
-                and np.array_equal(x.observations["input_ids"], y.observations["input_ids"])
-                and x.text == y.text):
-            return False
-    return True
-
-
-@pytest.mark.parametrize("name", TASK_NAMES)
-def test_collect_episodes_deterministic_and_consistent(name):
-    task = get_task(name)
-    policy = task.behaviour_policy(0.5)
-    a = collect_episodes(task, policy, num_episodes=30, seed=10, num_envs=7)
-    b = collect_episodes(task, policy, num_episodes=30, seed=10, num_envs=7)
-    c = collect_episodes(task, policy, num_episodes=30, seed=11, num_envs=7)
-    assert len(a) == 30
-    assert _episodes_equal(a, b)
-    assert not _episodes_equal(a, c)
-    for ep in a:
-        T = len(ep.actions)
-        assert T >= 1
-        ids, length = ep.observations["input_ids"], ep.observations["length"]
-        assert ids.shape == (T + 1, task.max_length) and length.shape == (T + 1,)
-        assert len(ep.rewards) == len(ep.terminations) == len(ep.truncations) == T
-        # exactly one end, at the last step
-        assert not (ep.terminations[:-1] | ep.truncations[:-1]).any()
-        assert ep.terminations[-1] != ep.truncations[-1]
-        for t in range(T):
-            n = length[t]
-            np.testing.assert_array_equal(ids[t + 1][:n], ids[t][:n])
-            assert ids[t + 1][n] == ep.actions[t]
-            assert length[t + 1] > n
-        assert ep.prompt == task.decode(ids[0][:length[0]])
-        assert ep.text == task.decode(ids[-1][:length[-1]])
-        task.check_prompt(ids[0][:length[0]].tolist())
-
-
-def test_collect_episodes_returns_match_evaluate():
-    task = get_task("maze")
-    policy = task.behaviour_policy(0.25)
-    eps = collect_episodes(task, policy, num_episodes=50, seed=12, num_envs=9)
-    res = evaluate(policy, task, num_episodes=50, seed=12, num_envs=9)
-    np.testing.assert_allclose([e.rewards.sum() for e in eps], res.returns)
-    assert [len(e.actions) for e in eps] == res.lengths.tolist()
-
-
-@pytest.mark.parametrize("name", ["randomwalks", "maze"])
-def test_evaluate_normalized_scores(name):
-    task = get_task(name)
-    opt = evaluate(task.optimal_policy, task, num_episodes=500, seed=13)
-    assert opt.ref_min_score == task.ref_min_score and opt.ref_max_score == task.ref_max_score
-    assert opt.normalized_score == pytest.approx(100.0, abs=3.0)
-    assert opt.normalized_score == pytest.approx(task.normalized_score(opt.mean_return))
-    rnd = evaluate(task.random_policy, task, num_episodes=2000, seed=14, num_envs=256)
-    se = 100 * rnd.returns.std(ddof=1) / np.sqrt(len(rnd.returns)) / (task.ref_max_score - task.ref_min_score)
-    assert abs(rnd.normalized_score) < 4 * se + 1e-9
-    assert abs(rnd.normalized_score) < 5.0
-
-
-def test_evaluate_rejects_no_episodes():
-    task = get_task("randomwalks")
-    with pytest.raises(ValueError):
-        evaluate(task.random_policy, task, num_episodes=0)
-
-
 def test_maze_po_belief_policy_reaches_the_goal_from_every_start():
     """The value-iteration belief policy is exact: its mean over the 25 starts is ref_max_score."""
-    from textrl.env import TokenEnv
-
     task = get_task("maze_po")
     returns = []
     for start in task.starts:
@@ -391,3 +325,88 @@ def test_maze_po_belief_policy_reaches_the_goal_from_every_start():
         returns.append(total)
     assert np.mean(returns) == pytest.approx(task.ref_max_score, abs=1e-9)
     assert task.ref_max_score == pytest.approx(-7.24, abs=1e-9)
+
+
+# ---------------------------------------------------------------------- Brackets
+
+BRACKETS_REF_MIN = 0.00446319580078125  # mean over depths 1..4 of 8 ** -(depth + 1)
+CLOSER = {"(": ")", "[": "]", "{": "}"}
+
+
+def owed_closers(text: str) -> list[str] | None:
+    """The closers a bracket prefix still needs, innermost first; None if it is not a valid prefix."""
+    stack = []
+    for t in text.split():
+        if t in CLOSER:
+            stack.append(CLOSER[t])
+        elif not stack or stack.pop() != t:
+            return None
+    return stack[::-1]
+
+
+def test_brackets_prompts():
+    task = get_task("brackets")
+    assert task.vocab == ["<pad>", "<eos>", "(", ")", "[", "]", "{", "}"] and task.max_length == 13
+    rng = np.random.default_rng(0)
+    depths, pairs = [], []
+    for _ in range(4000):
+        prompt = task.sample_prompt(rng)
+        task.check_prompt(prompt)
+        owed = owed_closers(task.decode(prompt))
+        assert owed
+        depths.append(len(owed))
+        pairs.append((len(prompt) - len(owed)) // 2)
+        assert len(prompt) + len(owed) + 1 <= task.max_length
+    for values, support in ((depths, [1, 2, 3, 4]), (pairs, [0, 1, 2])):
+        counts = np.bincount(values, minlength=max(support) + 1)[support]
+        p = 1 / len(support)
+        assert np.abs(counts / len(values) - p).max() < 5 * np.sqrt(p * (1 - p) / len(values))
+
+
+def test_brackets_episode_rewards():
+    task = get_task("brackets")
+    env = TokenEnv(task)
+    tok = task.token_to_id
+
+    def run(prompt: str, actions: str):
+        env.reset(options={"prompt": prompt})
+        return [env.step(tok[a])[1:4] for a in actions.split()]
+
+    assert run("( [ ] {", "} ) <eos>") == [(0.0, False, False), (0.0, False, False), (1.0, True, False)]
+    assert run("( [ ] {", ")") == [(0.0, True, False)]  # wrong closer
+    assert run("( [ ] {", "} <eos>") == [(0.0, False, False), (0.0, True, False)]  # <eos> too early
+    assert run("( [ ] {", "(") == [(0.0, True, False)]  # an opener
+    assert run("(", ") ]") == [(0.0, False, False), (0.0, True, False)]  # nothing left to close
+    assert run("(", "<pad>") == [(0.0, True, False)]
+    # the longest prompt that fits: 8 tokens, 4 closers and <eos> make max_length 13
+    assert run("( ( ( ( [ ] [ ]", ") ) ) ) <eos>")[-1] == (1.0, True, False)
+    assert env.render() is None and int(env._ep.length[0]) == task.max_length
+
+
+@pytest.mark.parametrize("prompt", [") (", "( ]", "( )", "<eos>", "( <pad>", "( ( ( ( ( ( (", "( ( ( ( [ ] [ ] [ ]"])
+def test_brackets_bad_prompts(prompt):
+    env = TokenEnv(get_task("brackets"))
+    with pytest.raises(ValueError):
+        env.reset(options={"prompt": prompt})
+
+
+def test_brackets_invalid_construction():
+    from textrl.tasks import BracketsTask
+
+    for kwargs in ({"max_depth": 0}, {"max_depth": 2.0}, {"max_pairs": -1}, {"max_pairs": True}):
+        with pytest.raises(ValueError):
+            BracketsTask(**kwargs)
+    small = BracketsTask(max_depth=2, max_pairs=0)
+    assert small.max_length == 5
+    assert small.ref_min_score == pytest.approx((8 ** -2 + 8 ** -3) / 2, rel=1e-12)
+
+
+def test_brackets_references():
+    task = get_task("brackets")
+    assert task.ref_max_score == 1.0
+    opt = evaluate(task.optimal_policy, task, num_episodes=1000, seed=0)
+    assert (opt.returns == 1.0).all()
+    assert task.ref_min_score == pytest.approx(BRACKETS_REF_MIN, rel=1e-12)
+    assert BRACKETS_REF_MIN == pytest.approx(np.mean([8.0 ** -(d + 1) for d in range(1, 5)]), rel=1e-15)
+    rnd = evaluate(task.random_policy, task, num_episodes=30000, seed=1, num_envs=1024)
+    mc_check(rnd.returns, task.ref_min_score)

@@ -29,3 +29,12 @@ from textrl.presets import task_config  # noqa: E402
 from textrl.rollout import EvalResult, collect_episodes, evaluate  # noqa: E402
 from textrl.tasks import TASKS, get_task  # noqa: E402
 from textrl.trainer import NonFiniteLossError, Trainer  # noqa: E402
+
+__all__ = [
+    "BCConfig", "ConfigError", "CQLConfig", "FilteredBCConfig", "GenerationConfig", "ILQLConfig", "MCReturnsConfig",
+    "ModelConfig", "OptimizerConfig", "SchedulerConfig", "TokenizerConfig", "TrainConfig", "TRLConfig",
+    "default_config", "default_ilql_config", "load_yaml", "save_yaml",
+    "PackedDataset", "from_samples", "load", "load_tokenizer", "make_dataset", "pack",
+    "TokenEnv", "TokenVectorEnv", "task_config", "EvalResult", "collect_episodes", "evaluate",
+    "TASKS", "get_task", "NonFiniteLossError", "Trainer",
+]

@@ -7,7 +7,7 @@ are appended as observations. Both envs run the task's batched transition, so th
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -35,12 +35,13 @@ class _Episodes:
         self.prompt_length = np.zeros(n, dtype=np.int32)
         self.state: dict[str, np.ndarray] = {}
 
-    def reset(self, rows: np.ndarray, prompts: list[list[int]], rngs: list[np.random.Generator]) -> None:
-        """Start new episodes in `rows` from `prompts`."""
-        for p in prompts:
-            self.task.check_prompt(p)
+    def reset(self, rows: np.ndarray, prompts: list[list[int]], rngs: list[np.random.Generator],
+              given: bool = False) -> None:
+        """Start new episodes in `rows` from `prompts`; `given` prompts (the user's) are checked first."""
+        for p in prompts if given else ():
             if not 1 <= len(p) <= self.task.max_length:
                 raise ValueError(f"a prompt must hold 1 to {self.task.max_length} tokens, got {len(p)}")
+            self.task.check_prompt(p)
         self.ids[rows] = self.task.pad_id
         for r, p in zip(rows, prompts):
             self.ids[r, :len(p)] = p
@@ -74,18 +75,37 @@ class _Episodes:
         return {"input_ids": self.ids.copy(), "length": self.length.copy()}
 
 
-def _prompt_from_options(task: Task, options: Optional[dict[str, Any]]) -> Optional[list[int]]:
+def _prompt_from_options(task: Task, options: dict[str, Any] | None) -> list[int] | None:
     """The prompt given in reset options (a string of tokens or a list of ids), if any."""
     if not options or options.get("prompt") is None:
         return None
     prompt = options["prompt"]
     if isinstance(prompt, str):
         return task.encode(prompt)
+    if isinstance(prompt, np.ndarray):
+        prompt = prompt.tolist()
+    if not isinstance(prompt, (list, tuple)) or not all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in prompt):
+        raise TypeError(f"a prompt is a string of tokens or a list of int token ids, got {prompt!r}")
     ids = [int(i) for i in prompt]
     bad = [i for i in ids if not 0 <= i < task.vocab_size]
     if bad:
         raise ValueError(f"prompt token ids {bad} are outside the vocabulary [0, {task.vocab_size})")
     return ids
+
+
+def _resolve_task(task: Task | str, task_kwargs: dict[str, Any]) -> Task:
+    """The task itself, or the one named (with `task_kwargs`); kwargs next to a Task object are an error."""
+    if isinstance(task, str):
+        from textrl.tasks import get_task
+
+        return get_task(task, **task_kwargs)
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a Task or a task name/env id, got {type(task).__name__}")
+    if task_kwargs:
+        raise TypeError(f"task options {sorted(task_kwargs)} given with a Task object: build the task with them "
+                        "instead (e.g. get_task(name, **options))")
+    return task
 
 
 def _check_action(action: Any, space: spaces.Discrete) -> int:
@@ -105,13 +125,10 @@ def _check_action(action: Any, space: spaces.Discrete) -> int:
 class TokenEnv(gym.Env):
     """One generation episode of a task: `reset` draws a prompt, `step(token_id)` appends a token."""
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
 
-    def __init__(self, task: Task | str, render_mode: Optional[str] = None, **task_kwargs: Any) -> None:
-        if isinstance(task, str):
-            from textrl.tasks import get_task
-
-            task = get_task(task, **task_kwargs)
+    def __init__(self, task: Task | str, render_mode: str | None = None, **task_kwargs: Any) -> None:
+        task = _resolve_task(task, task_kwargs)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.task = task
@@ -120,18 +137,20 @@ class TokenEnv(gym.Env):
         self.observation_space = observation_space(task)
         self._ep = _Episodes(task, 1)
         self._done = True
-        self._rng = np.random.default_rng()
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode from `options["prompt"]` (a token string or ids) or a prompt drawn from the task."""
         super().reset(seed=seed)
         prompt = _prompt_from_options(self.task, options)
-        if prompt is None:
+        given = prompt is not None
+        if not given:
             prompt = self.task.sample_prompt(self.np_random)
-        self._ep.reset(np.array([0]), [prompt], [self.np_random])
+        self._ep.reset(np.array([0]), [prompt], [self.np_random], given)
         self._done = False
         return self._ep.obs(0), self._info()
 
     def step(self, action: Any):
+        """Append the token `action` (and any task response); Gymnasium 1.x five-tuple."""
         if self._done:
             raise RuntimeError("step() called after the episode ended: call reset() first")
         a = _check_action(action, self.action_space)
@@ -144,7 +163,8 @@ class TokenEnv(gym.Env):
         return {"prompt": self.task.decode(ep.ids[0, :ep.prompt_length[0]]),
                 "text": self.task.decode(ep.ids[0, :ep.length[0]])}
 
-    def render(self) -> Optional[str]:
+    def render(self) -> str | None:
+        """The text so far in "ansi" mode, else None."""
         if self.render_mode == "ansi":
             return self.task.decode(self._ep.ids[0, :self._ep.length[0]])
         return None
@@ -153,14 +173,11 @@ class TokenEnv(gym.Env):
 class TokenVectorEnv(gym.vector.VectorEnv):
     """N episodes of a task stepped together with numpy arrays; autoreset on the step after a done."""
 
-    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
     def __init__(self, task: Task | str, num_envs: int, **task_kwargs: Any) -> None:
-        if isinstance(task, str):
-            from textrl.tasks import get_task
-
-            task = get_task(task, **task_kwargs)
-        if num_envs < 1:
+        task = _resolve_task(task, task_kwargs)
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         self.task = task
         self.num_envs = num_envs
@@ -171,21 +188,31 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         self._ep = _Episodes(task, num_envs)
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._needs_reset = np.ones(num_envs, dtype=bool)
+        self._started = False
 
-    def reset(self, *, seed: Optional[int | list[int]] = None, options: Optional[dict[str, Any]] = None):
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        """Reset every env; `seed` is one int (env i gets seed + i) or a list; `options["prompts"]` one per env."""
         if seed is not None:
-            seeds = seed if isinstance(seed, (list, tuple)) else [seed + i for i in range(self.num_envs)]
+            seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(self.num_envs)]
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"reset(seed=...) needs one seed per env ({self.num_envs}), got {len(seeds)}")
             self._rngs = [seeding.np_random(s)[0] for s in seeds]
         prompts = options.get("prompts") if options else None
         if prompts is not None and len(prompts) != self.num_envs:
             raise ValueError(f"options['prompts'] must hold {self.num_envs} prompts, got {len(prompts)}")
         rows = np.arange(self.num_envs)
-        self._ep.reset(rows, [_prompt_from_options(self.task, {"prompt": p}) for p in prompts] if prompts
-                       else [self.task.sample_prompt(self._rngs[r]) for r in rows], self._rngs)
+        if prompts is not None:
+            self._ep.reset(rows, [_prompt_from_options(self.task, {"prompt": p}) for p in prompts], self._rngs, True)
+        else:
+            self._ep.reset(rows, [self.task.sample_prompt(self._rngs[r]) for r in rows], self._rngs)
         self._needs_reset[:] = False
+        self._started = True
         return self._ep.batch_obs(), {}
 
     def step(self, actions: Any):
+        """Step every env by its token; envs that ended on the previous step reset instead (action ignored)."""
+        if not self._started:
+            raise RuntimeError("step() called before reset(): call reset() first")
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
             raise ValueError(

@@ -1,7 +1,9 @@
 """Run a batched policy through a task's vector env: whole episodes for datasets, scores for evaluation.
 
 Each of the `num_envs` sub-envs is given a fixed share of the episodes, so long episodes are
-not under-counted, and everything is deterministic in the seed.
+not under-counted, and everything is deterministic in the seed (for a given `num_envs`).
+Steps are recorded as whole batches and cut into episodes once at the end, so collection does
+no per-environment Python work per step.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from textrl.tasks.base import Policy, Task
+
+PROGRESS_MIN_EPISODES = 10_000
+"""With `progress=None`, a progress bar is shown for runs of at least this many episodes."""
 
 
 @dataclass
@@ -38,6 +43,7 @@ class EvalResult:
 
     @property
     def mean_return(self) -> float:
+        """The mean undiscounted episode return."""
         return float(self.returns.mean())
 
     @property
@@ -46,68 +52,101 @@ class EvalResult:
         return 100.0 * (self.mean_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
 
+class _Trace:
+    """Every batched step of a rollout, kept as whole arrays; cut into episodes once at the end."""
+
+    def __init__(self, obs: dict[str, np.ndarray], first_episodes: np.ndarray) -> None:
+        self.ids, self.lengths = [obs["input_ids"]], [obs["length"]]  # observation batch k
+        self.starts = [(first_episodes, np.zeros(len(first_episodes), np.int64), np.arange(len(first_episodes)))]
+        self.steps: list[tuple[np.ndarray, ...]] = []  # (episode, k, env, action, reward, terminated, truncated)
+
+    def add(self, obs: dict[str, np.ndarray], episode: np.ndarray, live: np.ndarray, starting: np.ndarray,
+            actions: np.ndarray, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """Record one batched step: `live` envs took a step of `episode`; `starting` envs reset into one."""
+        k = len(self.ids)
+        self.ids.append(obs["input_ids"])
+        self.lengths.append(obs["length"])
+        rows = np.flatnonzero(live)
+        self.steps.append((episode[rows], np.full(len(rows), k), rows, actions[rows], reward[rows],
+                           terminated[rows], truncated[rows]))
+        rows = np.flatnonzero(starting)
+        self.starts.append((episode[rows], np.full(len(rows), k), rows))
+
+    def episodes(self, task: Task, num_episodes: int) -> list[Episode]:
+        """The recorded steps as `num_episodes` episodes, in episode order."""
+        ids, lengths = np.stack(self.ids), np.stack(self.lengths)  # [K, N, L], [K, N]
+        first_ep, first_k, first_env = (np.concatenate(c) for c in zip(*self.starts))
+        first_ids = np.empty((num_episodes, ids.shape[2]), ids.dtype)
+        first_len = np.empty(num_episodes, lengths.dtype)
+        first_ids[first_ep], first_len[first_ep] = ids[first_k, first_env], lengths[first_k, first_env]
+        episode, k, env, actions, rewards, terms, truncs = (np.concatenate(c) for c in zip(*self.steps))
+        order = np.argsort(episode, kind="stable")  # by episode, then time
+        k, env = k[order], env[order]
+        step_ids, step_len = ids[k, env], lengths[k, env]
+        actions, rewards = actions[order].astype(np.int64), rewards[order].astype(np.float64)
+        terms, truncs = terms[order].astype(bool), truncs[order].astype(bool)
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(episode, minlength=num_episodes))])
+        out = []
+        for e in range(num_episodes):
+            s, t = bounds[e], bounds[e + 1]
+            obs = {"input_ids": np.concatenate([first_ids[e:e + 1], step_ids[s:t]]),
+                   "length": np.concatenate([first_len[e:e + 1], step_len[s:t]])}
+            out.append(Episode(obs, actions[s:t], rewards[s:t], terms[s:t], truncs[s:t],
+                               task.decode(first_ids[e, :first_len[e]]), task.decode(step_ids[t - 1, :step_len[t - 1]])))
+        return out
+
+
 def _run(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int, record: bool,
-         progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray, list[Episode]]:
+         progress: bool | None, desc: str) -> tuple[np.ndarray, np.ndarray, list[Episode]]:
     """Step the vector env until every sub-env has played its share of `num_episodes`."""
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
-    num_envs = max(1, min(num_envs, num_episodes))
+    for name, value in (("num_episodes", num_episodes), ("num_envs", num_envs)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    num_envs = min(num_envs, num_episodes)
     quota = np.full(num_envs, num_episodes // num_envs) + (np.arange(num_envs) < num_episodes % num_envs)
     offsets = np.concatenate([[0], np.cumsum(quota)[:-1]])  # index of each sub-env's first episode
     played = np.zeros(num_envs, dtype=np.int64)
     returns = np.zeros(num_episodes)
     lengths = np.zeros(num_episodes, dtype=np.int64)
-    steps: list[list[tuple]] = [[] for _ in range(num_episodes)]
-    first_obs: list[dict] = [{} for _ in range(num_episodes)]
     env = task.make_vector_env(num_envs)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
-    if record:
-        for i in range(num_envs):
-            first_obs[offsets[i]] = {k: v[i].copy() for k, v in obs.items()}
+    trace = _Trace(obs, offsets) if record else None
     resetting = np.zeros(num_envs, dtype=bool)  # NEXT_STEP autoreset: these ignore their action
-    bar = tqdm(total=num_episodes, desc=desc, unit="ep", disable=not progress)
-    while (played < quota).any():
-        actions = np.asarray(policy(obs, rng), dtype=np.int64)
-        obs, reward, terminated, truncated, _ = env.step(actions)
-        playing = played < quota
-        live = ~resetting & playing
-        ep = offsets + np.minimum(played, quota - 1)
-        returns[ep[live]] += reward[live]
-        lengths[ep[live]] += 1
-        if record:
-            for i in np.flatnonzero(live):
-                steps[ep[i]].append((actions[i], reward[i], terminated[i], truncated[i],
-                                     {k: v[i].copy() for k, v in obs.items()}))
-            for i in np.flatnonzero(resetting & playing):
-                first_obs[ep[i]] = {k: v[i].copy() for k, v in obs.items()}
-        done = live & (terminated | truncated)
-        played += done
-        bar.update(int(done.sum()))
-        resetting = terminated | truncated
-    bar.close()
-    episodes = [_episode(task, first_obs[e], steps[e]) for e in range(num_episodes)] if record else []
-    return returns, lengths, episodes
-
-
-def _episode(task: Task, first: dict[str, np.ndarray], steps: list[tuple]) -> Episode:
-    """Stack one episode's recorded steps into arrays."""
-    actions, rewards, terms, truncs, obs = zip(*steps)
-    observations = {k: np.stack([first[k], *(o[k] for o in obs)]) for k in first}
-    last = observations["input_ids"][-1][: observations["length"][-1]]
-    prompt = observations["input_ids"][0][: observations["length"][0]]
-    return Episode(observations, np.array(actions, dtype=np.int64), np.array(rewards, dtype=np.float64),
-                   np.array(terms, dtype=bool), np.array(truncs, dtype=bool), task.decode(prompt), task.decode(last))
+    show = num_episodes >= PROGRESS_MIN_EPISODES if progress is None else progress
+    with tqdm(total=num_episodes, desc=desc, unit="ep", disable=not show) as bar:
+        while (played < quota).any():
+            actions = np.asarray(policy(obs, rng))
+            if actions.shape != (num_envs,):
+                raise ValueError(f"policy {getattr(policy, '__name__', policy)!r} returned actions of shape "
+                                 f"{actions.shape} for {num_envs} observations: return one token id per row")
+            obs, reward, terminated, truncated, _ = env.step(actions)
+            playing = played < quota
+            live = ~resetting & playing
+            ep = offsets + np.minimum(played, quota - 1)
+            returns[ep[live]] += reward[live]
+            lengths[ep[live]] += 1
+            if trace is not None:
+                trace.add(obs, ep, live, resetting & playing, actions, reward, terminated, truncated)
+            done = live & (terminated | truncated)
+            played += done
+            bar.update(int(done.sum()))
+            resetting = terminated | truncated
+    env.close()
+    return returns, lengths, trace.episodes(task, num_episodes) if trace is not None else []
 
 
 def collect_episodes(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int = 256,
-                     progress: bool = False) -> list[Episode]:
-    """Whole episodes of `policy` (observations, actions, rewards, end flags, text), deterministic in `seed`."""
+                     progress: bool | None = None) -> list[Episode]:
+    """Whole episodes of `policy` (observations, actions, rewards, end flags, text), deterministic in `seed`.
+
+    `progress`: show a tqdm bar (None: only for runs of at least PROGRESS_MIN_EPISODES episodes).
+    """
     return _run(task, policy, num_episodes, seed, num_envs, True, progress, f"collect {task.name}")[2]
 
 
 def evaluate(policy: Policy, task: Task, num_episodes: int = 256, seed: int = 0, num_envs: int = 256,
-             progress: bool = False) -> EvalResult:
+             progress: bool | None = None) -> EvalResult:
     """Returns and lengths of `policy` over `num_episodes` episodes, with the normalised score."""
     returns, lengths, _ = _run(task, policy, num_episodes, seed, num_envs, False, progress, f"evaluate {task.name}")
     return EvalResult(returns, lengths, task.ref_min_score, task.ref_max_score)

@@ -37,12 +37,20 @@ def ilql_loss(out: ValueOutput, batch: TensorDict, tau: float, gamma: float, cql
     loss_awac = masked_mean(awac_weight * token_cross_entropy(out.logits, a), mask)
     loss = loss_q + loss_v + cql_scale * loss_cql + awac_scale * loss_awac
 
-    valid = mask.bool()
-    stats = {
-        "loss_q": loss_q.item(), "loss_v": loss_v.item(), "loss_cql": loss_cql.item(), "loss_awac": loss_awac.item(),
-        "v_mean": v[valid].mean().item(), "q_mean": q_taken[0][valid].mean().item(),
-        "target_q_mean": float(qbar[valid].mean()), "target_q_max": float(qbar[valid].max()),
-        "target_q_min": float(qbar[valid].min()), "awac_weight_mean": float(awac_weight[valid].mean()),
-        "awac_weight_max": float(awac_weight[valid].max()),
-    }
-    return loss, stats
+    stats = {"loss_q": loss_q, "loss_v": loss_v, "loss_cql": loss_cql, "loss_awac": loss_awac}
+    stats.update(_spread("v", v, mask), **_spread("q", q_taken[0], mask), **_spread("target_q", qbar, mask))
+    stats.update(awac_weight_mean=masked_mean(awac_weight, mask), awac_weight_max=_masked_max(awac_weight, mask))
+    names = list(stats)
+    values = torch.stack([t.detach().float() for t in stats.values()]).tolist()  # one device sync, not one per stat
+    return loss, dict(zip(names, values))
+
+
+def _masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Largest entry of `x` where `mask` is set (-inf when nothing is)."""
+    return x.detach().masked_fill(~mask.bool(), float("-inf")).max()
+
+
+def _spread(name: str, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean, min and max of `x` over the valid actions, named `<name>_mean` and so on."""
+    return {f"{name}_mean": masked_mean(x.detach(), mask), f"{name}_min": -_masked_max(-x, mask),
+            f"{name}_max": _masked_max(x, mask)}

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from textrl.io import atomic_directory
 from textrl.models.heads import ValueHeads
 
 HEADS_FILE = "value_heads.safetensors"
@@ -99,22 +100,22 @@ class ValueModel(nn.Module):
             hidden=h_act,
             vs=heads.v(h_state) if heads is not None and heads.v_head is not None else None,
             qs=heads.qs(h_act) if heads is not None else [],
-            target_q=heads.target_q_at(h_act, actions) if heads is not None and heads.target_q_heads is not None else None,
+            target_q=(heads.target_q_at(h_act.detach(), actions)  # Qbar: no gradient anywhere
+                      if heads is not None and heads.target_q_heads is not None else None),
             next_hidden=h_state,
         )
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """The base model (plain transformers layout) plus the heads in safetensors."""
-        directory = Path(directory)
-        with quiet_transformers():
-            self.backbone.save_pretrained(str(directory))
-        if self.heads is None:
-            return
-        state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
-        save_file(state, str(directory / HEADS_FILE))
-        settings = dict(num_qs=len(self.heads.q_heads), with_v=self.heads.v_head is not None,
-                        with_targets=self.heads.target_q_heads is not None)
-        (directory / HEADS_CONFIG).write_text(json.dumps(settings))
+        """The base model (plain transformers layout) plus the heads in safetensors, written atomically."""
+        with atomic_directory(directory) as tmp, quiet_transformers():
+            self.backbone.save_pretrained(str(tmp))
+            if self.heads is None:
+                return
+            state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+            save_file(state, str(tmp / HEADS_FILE))
+            settings = dict(num_qs=len(self.heads.q_heads), with_v=self.heads.v_head is not None,
+                            with_targets=self.heads.target_q_heads is not None)
+            (tmp / HEADS_CONFIG).write_text(json.dumps(settings))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "ValueModel":

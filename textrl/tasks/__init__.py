@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from textrl.tasks.base import Policy, Task, Transition
+from textrl.tasks.brackets import BracketsTask
 from textrl.tasks.maze import MazePOTask, MazeTask
 from textrl.tasks.randomwalks import RandomWalksTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
 
-__all__ = ["TASKS", "Task", "Policy", "Transition", "get_task", "RandomWalksTask", "MazeTask", "MazePOTask"]
+__all__ = ["TASKS", "BracketsTask", "MazePOTask", "MazeTask", "Policy", "RandomWalksTask", "Task", "Transition", "get_task"]
 
 
 def get_task(name_or_env_id: str, **kwargs: Any) -> Task:
@@ -24,7 +25,7 @@ def get_task(name_or_env_id: str, **kwargs: Any) -> Task:
     return _cached_task(name, tuple(sorted(kwargs.items())))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_task(name: str, kwargs: tuple[tuple[str, Any], ...]) -> Task:
     """Tasks are immutable after construction and their references cost a DP: build each once."""
     return TASKS[name](**dict(kwargs))

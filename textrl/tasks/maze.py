@@ -2,8 +2,14 @@
 
 Each turn the agent emits one move token; the env answers with the new observation tokens.
 Reward -1 per move, 0 on the move that reaches the goal, -4 for a token that is not a move
-(the position stays, the episode goes on); the episode is cut at `max_steps` moves. Reference
-scores are exact (BFS for the optimum, dynamic programming for the uniform random policy).
+(the position stays, the episode goes on); the episode is cut at `max_steps` moves (default 20;
+a token that is not a move counts as one). Observations are compact: "goal 8,6 pos r,c wUDLR" then
+"<move> pos r,c wUDLR" per turn (w + wall bits up, down, left, right), so with 20 steps the whole
+context is at most 85 tokens (41 for the walls-only variant: "wUDLR" then "<move> wUDLR").
+
+Reference scores are exact: BFS for the optimum (-6.84, the mean over the 25 starts), dynamic
+programming over (cell, steps left) for the uniform-over-vocabulary policy (-74.67347740001391
+with 20 steps); for MazePO, value iteration over belief states (-7.24).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 from collections import deque
 from functools import cached_property
 from importlib import resources
-from typing import Any
 
 import numpy as np
 
@@ -87,20 +92,24 @@ class MazeTask(Task):
 
     # ------------------------------------------------------------------ dynamics
 
+    @cached_property
+    def _starts_of_prompt(self) -> dict[tuple[int, ...], list[int]]:
+        """Start prompt -> the start cells that show it (one each when the position is observed)."""
+        table: dict[tuple[int, ...], list[int]] = {}
+        for s in self.starts:
+            table.setdefault(tuple(self._prompt(int(s))), []).append(int(s))
+        return table
+
     def sample_prompt(self, rng: np.random.Generator) -> list[int]:
         return self._prompt(int(rng.choice(self.starts)))
 
     def check_prompt(self, prompt: list[int]) -> None:
-        if not any(prompt == self._prompt(int(s)) for s in self.starts):
+        if tuple(prompt) not in self._starts_of_prompt:
             raise ValueError(f"not a start observation of {self.name}: {self.decode(prompt)!r} "
                              f"(e.g. {self.decode(self._prompt(int(self.starts[0])))!r})")
 
-    def _cell_of_prompt(self, prompt: list[int]) -> int:
-        matches = [int(s) for s in self.starts if prompt == self._prompt(int(s))]
-        return matches[0]
-
     def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
-        cells = [self._cell_of_prompt(p) for p in prompts]
+        cells = [self._starts_of_prompt[tuple(p)][0] for p in prompts]
         return {"cell": np.array(cells, dtype=np.int64), "steps": np.zeros(len(prompts), dtype=np.int64)}
 
     def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
@@ -186,8 +195,7 @@ class MazePOTask(MazeTask):
         self.ref_max_score = -(float(np.mean([self._moves_to_goal[self._start_belief(s)] for s in self.starts])) - 1)
 
     def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
-        cells = [int(rng.choice([s for s in self.starts if prompt == self._prompt(int(s))]))
-                 for prompt, rng in zip(prompts, rngs)]
+        cells = [int(rng.choice(self._starts_of_prompt[tuple(prompt)])) for prompt, rng in zip(prompts, rngs)]
         return {"cell": np.array(cells, dtype=np.int64), "steps": np.zeros(len(prompts), dtype=np.int64)}
 
     def _start_belief(self, cell: int) -> frozenset[int]:
@@ -225,21 +233,31 @@ class MazePOTask(MazeTask):
     def _moves_to_goal(self) -> dict[frozenset[int], float]:
         return {b: float(v.min()) for b, v in self._move_values.items()}
 
-    def _belief(self, tokens: list[int]) -> frozenset[int]:
-        """Cells consistent with a walls-only history [w0, a1, w1, a2, w2, ...]."""
-        belief = frozenset(int(s) for s in self.starts if self._wall_token[s] == tokens[0])
+    @cached_property
+    def _best_move_of_belief(self) -> dict[int, int]:
+        """Belief, as a bit mask over cells -> its optimal move (the first of equals, as np.argmin)."""
+        return {sum(1 << c for c in b): int(np.argmin(q)) for b, q in self._move_values.items()}
+
+    def _beliefs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Bit masks of the cells consistent with each walls-only history [w0, a1, w1, a2, w2, ...] (batched)."""
+        ids = np.asarray(obs["input_ids"], dtype=np.int64)
+        length = np.asarray(obs["length"])
+        cells = np.arange(len(self.cells))
+        is_start = np.isin(cells, self.starts)
+        belief = is_start[None] & (self._wall_token[None] == ids[:, :1])  # [N, cells]
+        rows = np.broadcast_to(np.arange(len(ids))[:, None], belief.shape)
         up = self.token_to_id["up"]
-        for k in range(1, len(tokens) - 1, 2):
-            move, seen = tokens[k] - up, tokens[k + 1]
-            if 0 <= move < 4:
-                belief = frozenset(int(self.next_cell[c, move]) for c in belief
-                                   if self._wall_token[self.next_cell[c, move]] == seen)
-        return belief
+        for k in range(1, int(length.max()) - 1, 2):
+            move = ids[:, k] - up
+            step = (k + 1 < length) & (move >= 0) & (move < 4)  # a non-move token leaves the belief as it is
+            nxt = self.next_cell[cells[None], np.clip(move, 0, 3)[:, None]]
+            keep = belief & (self._wall_token[nxt] == ids[:, k + 1, None]) & step[:, None]
+            moved = np.zeros_like(belief)
+            moved[rows[keep], nxt[keep]] = True
+            belief = np.where(step[:, None], moved, belief)
+        return belief @ (1 << cells)
 
     def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """The move with the fewest expected moves to the goal from the current belief."""
-        out = np.empty(len(obs["length"]), dtype=np.int64)
-        for r, (ids, n) in enumerate(zip(np.asarray(obs["input_ids"]), np.asarray(obs["length"]))):
-            values = self._move_values.get(self._belief([int(t) for t in ids[:n]]))
-            out[r] = int(np.argmin(values)) if values is not None else 0
-        return out + self.token_to_id["up"]
+        best = self._best_move_of_belief
+        return np.array([best.get(int(m), 0) for m in self._beliefs(obs)], dtype=np.int64) + self.token_to_id["up"]

@@ -3,14 +3,26 @@
 The prompt is a start node; the agent emits nodes. The reward, at the end, is the optimality
 (max_nodes - L) / (max_nodes - L_opt), where L counts the path's nodes up to and including the
 first arrival at node 0 (an invalid edge, EOS, or no arrival counts as L = max_nodes).
-Reference scores are computed exactly by dynamic programming, not by sampling.
+An episode terminates on arrival, an invalid edge or EOS, and is truncated (reward 0, given by
+the env itself) when the path reaches max_nodes nodes without arriving.
+
+Guards for the cases trlx left open: node 0 is never a start (a prompt "0" is an error); starts
+that cannot reach node 0 in fewer than max_nodes nodes (unreachable, or L_opt = max_nodes) are
+never sampled, and if given as a prompt they score 0 (the denominator is kept >= 1); a graph
+where no start qualifies is rejected when the task is built.
+
+Reference scores are exact (dynamic programming over (node, path length), not sampling). With the
+defaults (graph seed 1000: every node 1..20 can reach 0, so starts are trlx's uniform 1..20):
+ref_max_score = 1.0; ref_min_score = 0.005000454285300288 (uniform over the 23 tokens);
+trlx's behaviour data (uniform walks along edges, the "random" tier) scores 0.3462256995104408.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +78,7 @@ class RandomWalksTask(Task):
             raise ValueError(f"graph seed {graph_seed}: no start node reaches node 0 within {max_nodes} nodes")
         self.max_length = max_nodes
         self.ref_max_score = 1.0
-        self.ref_min_score = self.expected_return(self._uniform_vocab)
+        self.ref_min_score = float(self.expected_return(self._uniform_vocab))
 
     @cached_property
     def vocab(self) -> list[str]:
@@ -167,4 +179,4 @@ class RandomWalksTask(Task):
     @cached_property
     def random_walk_return(self) -> float:
         """Exact mean optimality of trlx's behaviour data (uniform random walks along edges)."""
-        return self.expected_return(self._uniform_edge)
+        return float(self.expected_return(self._uniform_edge))

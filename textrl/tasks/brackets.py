@@ -1,0 +1,119 @@
+"""Brackets: close every open bracket of the prompt, innermost first, then emit <eos>.
+
+The prompt is a valid prefix of a bracket string over ( [ {: `depth` unclosed openers (uniform
+in 1..max_depth, random types) with `pairs` already matched pairs (uniform in 0..max_pairs)
+inserted at random places. The agent must emit exactly the matching closers and then <eos>:
+reward 1 at that <eos>, else 0. Any other token (a wrong closer, an opener, <eos> too early, a
+closer after all are closed) ends the episode with reward 0, so an episode lasts at most
+depth + 1 steps and is never truncated.
+
+References are exact: the optimal policy always succeeds (ref_max_score = 1); the uniform policy
+over the V tokens succeeds with probability V^-(depth + 1), so ref_min_score is the mean of that
+over the depths: 0.00446319580078125 with the defaults (V = 8, depths 1..4).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from textrl.tasks.base import EOS, PAD, Task, Transition
+
+PAIRS = {"(": ")", "[": "]", "{": "}"}
+
+
+class BracketsTask(Task):
+    """Close the open brackets of a prompt (a sparse-reward, single-turn task with an exact optimum)."""
+
+    name = "brackets"
+    env_id = "textrl/Brackets-v0"
+
+    def __init__(self, max_depth: int = 4, max_pairs: int = 2) -> None:
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+            raise ValueError(f"max_depth must be an int >= 1, got {max_depth!r}")
+        if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 0:
+            raise ValueError(f"max_pairs must be an int >= 0, got {max_pairs!r}")
+        self.max_depth, self.max_pairs = max_depth, max_pairs
+        # the longest prompt, then its closers and <eos>
+        self.max_length = 2 * max_depth + 2 * max_pairs + 1
+        self.ref_max_score = 1.0
+        self.ref_min_score = float(np.mean([self.vocab_size ** -(d + 1.0) for d in range(1, max_depth + 1)]))
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        return [PAD, EOS, *(t for pair in PAIRS.items() for t in pair)]
+
+    @cached_property
+    def _closer_of(self) -> np.ndarray:
+        """Token id -> the id of its closer (openers), or -1 (every other token)."""
+        table = np.full(self.vocab_size, -1, dtype=np.int64)
+        for opener, closer in PAIRS.items():
+            table[self.token_to_id[opener]] = self.token_to_id[closer]
+        return table
+
+    def _parse(self, ids: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batched scan of contexts: (closers still owed, innermost last [N, L]; depth [N]; valid prefix [N])."""
+        n, width = ids.shape
+        stack = np.full((n, width + 1), -1, dtype=np.int64)
+        depth = np.zeros(n, dtype=np.int64)
+        valid = np.ones(n, dtype=bool)
+        rows = np.arange(n)
+        for j in range(width):
+            live = (j < length) & valid
+            tok = ids[:, j].astype(np.int64)
+            closer = self._closer_of[tok]
+            push = live & (closer >= 0)
+            top = stack[rows, np.maximum(depth - 1, 0)]
+            pop = live & ~push & (depth > 0) & (tok == top)
+            valid &= ~(live & ~push & ~pop)
+            stack[rows[push], depth[push]] = closer[push]
+            depth += push.astype(np.int64) - pop.astype(np.int64)
+        return stack[:, :width], depth, valid
+
+    # ------------------------------------------------------------------ dynamics
+
+    def sample_prompt(self, rng: np.random.Generator) -> list[int]:
+        openers = list(PAIRS)
+        depth = int(rng.integers(1, self.max_depth + 1))
+        prompt = [self.token_to_id[openers[int(k)]] for k in rng.integers(0, len(openers), size=depth)]
+        for _ in range(int(rng.integers(0, self.max_pairs + 1))):
+            opener = openers[int(rng.integers(0, len(openers)))]
+            at = int(rng.integers(0, len(prompt) + 1))
+            prompt[at:at] = [self.token_to_id[opener], self.token_to_id[PAIRS[opener]]]
+        return prompt
+
+    def check_prompt(self, prompt: list[int]) -> None:
+        ids = np.asarray([prompt], dtype=np.int64)
+        _, depth, valid = self._parse(ids, np.array([len(prompt)]))
+        if not valid[0] or depth[0] < 1:
+            raise ValueError(f"a Brackets prompt is a prefix of a well-nested bracket string with at least one "
+                             f"bracket left open, such as '( [ ] {{', got {self.decode(prompt)!r}")
+        if len(prompt) + depth[0] + 1 > self.max_length:
+            raise ValueError(f"prompt {self.decode(prompt)!r} and its {depth[0]} closers and <eos> do not fit "
+                             f"in max_length {self.max_length}")
+
+    def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+        ids = np.full((len(prompts), self.max_length), self.pad_id, dtype=np.int64)
+        for r, p in enumerate(prompts):
+            ids[r, :len(p)] = p
+        stack, depth, _ = self._parse(ids, np.array([len(p) for p in prompts]))
+        return {"stack": stack, "depth": depth}
+
+    def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
+        stack, depth = state["stack"], state["depth"]
+        n = len(actions)
+        expected = np.where(depth > 0, stack[np.arange(n), np.maximum(depth - 1, 0)], self.eos_id)
+        correct = active & (actions == expected)
+        closed = correct & (depth > 0)
+        depth[closed] -= 1
+        done = active & ~closed  # <eos> after the last closer, or any mistake
+        reward = np.where(correct & ~closed, 1.0, 0.0)
+        return Transition(np.full((n, 0), -1), reward, done, np.zeros(n, dtype=bool))
+
+    # ------------------------------------------------------------------ policies
+
+    def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """The innermost closer still owed, or <eos> when none is."""
+        stack, depth, _ = self._parse(np.asarray(obs["input_ids"]), np.asarray(obs["length"]))
+        return np.where(depth > 0, stack[np.arange(len(depth)), np.maximum(depth - 1, 0)], self.eos_id)
