@@ -31,6 +31,4 @@ class ILQLAgent(OfflineAgent):
             model.heads.sync_target_q_heads(self.config.method.alpha)
 
     def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
-        heads = self.model.heads
-        advantage = heads.target_q(hidden) - heads.v(hidden)[:, None]
-        return torch.log_softmax(logits.float(), -1) + beta * advantage.float()
+        return self.model.heads.shifted_log_probs(hidden, logits, beta)

@@ -35,6 +35,4 @@ class MCReturnsAgent(OfflineAgent):
         return loss, {"loss_q": loss_q.item(), "loss_v": loss_v.item(), "loss_bc": loss_bc.item()}
 
     def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
-        heads = self.model.heads
-        q = torch.stack(heads.qs(hidden)).amin(0)
-        return torch.log_softmax(logits.float(), -1) + beta * (q - heads.v(hidden)[:, None])
+        return self.model.heads.shifted_log_probs(hidden, logits, beta, use_targets=False)

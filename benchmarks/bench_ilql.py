@@ -156,11 +156,10 @@ def decode_rates(model: ValueModel, shape: Shape, device: str, repeats: int, aut
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(1, shape.vocab, (shape.batch, 8), generator=g).to(device)
     mask = torch.ones_like(prompt)
-    heads = model.heads
     top_k = 20
 
     def ilql_score(hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits.float(), -1) + 1.0 * (heads.target_q(hidden) - heads.v(hidden)[:, None]).float()
+        return model.heads.shifted_log_probs(hidden, logits, beta=1.0)
 
     def ours() -> None:
         with autocast():
@@ -175,7 +174,6 @@ def decode_rates(model: ValueModel, shape: Shape, device: str, repeats: int, aut
     t_ref, t_ours = alternate(reference, ours, repeats, 1, device)
     n = shape.batch * shape.new_tokens
     return n / t_ref, n / t_ours
-
 
 
 def main() -> None:

@@ -148,7 +148,7 @@ def test_mc_returns_regresses_on_returns_to_go(tmp_path) -> None:
     out = agent.model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
     mask = batch["action_mask"].float()
     g = returns_to_go(batch["rewards"], mask, agent.config.method.gamma)
-    expected = float(((out.vs[:, :-1] - g) ** 2 * mask).sum() / mask.sum())
+    expected = (((out.vs[:, :-1] - g) ** 2 * mask).sum() / mask.sum()).detach().item()
     _, stats = agent.loss(agent.model, batch)
     assert stats["loss_v"] == pytest.approx(expected, rel=1e-5)
 
