@@ -47,8 +47,10 @@ def task_config(task: str, method: str = "ilql", **train: Any) -> TRLConfig:
     model = tiny_model_config(t.vocab_size, t.max_length, tok.pad_token_id, tok.eos_token_id)
     gen = dict(max_new_tokens=t.max_length)
     changes = _METHOD.get(method, {})
+    # total_steps, not epochs, ends training, so every agent gets the same number of updates
+    # (filtered BC's smaller data would otherwise stop after 100 short epochs).
     return default_config(method).evolve(
-        train={"seq_length": t.max_length, **_TASK_TRAIN.get(t.name, {}), **train},
+        train={"seq_length": t.max_length, "epochs": 1_000_000, **_TASK_TRAIN.get(t.name, {}), **train},
         model=dict(model_path=model),
         tokenizer=dict(tokenizer_path=None),
         optimizer=dict(kwargs=dict(lr=1e-3, weight_decay=0.0)),
