@@ -7,6 +7,7 @@ path, the training loop, evaluation and checkpoints are the same for all agents.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from abc import ABC, abstractmethod
@@ -131,16 +132,26 @@ class OfflineAgent(ABC):
         return load_tokenizer(load(dataset))
 
     def _eval_fn(self, task: Any, metric_fn: Any) -> Optional[Callable[[int, int], dict[str, np.ndarray]]]:
-        """Rollouts through the task's vector env (per-episode return and normalised score)."""
+        """Rollouts through the task's vector env (per-episode return and normalised score).
+
+        With a list in `gen_kwargs.beta` every beta is evaluated on the same episodes and the
+        keys get a suffix: `score@beta=4`, `return@beta=4`.
+        """
         if task is None and metric_fn is None:
             return None
+        beta = self.config.method.gen_kwargs.beta
+        sweep = beta if isinstance(beta, list) else None
 
         def run(num_episodes: int, seed: int) -> dict[str, np.ndarray]:
             out: dict[str, np.ndarray] = {}
-            if task is not None:
-                result = evaluate(self.policy, task, num_episodes=num_episodes, seed=seed)
-                out["return"] = np.asarray(result.returns, dtype=np.float64)
-                out["score"] = 100.0 * (out["return"] - task.ref_min_score) / (task.ref_max_score - task.ref_min_score)
+            for b in sweep or [None]:
+                if task is None:
+                    break
+                suffix = "" if b is None else f"@beta={b:g}"
+                result = evaluate(functools.partial(self.policy, beta=b), task, num_episodes=num_episodes, seed=seed)
+                returns = np.asarray(result.returns, dtype=np.float64)
+                out["return" + suffix] = returns
+                out["score" + suffix] = 100.0 * (returns - task.ref_min_score) / (task.ref_max_score - task.ref_min_score)
             if metric_fn is not None:
                 out.update({k: np.asarray([v], dtype=np.float64) for k, v in metric_fn(self).items()})
             return out
@@ -187,9 +198,10 @@ class OfflineAgent(ABC):
         tokens = tokens.cpu().numpy().astype(np.int64)
         return int(tokens[0]) if single else tokens
 
-    def policy(self, obs: dict[str, np.ndarray], rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    def policy(self, obs: dict[str, np.ndarray], rng: Optional[np.random.Generator] = None, *,
+               beta: Optional[float] = None) -> np.ndarray:
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
-        return self.act(obs)
+        return self.act(obs, beta=beta)
 
     def _last_hidden_and_logits(
         self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor

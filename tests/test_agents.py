@@ -85,6 +85,24 @@ def test_ilql_targets_move_during_training(small_data, tmp_path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
 
 
+def test_beta_list_evaluates_every_beta_on_the_same_episodes(small_data, tmp_path) -> None:
+    """gen_kwargs.beta = [0, 8] logs score@beta=0 and score@beta=8; each equals a greedy rollout at that beta."""
+    cfg = short("ilql", tmp_path, total_steps=10, eval_interval=10).evolve(
+        method=dict(gen_kwargs=dict(beta=[0.0, 8.0], temperature=0.0)))
+    agent = ILQLAgent(cfg)
+    with pytest.warns(UserWarning, match="best_metric 'eval/score' is not among"):
+        history = agent.fit(small_data)
+    (metrics,) = [h for h in history if "eval/episodes" in h]
+    assert "eval/score" not in metrics
+    task = get_task("randomwalks")
+    for beta in (0.0, 8.0):
+        expected = evaluate(lambda obs, rng: agent.act(obs, beta=beta), task, num_episodes=64, seed=cfg.train.seed)
+        assert metrics[f"eval/score@beta={beta:g}"] == pytest.approx(expected.normalized_score)
+        assert metrics[f"eval/return@beta={beta:g}"] == pytest.approx(expected.mean_return)
+    with pytest.raises(ValueError, match="sweep list"):
+        agent.act({"input_ids": np.array([5, 0, 0], dtype=np.uint8), "length": np.array(1)})
+
+
 def test_ilql_end_to_end_beats_the_data_on_randomwalks(tmp_path) -> None:
     """Tiny GPT-2, 1000 random walks, 300 steps: optimality >= 0.7 with beta = 100 (the preset)."""
     dataset = make_dataset("textrl/randomwalks/random-v0", progress=False)

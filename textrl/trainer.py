@@ -19,6 +19,7 @@ import os
 import random
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -138,6 +139,7 @@ class Trainer:
         self.state = _State()
         self.history: list[dict[str, Any]] = []
         self._tb = None
+        self._warned_best = False
 
     # ------------------------------------------------------------------ batches
 
@@ -262,6 +264,11 @@ class Trainer:
     def _save_best(self, metrics: dict[str, float]) -> None:
         """Keep the best agent so far (by `train.best_metric`) in `best/`."""
         value = metrics.get(self.train_cfg.best_metric)
+        if value is None and not self._warned_best:
+            self._warned_best = True
+            warnings.warn(f"train.best_metric {self.train_cfg.best_metric!r} is not among the evaluation metrics "
+                          f"{sorted(k for k in metrics if not k.endswith('_std'))}: no best checkpoint is kept. "
+                          "Set train.best_metric to one of them (e.g. 'eval/score@beta=4' for a beta sweep)")
         if value is None or not value > self.state.best:
             return
         self.state.best = value
