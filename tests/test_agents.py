@@ -103,6 +103,43 @@ def test_beta_list_evaluates_every_beta_on_the_same_episodes(small_data, tmp_pat
         agent.act({"input_ids": np.array([5, 0, 0], dtype=np.uint8), "length": np.array(1)})
 
 
+LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn"], fan_in_fan_out=True)
+
+
+def test_lora_trains_only_adapters_and_heads_and_round_trips(small_data, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    cfg = short("ilql", tmp_path, total_steps=6, checkpoint_interval=3, eval_interval=100).evolve(
+        model=dict(peft_config=LORA))
+    agent = ILQLAgent(cfg)
+    agent.fit(small_data)
+    trainable = [n for n, p in agent.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n or n.startswith("heads.") for n in trainable)
+    assert any(".lora_B." in n for n in trainable) and any(n.startswith("heads.q_heads") for n in trainable)
+    lora_b = [p for n, p in agent.model.named_parameters() if ".lora_B." in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: the adapters trained
+
+    torch.manual_seed(cfg.train.seed)
+    fresh = ILQLAgent(cfg).build_model(get_task("randomwalks").vocab_size)
+    agent.save(tmp_path / "saved")
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "saved" / "model")  # the frozen base weights
+    base = {k: v for k, v in plain.state_dict().items()}
+    for name, value in fresh.backbone.get_base_model().state_dict().items():
+        if ".lora_" not in name:
+            assert torch.equal(base[name.replace(".base_layer.", ".")], value), name
+
+    again = ILQLAgent.load(tmp_path / "saved")
+    assert again.model.state_dict().keys() == agent.model.state_dict().keys()
+    for a, b in zip(agent.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+    resumed = ILQLAgent(cfg.evolve(train=dict(checkpoint_dir=str(tmp_path / "b"),
+                                              resume_from_checkpoint=str(tmp_path / "ilql" / "step_000003"))))
+    resumed.fit(small_data)
+    for a, b in zip(agent.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_ilql_end_to_end_beats_the_data_on_randomwalks(tmp_path) -> None:
     """Tiny GPT-2, 1000 random walks, 300 steps: optimality >= 0.7 with beta = 100 (the preset)."""
     dataset = make_dataset("textrl/randomwalks/random-v0", progress=False)

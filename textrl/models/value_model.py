@@ -1,7 +1,8 @@
 """A causal LM with value heads, evaluated at the action and state positions of packed batches.
 
 Saved as a directory that plain `AutoModelForCausalLM.from_pretrained` opens (the base model),
-with the heads beside it in `value_heads.safetensors` and their settings in `value_heads.json`.
+with the heads beside it in `value_heads.safetensors` and their settings in `value_heads.json`;
+a LoRA model keeps its base weights there and its adapter in `adapter/` (PEFT's own format).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -22,6 +24,7 @@ from textrl.models.heads import ValueHeads
 
 HEADS_FILE = "value_heads.safetensors"
 HEADS_CONFIG = "value_heads.json"
+ADAPTER_DIR = "adapter"
 
 
 @dataclass
@@ -56,9 +59,27 @@ def gather_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
 
 
+def is_peft(backbone: Any) -> bool:
+    """Whether the backbone is wrapped with PEFT adapters (peft is only imported if something did)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(backbone, peft.PeftModel)
+
+
+def transformers_model(backbone: Any) -> Any:
+    """The transformers model itself: the backbone, or the model inside a PEFT wrapper."""
+    return backbone.get_base_model() if is_peft(backbone) else backbone
+
+
 def last_hidden_and_lm(backbone: Any) -> tuple[nn.Module, nn.Module]:
     """The base transformer (returns last hidden states) and the LM head of a causal LM."""
-    return backbone.base_model, backbone.get_output_embeddings()
+    model = transformers_model(backbone)
+    return model.base_model, model.get_output_embeddings()
+
+
+def _base_weights(backbone: Any) -> dict[str, torch.Tensor]:
+    """The state dict of a PEFT-wrapped model without its adapters, under the plain transformers names."""
+    return {k.replace(".base_layer.", "."): v for k, v in transformers_model(backbone).state_dict().items()
+            if ".lora_" not in k and "lora_embedding" not in k}
 
 
 class ValueModel(nn.Module):
@@ -108,7 +129,11 @@ class ValueModel(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """The base model (plain transformers layout) plus the heads in safetensors, written atomically."""
         with atomic_directory(directory) as tmp, quiet_transformers():
-            self.backbone.save_pretrained(str(tmp))
+            if is_peft(self.backbone):
+                transformers_model(self.backbone).save_pretrained(str(tmp), state_dict=_base_weights(self.backbone))
+                self.backbone.save_pretrained(str(tmp / ADAPTER_DIR))
+            else:
+                self.backbone.save_pretrained(str(tmp))
             if self.heads is None:
                 return
             state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
@@ -127,6 +152,10 @@ class ValueModel(nn.Module):
             raise FileNotFoundError(f"{directory} holds no saved model (config.json missing)")
         with quiet_transformers():
             backbone = AutoModelForCausalLM.from_pretrained(str(directory), attn_implementation="eager")
+        if (directory / ADAPTER_DIR).is_dir():
+            from peft import PeftModel
+
+            backbone = PeftModel.from_pretrained(backbone, str(directory / ADAPTER_DIR), is_trainable=True)
         if not (directory / HEADS_CONFIG).is_file():
             return cls(backbone, None)
         model = cls.build(backbone, **json.loads((directory / HEADS_CONFIG).read_text()))
