@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
@@ -137,6 +138,10 @@ class OfflineAgent(ABC):
         With a list in `gen_kwargs.beta` every beta is evaluated on the same episodes and the
         keys get a suffix: `score@beta=4`, `return@beta=4`.
         """
+        if task is not None and self._require_model().seq2seq:
+            warnings.warn("a seq2seq agent is not evaluated by env rollouts (observations do not mark where the "
+                          "prompt for its encoder ends): pass metric_fn to fit to evaluate it")
+            task = None
         if task is None and metric_fn is None:
             return None
         beta = self.config.method.gen_kwargs.beta
@@ -169,6 +174,9 @@ class OfflineAgent(ABC):
     def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None) -> Any:
         """The next token for an env observation (an int) or a batch of them (an int64 array)."""
         model = self._require_model()
+        if model.seq2seq:
+            raise ValueError("a seq2seq agent cannot act on env observations: they do not mark where the prompt "
+                             "for its encoder ends. Use generate(prompts), or a causal model for env rollouts")
         if not isinstance(obs, dict) or "input_ids" not in obs or "length" not in obs:
             raise ValueError("act expects an env observation: a dict with 'input_ids' and 'length' arrays")
         ids, length = np.asarray(obs["input_ids"]), np.asarray(obs["length"])

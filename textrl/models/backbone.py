@@ -14,28 +14,31 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def load_backbone(config: ModelConfig, vocab_size: Optional[int] = None) -> Any:
-    """A causal LM from `config.model_path` (hub name, local directory, or transformers config object)."""
-    from transformers import AutoModelForCausalLM, PretrainedConfig
+    """A causal or seq2seq LM from `config.model_path` (hub name, local directory, or transformers config object)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig
 
-    if config.model_arch_type != "causal":
-        raise NotImplementedError("model.model_arch_type 'seq2seq' is not supported yet; use a causal LM")
+    seq2seq = config.model_arch_type == "seq2seq"
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     dtype = _DTYPES[config.dtype] if config.dtype else None
     path = config.model_path
     if isinstance(path, PretrainedConfig):
+        _check_arch(path, seq2seq)
         if vocab_size is not None and path.vocab_size != vocab_size:
             raise ValueError(f"model.model_path config has vocab_size {path.vocab_size} but the data has {vocab_size} "
                              "tokens: build the config with the dataset tokenizer's size")
         # transformers writes into the config it builds from: give it a copy, keep ours as configured
-        model = AutoModelForCausalLM.from_config(copy.deepcopy(path), attn_implementation="eager")
+        model = auto.from_config(copy.deepcopy(path), attn_implementation="eager")
         if dtype is not None:
             model = model.to(dtype)
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            model = auto.from_pretrained(path, dtype=dtype)
         except (OSError, ValueError) as e:
             where = "a local directory" if os.path.isdir(path) else "a hub name or a local directory"
-            raise OSError(f"cannot load model.model_path={path!r} ({where}): {e}. Give a directory written by "
-                          "save_pretrained, a hub name available offline, or a transformers config object") from e
+            raise OSError(f"cannot load model.model_path={path!r} ({where}) as a {config.model_arch_type} LM: {e}. "
+                          "Give a directory written by save_pretrained, a hub name available offline, or a "
+                          "transformers config object (and model.model_arch_type: seq2seq for encoder-decoders)") from e
+        _check_arch(model.config, seq2seq)
         if vocab_size is not None and model.get_output_embeddings().weight.shape[0] < vocab_size:
             raise ValueError(f"the model {path!r} has {model.get_output_embeddings().weight.shape[0]} output tokens "
                              f"but the data uses {vocab_size}: use a model trained with the dataset's tokenizer")
@@ -45,9 +48,21 @@ def load_backbone(config: ModelConfig, vocab_size: Optional[int] = None) -> Any:
     return model
 
 
-def hidden_layers(model: Any) -> torch.nn.ModuleList:
-    """The transformer blocks: the ModuleList as long as the config's number of layers."""
-    n = model.config.num_hidden_layers
+def _check_arch(model_config: Any, seq2seq: bool) -> None:
+    """model.model_arch_type must say what the transformers config is; a seq2seq model needs a decoder start."""
+    if bool(getattr(model_config, "is_encoder_decoder", False)) != seq2seq:
+        kind = "an encoder-decoder" if not seq2seq else "a decoder-only"
+        raise ValueError(f"model.model_arch_type is {'seq2seq' if seq2seq else 'causal'} but the model config "
+                         f"({type(model_config).__name__}) is {kind} model: set model.model_arch_type to "
+                         f"{'causal' if seq2seq else 'seq2seq'}")
+    if seq2seq and getattr(model_config, "decoder_start_token_id", None) is None:
+        raise ValueError(f"the seq2seq model config ({type(model_config).__name__}) has no decoder_start_token_id: "
+                         "set it (T5 uses its pad token, 0)")
+
+
+def hidden_layers(model: Any, num_layers: Optional[int] = None) -> torch.nn.ModuleList:
+    """The transformer blocks: the first ModuleList of `model` as long as its number of layers."""
+    n = num_layers if num_layers is not None else model.config.num_hidden_layers
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return module
@@ -55,11 +70,19 @@ def hidden_layers(model: Any) -> torch.nn.ModuleList:
 
 
 def freeze_bottom_layers(model: Any, num_layers_unfrozen: int) -> None:
-    """-1: everything trains; k >= 0: only the last k blocks (and the final norm) train, embeddings frozen."""
+    """-1: everything trains; k >= 0: only the last k (decoder) blocks and the final norm train.
+
+    Embeddings stay frozen, and so does the whole encoder of a seq2seq model.
+    """
     if num_layers_unfrozen < 0:
         return
-    blocks = list(hidden_layers(model))
-    frozen = blocks[: len(blocks) - num_layers_unfrozen] if num_layers_unfrozen else blocks
+    if model.config.is_encoder_decoder:
+        cfg = model.config
+        n = getattr(cfg, "num_decoder_layers", None) or getattr(cfg, "decoder_layers", None) or cfg.num_hidden_layers
+        blocks, frozen = list(hidden_layers(model.get_decoder(), n)), [model.get_encoder()]
+    else:
+        blocks, frozen = list(hidden_layers(model)), []
+    frozen += blocks[: len(blocks) - num_layers_unfrozen] if num_layers_unfrozen else blocks
     frozen += [model.get_input_embeddings(), model.get_output_embeddings()]
     for module in frozen:
         module.requires_grad_(False)

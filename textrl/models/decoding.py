@@ -1,4 +1,5 @@
-"""Sampling shared by every agent: a score function over the vocabulary, top-k, temperature, KV cache.
+"""Sampling shared by every agent: a score function over the vocabulary, top-k, temperature, KV cache,
+for decoder-only and encoder-decoder backbones.
 
 An agent decides the scores from the last hidden state and the LM logits (BC: log-probabilities;
 ILQL: log-probabilities + beta * (Qbar - V); CQL: Q); decoding is the same for all.
@@ -10,7 +11,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from textrl.models.value_model import last_hidden_and_lm
+from textrl.models.value_model import is_seq2seq, last_hidden_and_lm, transformers_model
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """score_fn(hidden [B, H], logits [B, V]) -> scores [B, V]; higher is preferred."""
@@ -31,24 +32,73 @@ def sample_next(scores: torch.Tensor, top_k: int, temperature: float,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+class _CausalSteps:
+    """Decoder-only stepping: left-padded prompts, then one new token per step (KV cache or full recompute)."""
+
+    def __init__(self, backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool) -> None:
+        from transformers import DynamicCache
+
+        self.base, self.lm_head = last_hidden_and_lm(backbone)
+        self.use_cache, self.ids, self.mask = use_cache, input_ids, attention_mask.long()
+        self.past = DynamicCache() if use_cache else None
+        self.feed, self.feed_pos = self.ids, (self.mask.cumsum(-1) - 1).clamp(min=0)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden state and LM logits [B, H], [B, V] for the next token."""
+        out = self.base(input_ids=self.feed, attention_mask=self.mask, position_ids=self.feed_pos,
+                        past_key_values=self.past, use_cache=self.use_cache)
+        self.past = out.past_key_values if self.use_cache else None
+        hidden = out.last_hidden_state[:, -1]
+        return hidden, self.lm_head(hidden)
+
+    def append(self, token: torch.Tensor, visible: torch.Tensor) -> None:
+        """Add the chosen tokens; `visible` is False for rows that had already ended (pads)."""
+        next_pos = self.feed_pos[:, -1:] + 1
+        self.mask = torch.cat([self.mask, visible.long()[:, None]], dim=1)
+        if self.use_cache:
+            self.feed, self.feed_pos = token[:, None], next_pos
+        else:
+            self.ids = torch.cat([self.ids, token[:, None]], dim=1)
+            self.feed, self.feed_pos = self.ids, (self.mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class _Seq2SeqSteps:
+    """Encoder-decoder stepping: encode the prompts once, decode from the start token (as in training)."""
+
+    def __init__(self, backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool) -> None:
+        self.model = transformers_model(backbone)
+        self.use_cache, self.enc_mask = use_cache, attention_mask.long()
+        self.encoded = self.model.get_encoder()(input_ids=input_ids, attention_mask=self.enc_mask)
+        start = self.model.config.decoder_start_token_id
+        self.dec = torch.full((len(input_ids), 1), start, dtype=torch.long, device=input_ids.device)
+        self.dec_mask = torch.ones_like(self.dec)
+        self.feed, self.past = self.dec, None
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(encoder_outputs=self.encoded, attention_mask=self.enc_mask, decoder_input_ids=self.feed,
+                         decoder_attention_mask=self.dec_mask, past_key_values=self.past, use_cache=self.use_cache,
+                         output_hidden_states=True)
+        self.past = out.past_key_values if self.use_cache else None
+        return out.decoder_hidden_states[-1][:, -1], out.logits[:, -1]
+
+    def append(self, token: torch.Tensor, visible: torch.Tensor) -> None:
+        self.dec_mask = torch.cat([self.dec_mask, visible.long()[:, None]], dim=1)
+        self.dec = torch.cat([self.dec, token[:, None]], dim=1)
+        self.feed = token[:, None] if self.use_cache else self.dec
+
+
 @torch.no_grad()
 def decode(backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, top_k: int,
            temperature: float, score_fn: ScoreFn, eos_token_id: Optional[int], pad_token_id: int,
            generator: Optional[torch.Generator] = None, use_cache: bool = True) -> torch.Tensor:
     """New tokens [B, <= max_new_tokens] for left-padded prompts; rows stop at EOS (kept), then pad."""
-    from transformers import DynamicCache
-
-    base, lm_head = last_hidden_and_lm(backbone)
-    mask = attention_mask.long()
-    ids = input_ids
-    past = DynamicCache() if use_cache else None
-    feed, feed_pos = ids, (mask.cumsum(-1) - 1).clamp(min=0)
-    finished = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    steps_cls = _Seq2SeqSteps if is_seq2seq(backbone) else _CausalSteps
+    steps = steps_cls(backbone, input_ids, attention_mask, use_cache)
+    finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     new_tokens = []
     for _ in range(max_new_tokens):
-        out = base(input_ids=feed, attention_mask=mask, position_ids=feed_pos, past_key_values=past, use_cache=use_cache)
-        hidden = out.last_hidden_state[:, -1]
-        token = sample_next(score_fn(hidden, lm_head(hidden)), top_k, temperature, generator)
+        hidden, logits = steps.next()
+        token = sample_next(score_fn(hidden, logits), top_k, temperature, generator)
         token = torch.where(finished, torch.full_like(token, pad_token_id), token)
         new_tokens.append(token)
         ended_now = (token == eos_token_id) & ~finished if eos_token_id is not None else torch.zeros_like(finished)
@@ -56,12 +106,5 @@ def decode(backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         finished = finished | ended_now
         if finished.all():
             break
-        next_pos = feed_pos[:, -1:] + 1
-        mask = torch.cat([mask, visible.long()[:, None]], dim=1)
-        if use_cache:
-            past = out.past_key_values
-            feed, feed_pos = token[:, None], next_pos
-        else:
-            ids = torch.cat([ids, token[:, None]], dim=1)
-            feed, feed_pos = ids, (mask.cumsum(-1) - 1).clamp(min=0)
+        steps.append(token, visible)
     return torch.stack(new_tokens, dim=1)

@@ -1,8 +1,8 @@
-"""A causal LM with value heads, evaluated at the action and state positions of packed batches.
+"""A causal or seq2seq LM with value heads, evaluated at the action and state positions of packed batches.
 
-Saved as a directory that plain `AutoModelForCausalLM.from_pretrained` opens (the base model),
-with the heads beside it in `value_heads.safetensors` and their settings in `value_heads.json`;
-a LoRA model keeps its base weights there and its adapter in `adapter/` (PEFT's own format).
+Saved as a directory that plain `AutoModelForCausalLM.from_pretrained` (`AutoModelForSeq2SeqLM` for
+seq2seq) opens, with the heads beside it in `value_heads.safetensors` and their settings in
+`value_heads.json`; a LoRA model keeps its base weights there and its adapter in `adapter/`.
 """
 
 from __future__ import annotations
@@ -76,6 +76,30 @@ def last_hidden_and_lm(backbone: Any) -> tuple[nn.Module, nn.Module]:
     return model.base_model, model.get_output_embeddings()
 
 
+def is_seq2seq(backbone: Any) -> bool:
+    """Whether the backbone is an encoder-decoder (T5-style) model."""
+    return bool(getattr(transformers_model(backbone).config, "is_encoder_decoder", False))
+
+
+def split_prompt(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: torch.Tensor,
+                 start_token_id: int, pad_token_id: int) -> tuple[torch.Tensor, ...]:
+    """Encoder and decoder inputs of right-padded rows: the encoder reads tokens [0, P), the decoder
+    reads the start token then tokens [P, length). Decoder position d sits at token position P - 1 + d,
+    so its hidden state predicts the same token as a causal model's hidden state there.
+    """
+    lengths, p = attention_mask.sum(-1), prompt_lengths
+    enc_pos = torch.arange(int(p.max()), device=input_ids.device)
+    enc_mask = enc_pos[None] < p[:, None]
+    enc_ids = torch.where(enc_mask, input_ids[:, : len(enc_pos)], pad_token_id)
+    dec_lengths = lengths - p + 1
+    dec_pos = torch.arange(int(dec_lengths.max()), device=input_ids.device)
+    dec_mask = dec_pos[None] < dec_lengths[:, None]
+    dec_ids = gather_positions(input_ids, (p[:, None] - 1 + dec_pos[None]).clamp(max=input_ids.shape[1] - 1))
+    dec_ids[:, 0] = start_token_id
+    dec_ids = torch.where(dec_mask, dec_ids, pad_token_id)
+    return enc_ids, enc_mask.long(), dec_ids, dec_mask.long()
+
+
 def _base_weights(backbone: Any) -> dict[str, torch.Tensor]:
     """The state dict of a PEFT-wrapped model without its adapters, under the plain transformers names."""
     return {k.replace(".base_layer.", "."): v for k, v in transformers_model(backbone).state_dict().items()
@@ -101,23 +125,54 @@ class ValueModel(nn.Module):
         heads = ValueHeads(hidden, vocab, num_qs=num_qs, with_v=with_v, with_targets=with_targets)
         return cls(backbone, heads.to(next(backbone.parameters()).dtype))
 
+    @property
+    def seq2seq(self) -> bool:
+        """Whether the backbone is an encoder-decoder: heads then sit on the decoder."""
+        return is_seq2seq(self.backbone)
+
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last-layer hidden states [B, T, H] (no KV cache)."""
+        """Last-layer hidden states [B, T, H] of a causal backbone (no KV cache)."""
+        if self.seq2seq:
+            raise ValueError("a seq2seq model has no hidden state per context position: its encoder needs to know "
+                             "where the prompt ends (use forward on packed batches, or decode for prompts)")
         base, _ = last_hidden_and_lm(self.backbone)
         return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def _at_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, action_ixs: torch.Tensor,
+                      state_ixs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hidden states and LM logits at the action positions, hidden states at the state positions.
+
+        A seq2seq backbone encodes each row's prompt (the tokens before its first action) and decodes
+        from its start token, exactly as in generation; its positions are mapped by `split_prompt`.
+        """
+        if not self.seq2seq:
+            _, lm_head = last_hidden_and_lm(self.backbone)
+            h = self.hidden_states(input_ids, attention_mask)
+            h_act = gather_positions(h, action_ixs)
+            return h_act, lm_head(h_act), gather_positions(h, state_ixs)
+        model = transformers_model(self.backbone)
+        prompt_lengths = action_ixs[:, 0] + 1
+        enc_ids, enc_mask, dec_ids, dec_mask = split_prompt(
+            input_ids, attention_mask, prompt_lengths, model.config.decoder_start_token_id, model.config.pad_token_id)
+        out = model(input_ids=enc_ids, attention_mask=enc_mask, decoder_input_ids=dec_ids,
+                    decoder_attention_mask=dec_mask, output_hidden_states=True, use_cache=False)
+        h = out.decoder_hidden_states[-1]
+
+        def decoder_ix(ix: torch.Tensor) -> torch.Tensor:
+            return (ix - prompt_lengths[:, None] + 1).clamp(0, h.shape[1] - 1)
+
+        h_act = gather_positions(h, decoder_ix(action_ixs))
+        return h_act, gather_positions(out.logits, decoder_ix(action_ixs)), gather_positions(h, decoder_ix(state_ixs))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, action_ixs: torch.Tensor,
                 state_ixs: torch.Tensor) -> ValueOutput:
         """LM logits and heads at the action positions, V at the state positions."""
-        _, lm_head = last_hidden_and_lm(self.backbone)
-        h = self.hidden_states(input_ids, attention_mask)
+        h_act, logits, h_state = self._at_positions(input_ids, attention_mask, action_ixs, state_ixs)
         actions = gather_positions(input_ids, (action_ixs + 1).clamp(max=input_ids.shape[1] - 1))
-        h_act = gather_positions(h, action_ixs)
-        h_state = gather_positions(h, state_ixs)
         heads = self.heads
         return ValueOutput(
             actions=actions,
-            logits=lm_head(h_act),
+            logits=logits,
             hidden=h_act,
             vs=heads.v(h_state) if heads is not None and heads.v_head is not None else None,
             qs=heads.qs(h_act) if heads is not None else [],
@@ -145,13 +200,15 @@ class ValueModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "ValueModel":
         """Restore a model written by `save_pretrained`."""
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory} holds no saved model (config.json missing)")
         with quiet_transformers():
-            backbone = AutoModelForCausalLM.from_pretrained(str(directory), attn_implementation="eager")
+            seq2seq = AutoConfig.from_pretrained(str(directory)).is_encoder_decoder
+            auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+            backbone = auto.from_pretrained(str(directory), attn_implementation="eager")
         if (directory / ADAPTER_DIR).is_dir():
             from peft import PeftModel
 
