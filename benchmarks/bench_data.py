@@ -4,7 +4,7 @@ For RandomWalks (short single-turn episodes, random tier) and Maze (multi-turn, 
 10k and 100k episodes (`--quick`: 10k only). Each phase runs in its own process so its peak
 resident memory is its own. Prints a markdown table (and writes it with `--out`).
 
-    python benchmarks/bench_data.py [--quick] [--out benchmarks/RESULTS-data.md.table]
+    python benchmarks/bench_data.py [--quick] [--out table.md]  (results: benchmarks/RESULTS.md)
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 `SyncVectorEnv` over single `TokenEnv`s, per task, plus rollout throughput (episodes/s).
 
 Both envs see the same actions (the task's exploration policy, drawn outside the timed step),
-so only stepping (transition, autoreset, observation copies) is timed. Prints a markdown table;
+so only stepping (transition, autoreset, observation copies) is timed. A first table compares one
+single env with the vector env at 1, 64 and 1024 envs. Prints markdown tables;
 medians over `--repeats` runs because timings on a shared machine spread by about 20%.
 
     python benchmarks/bench_env.py [--num-envs 128] [--steps 300] [--episodes 4000] [--repeats 3] [--tasks maze ...]
@@ -25,6 +26,10 @@ from textrl.rollout import collect_episodes, evaluate
 from textrl.tasks import TASKS, Task, get_task
 
 
+SCALING = (1, 64, 1024)
+"""Vector env sizes of the scaling table (compared with one single env)."""
+
+
 def step_rate(task: Task, env: gymnasium.vector.VectorEnv, steps: int, seed: int) -> float:
     """Env steps per second (batched steps x num_envs) of `env` under the task's exploration policy."""
     rng = np.random.default_rng(seed)
@@ -37,6 +42,23 @@ def step_rate(task: Task, env: gymnasium.vector.VectorEnv, steps: int, seed: int
         timed += time.perf_counter() - start
     env.close()
     return steps * env.num_envs / timed
+
+
+def single_env_rate(task: Task, steps: int, seed: int) -> float:
+    """Steps per second of one `TokenEnv` (step, and reset when an episode ends, are timed)."""
+    rng = np.random.default_rng(seed)
+    env = TokenEnv(task)
+    obs, _ = env.reset(seed=seed)
+    timed = 0.0
+    for _ in range(steps):
+        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
+        action = int(task.exploration_policy(batch, rng)[0])
+        start = time.perf_counter()
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+        timed += time.perf_counter() - start
+    return steps / timed
 
 
 def sync_vector_env(task: Task, num_envs: int) -> gymnasium.vector.SyncVectorEnv:
@@ -67,11 +89,22 @@ def main() -> None:
     if args.num_envs < 1 or args.steps < 1 or args.repeats < 1 or args.episodes < 1:
         parser.error("--num-envs, --steps, --episodes and --repeats must be positive")
 
+    runs = range(args.repeats)
+    print("| task | single TokenEnv steps/s | " + " | ".join(f"vector x{n} steps/s" for n in SCALING)
+          + f" | x{SCALING[-1]} / single |")
+    print("| --- | ---: |" + " ---: |" * (len(SCALING) + 1))
+    for name in args.tasks:
+        task = get_task(name)
+        single = statistics.median(single_env_rate(task, args.steps * 10, r) for r in runs)
+        rates = [statistics.median(step_rate(task, TokenVectorEnv(task, n), args.steps, r) for r in runs)
+                 for n in SCALING]
+        print(f"| {name} | {single:,.0f} | " + " | ".join(f"{r:,.0f}" for r in rates)
+              + f" | {rates[-1] / single:.0f}x |", flush=True)
+    print()
     print(f"num_envs={args.num_envs}, {args.steps} batched steps, {args.episodes} episodes, "
           f"median of {args.repeats}\n")
     print("| task | TokenVectorEnv steps/s | SyncVectorEnv steps/s | speedup | evaluate ep/s | collect ep/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    runs = range(args.repeats)
     for name in args.tasks:
         task = get_task(name)
         ours = statistics.median(step_rate(task, TokenVectorEnv(task, args.num_envs), args.steps, r) for r in runs)

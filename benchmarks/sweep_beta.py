@@ -1,0 +1,57 @@
+"""Beta sweep: train one agent on a task's benchmark dataset once, evaluate every beta on the same episodes.
+
+Uses a list in `method.gen_kwargs.beta` (the trainer then logs `eval/score@beta=b` per beta), so
+the betas share the training run and differ only in how the agent acts.
+
+    python benchmarks/sweep_beta.py --task maze --agent ilql --betas 0 1 4 16 100 [--seed 1] [--temperature 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from agents import AGENTS
+from agents.benchmark import BENCH_DATASETS
+from textrl import make_dataset, task_config
+
+
+def main() -> None:
+    """Run the sweep and print a markdown table of normalised score per evaluation step and beta."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, choices=sorted(BENCH_DATASETS))
+    parser.add_argument("--agent", required=True, choices=sorted(AGENTS))
+    parser.add_argument("--betas", nargs="+", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the task preset's")
+    args = parser.parse_args()
+
+    gen = dict(beta=args.betas)
+    if args.temperature is not None:
+        gen["temperature"] = args.temperature
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        cfg = task_config(args.task, args.agent, seed=args.seed, progress_bar=False, save_best=False,
+                          tracker="none", checkpoint_dir=work).evolve(method=dict(gen_kwargs=gen))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            history = AGENTS[args.agent](cfg).fit(make_dataset(BENCH_DATASETS[args.task], progress=False))
+    settings = cfg.method.gen_kwargs
+    print(f"{args.agent} on {args.task}, seed {args.seed}, temperature {settings.temperature:g}, "
+          f"top_k {settings.top_k}: normalised score by step and beta")
+    print("| step | " + " | ".join(f"beta {b:g}" for b in args.betas) + " |")
+    print("| --- |" + " ---: |" * len(args.betas))
+    for record in history:
+        if "eval/episodes" in record:
+            scores = [record[f"eval/score@beta={b:g}"] for b in args.betas]
+            print(f"| {record['step']} | " + " | ".join(f"{s:.1f}" for s in scores) + " |")
+    print(f"\n{time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
