@@ -7,6 +7,7 @@ ILQL: log-probabilities + beta * (Qbar - V); CQL: Q); decoding is the same for a
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Optional
 
 import torch
@@ -32,6 +33,17 @@ def sample_next(scores: torch.Tensor, top_k: int, temperature: float,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _cache_name(forward: Any) -> str:
+    """The KV cache keyword of a forward: transformers 5.24 renamed `past_key_values` to `cache`
+    (the old name is deprecated, to be removed in 5.40)."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache a forward returned, under either name."""
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
 class _CausalSteps:
     """Decoder-only stepping: left-padded prompts, then one new token per step (KV cache or full recompute)."""
 
@@ -41,13 +53,14 @@ class _CausalSteps:
         self.base, self.lm_head = last_hidden_and_lm(backbone)
         self.use_cache, self.ids, self.mask = use_cache, input_ids, attention_mask.long()
         self.past = DynamicCache() if use_cache else None
+        self.cache_name = _cache_name(self.base.forward)
         self.feed, self.feed_pos = self.ids, (self.mask.cumsum(-1) - 1).clamp(min=0)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden state and LM logits [B, H], [B, V] for the next token."""
         out = self.base(input_ids=self.feed, attention_mask=self.mask, position_ids=self.feed_pos,
-                        past_key_values=self.past, use_cache=self.use_cache)
-        self.past = out.past_key_values if self.use_cache else None
+                        use_cache=self.use_cache, **{self.cache_name: self.past})
+        self.past = _returned_cache(out) if self.use_cache else None
         hidden = out.last_hidden_state[:, -1]
         return hidden, self.lm_head(hidden)
 
@@ -73,12 +86,13 @@ class _Seq2SeqSteps:
         self.dec = torch.full((len(input_ids), 1), start, dtype=torch.long, device=input_ids.device)
         self.dec_mask = torch.ones_like(self.dec)
         self.feed, self.past = self.dec, None
+        self.cache_name = _cache_name(self.model.forward)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(encoder_outputs=self.encoded, attention_mask=self.enc_mask, decoder_input_ids=self.feed,
-                         decoder_attention_mask=self.dec_mask, past_key_values=self.past, use_cache=self.use_cache,
-                         output_hidden_states=True)
-        self.past = out.past_key_values if self.use_cache else None
+                         decoder_attention_mask=self.dec_mask, use_cache=self.use_cache, output_hidden_states=True,
+                         **{self.cache_name: self.past})
+        self.past = _returned_cache(out) if self.use_cache else None
         return out.decoder_hidden_states[-1][:, -1], out.logits[:, -1]
 
     def append(self, token: torch.Tensor, visible: torch.Tensor) -> None:
