@@ -145,13 +145,11 @@ class OfflineAgent(ABC):
         if task is None and metric_fn is None:
             return None
         beta = self.config.method.gen_kwargs.beta
-        sweep = beta if isinstance(beta, list) else None
+        betas = beta if isinstance(beta, list) else [None]  # None: act with the configured beta, no suffix
 
         def run(num_episodes: int, seed: int) -> dict[str, np.ndarray]:
             out: dict[str, np.ndarray] = {}
-            for b in sweep or [None]:
-                if task is None:
-                    break
+            for b in betas if task is not None else []:
                 suffix = "" if b is None else f"@beta={b:g}"
                 result = evaluate(functools.partial(self.policy, beta=b), task, num_episodes=num_episodes, seed=seed)
                 returns = np.asarray(result.returns, dtype=np.float64)
