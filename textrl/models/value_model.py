@@ -103,7 +103,7 @@ def split_prompt(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_l
 def _base_weights(backbone: Any) -> dict[str, torch.Tensor]:
     """The state dict of a PEFT-wrapped model without its adapters, under the plain transformers names."""
     return {k.replace(".base_layer.", "."): v for k, v in transformers_model(backbone).state_dict().items()
-            if ".lora_" not in k and "lora_embedding" not in k}
+            if ".lora_" not in k}
 
 
 class ValueModel(nn.Module):
@@ -152,8 +152,9 @@ class ValueModel(nn.Module):
             return h_act, lm_head(h_act), gather_positions(h, state_ixs)
         model = transformers_model(self.backbone)
         prompt_lengths = action_ixs[:, 0] + 1
+        start, pad = model.config.decoder_start_token_id, model.config.pad_token_id
         enc_ids, enc_mask, dec_ids, dec_mask = split_prompt(
-            input_ids, attention_mask, prompt_lengths, model.config.decoder_start_token_id, model.config.pad_token_id)
+            input_ids, attention_mask, prompt_lengths, start, start if pad is None else pad)  # pads are masked
         out = model(input_ids=enc_ids, attention_mask=enc_mask, decoder_input_ids=dec_ids,
                     decoder_attention_mask=dec_mask, output_hidden_states=True, use_cache=False)
         h = out.decoder_hidden_states[-1]
