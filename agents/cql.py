@@ -8,7 +8,7 @@ from tensordict import TensorDict
 from agents.base import OfflineAgent
 from agents.targets import max_backup
 from textrl.config import CQLConfig
-from textrl.models import ValueModel, load_backbone, masked_mean, token_cross_entropy
+from textrl.models import ValueModel, load_backbone, masked_mean, taken_and_logsumexp
 
 
 class CQLAgent(OfflineAgent):
@@ -18,7 +18,8 @@ class CQLAgent(OfflineAgent):
     agent_name = "cql"
 
     def build_model(self, vocab_size: int) -> ValueModel:
-        return ValueModel.build(load_backbone(self.config.model, vocab_size), num_qs=1, with_v=False)
+        return ValueModel.build(load_backbone(self.config.model, vocab_size), num_qs=1, with_v=False,
+                                q_rank=self.config.model.q_head_rank)
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.config.method
@@ -27,10 +28,9 @@ class CQLAgent(OfflineAgent):
         with torch.no_grad():
             next_q = model.heads.target_q(out.next_hidden[:, 1:]).amax(-1)  # max_a' Qbar(s_{k+1}, a')
         target = max_backup(batch["rewards"], next_q, batch["notdone"], m.gamma)
-        q = out.qs[0]
-        q_taken = q.gather(-1, out.actions[..., None]).squeeze(-1)
+        q_taken, q_lse = taken_and_logsumexp(out.qs[0], out.actions)
         loss_td = masked_mean((q_taken - target) ** 2, mask)
-        loss_cql = masked_mean(token_cross_entropy(q, out.actions), mask)  # logsumexp Q - Q(a)
+        loss_cql = masked_mean(q_lse - q_taken, mask)  # cross-entropy of Q: logsumexp Q - Q(a)
         loss = loss_td + m.cql_scale * loss_cql
         return loss, {"loss_td": loss_td.item(), "loss_cql": loss_cql.item(), "q_mean": q_taken[mask.bool()].mean().item()}
 

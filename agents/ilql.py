@@ -18,7 +18,8 @@ class ILQLAgent(OfflineAgent):
 
     def build_model(self, vocab_size: int) -> ValueModel:
         backbone = load_backbone(self.config.model, vocab_size)
-        return ValueModel.build(backbone, num_qs=2 if self.config.method.two_qs else 1)
+        return ValueModel.build(backbone, num_qs=2 if self.config.method.two_qs else 1,
+                                q_rank=self.config.model.q_head_rank)
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.config.method

@@ -20,7 +20,8 @@ class MCReturnsAgent(OfflineAgent):
     def build_model(self, vocab_size: int) -> ValueModel:
         m = self.config.method
         backbone = load_backbone(self.config.model, vocab_size)
-        return ValueModel.build(backbone, num_qs=2 if m.two_qs else 1, with_targets=False)
+        return ValueModel.build(backbone, num_qs=2 if m.two_qs else 1, with_targets=False,
+                                q_rank=self.config.model.q_head_rank)
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.config.method

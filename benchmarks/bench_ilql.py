@@ -1,13 +1,15 @@
 """ILQL speed against its yardsticks, on the same model, batch and sequence length in one run.
 
-(1) training step (forward + backward + AdamW): ILQL (V, two Q heads, two target Q heads, the full
-    loss, Polyak sync every `--sync-every` steps) vs a plain causal-LM step (`labels=input_ids`);
+(1) training step (forward + backward + the trainer's fused AdamW): ILQL (V, two Q heads, two target
+    Q heads, the full loss, Polyak sync every `--sync-every` steps) vs a plain causal-LM step
+    (`labels=input_ids`), the heads at trlx's shape or, for `small-rank128`, at `q_head_rank` 128;
 (2) decoding: advantage-shifted sampling (`textrl.models.decode`, KV cache, score = log-probs +
     beta * (Qbar - V)) vs `model.generate(do_sample=True)` with the same top-k and length.
 Timings alternate between the two sides and report medians over `--repeats`, because a shared
 machine spreads by about 20%. Every position after the prompt is an action (the worst case).
 
-    python benchmarks/bench_ilql.py [--shapes tiny small] [--repeats 3] [--device cpu] [--dtype fp32|bf16]
+    python benchmarks/bench_ilql.py [--shapes tiny small small-rank128] [--repeats 3] [--device cpu]
+                                    [--dtype fp32|bf16]
 
 On a GPU (`--device cuda --dtype bf16`) it also prints training tokens/s and model FLOPs utilisation.
 """
@@ -19,7 +21,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,6 +29,7 @@ import torch
 from tensordict import TensorDict
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from textrl.config import OptimizerConfig, build_optimizer
 from textrl.models import ValueModel, decode, ilql_loss
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -45,11 +48,13 @@ class Shape:
     seq: int
     prompt: int  # tokens before the first action
     new_tokens: int  # decoding length
+    q_rank: Optional[int] = None  # model.q_head_rank: None is trlx's full Q head
 
 
 SHAPES = {
     "tiny": Shape("tiny (GPT-2 2x128, vocab 50)", 2, 128, 4, 50, 128, 64, 1, 48),
     "small": Shape("GPT-2-small shape (12x768, vocab 50257)", 12, 768, 12, 50257, 8, 64, 1, 48),
+    "small-rank128": Shape("GPT-2-small shape, q_head_rank 128", 12, 768, 12, 50257, 8, 64, 1, 48, q_rank=128),
 }
 
 
@@ -59,7 +64,8 @@ def build(shape: Shape, device: str, seed: int = 0) -> ValueModel:
     config = GPT2Config(vocab_size=shape.vocab, n_layer=shape.layers, n_embd=shape.width, n_head=shape.heads,
                         n_positions=max(1024, shape.seq + shape.new_tokens), bos_token_id=0, eos_token_id=0,
                         pad_token_id=0)
-    return ValueModel.build(GPT2LMHeadModel._from_config(config, attn_implementation="eager")).to(device)
+    backbone = GPT2LMHeadModel._from_config(config, attn_implementation="eager")
+    return ValueModel.build(backbone, q_rank=shape.q_rank).to(device)
 
 
 def synthetic_batch(shape: Shape, device: str, seed: int = 0) -> TensorDict:
@@ -81,9 +87,14 @@ def synthetic_batch(shape: Shape, device: str, seed: int = 0) -> TensorDict:
     }, batch_size=[B]).to(device)
 
 
+def optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The trainer's optimizer (the default config's AdamW, fused) for both sides of the comparison."""
+    return build_optimizer([p for p in params if p.requires_grad], OptimizerConfig())
+
+
 def lm_step_fn(model: ValueModel, batch: TensorDict, autocast: Callable) -> Callable[[], None]:
     """One plain causal-LM step of the backbone."""
-    opt = torch.optim.AdamW([p for p in model.backbone.parameters() if p.requires_grad], lr=1e-5)
+    opt = optimizer(model.backbone.parameters())
 
     def step() -> None:
         with autocast():
@@ -98,7 +109,7 @@ def lm_step_fn(model: ValueModel, batch: TensorDict, autocast: Callable) -> Call
 
 def ilql_step_fn(model: ValueModel, batch: TensorDict, autocast: Callable, sync_every: int) -> Callable[[], None]:
     """One ILQL step (the default method settings), with the target sync on its cadence."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    opt = optimizer(model.parameters())
     count = [0]
 
     def step() -> None:
@@ -139,13 +150,15 @@ def alternate(a: Callable[[], None], b: Callable[[], None], repeats: int, calls:
 
 def train_flops(model: ValueModel, shape: Shape) -> float:
     """Model FLOPs of one ILQL step: 6 x params x tokens (blocks, LM head and online heads at the actions),
-    12 x layers x seq x width per token for attention, 2 x params for the target heads' forward."""
+    12 x layers x seq x width per token for attention, 2 x params for the target heads' forward up to
+    their gathered output rows."""
     d, L, T, B = shape.width, shape.layers, shape.seq, shape.batch
     actions = B * (T - shape.prompt)
     blocks = sum(p.numel() for p in model.backbone.transformer.h.parameters())
     heads = model.heads
     online = sum(p.numel() for m in [heads.v_head, *heads.q_heads] for p in m.parameters())
-    target_up = sum(p.numel() for q in heads.target_q_heads for p in q.up.parameters())
+    target_up = sum(p.numel() for q in heads.target_q_heads for m in (q.up, q.low) if m is not None
+                    for p in m.parameters())
     transformer = 6 * blocks * B * T + 12 * L * T * d * B * T + 6 * d * shape.vocab * actions  # LM head at actions
     return transformer + 6 * online * actions + 2 * target_up * actions
 
@@ -179,7 +192,7 @@ def decode_rates(model: ValueModel, shape: Shape, device: str, repeats: int, aut
 def main() -> None:
     """Run the benchmark and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=sorted(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sync-every", type=int, default=5, help="target sync cadence (the default config's)")
     parser.add_argument("--device", default="cpu")

@@ -140,13 +140,15 @@ def test_lora_trains_only_adapters_and_heads_and_round_trips(small_data, tmp_pat
         assert torch.equal(a, b)
 
 
-def test_ilql_end_to_end_beats_the_data_on_randomwalks(tmp_path) -> None:
-    """Tiny GPT-2, 1000 random walks, 300 steps: optimality >= 0.7 with beta = 100 (the preset)."""
+@pytest.mark.parametrize("q_rank", [None, 4])
+def test_ilql_end_to_end_beats_the_data_on_randomwalks(q_rank, tmp_path) -> None:
+    """Tiny GPT-2, 1000 random walks, 300 steps: optimality >= 0.7 with beta = 100 (the preset), with trlx's
+    Q heads and with their output layer at rank 4 (below the 23-token vocabulary)."""
     dataset = make_dataset("textrl/randomwalks/random-v0", progress=False)
     data_mean = float(pack(dataset).returns.mean())
     cfg = task_config("randomwalks", "ilql", total_steps=300, eval_interval=300, checkpoint_interval=300,
                       progress_bar=False, checkpoint_dir=str(tmp_path / "run"), eval_episodes=128)
-    agent = ILQLAgent(cfg)
+    agent = ILQLAgent(cfg.evolve(model=dict(q_head_rank=q_rank)))
     agent.fit(dataset)
     result = evaluate(agent.policy, get_task("randomwalks"), num_episodes=500, seed=123)
     assert cfg.method.gen_kwargs.beta >= 1

@@ -86,6 +86,7 @@ CASES = {
     "negative learning rate": lambda tmp: default_ilql_config().update({"optimizer.kwargs.lr": -1e-4}),
     "tau outside (0, 1)": lambda tmp: default_ilql_config().update({"method.tau": 1.5}),
     "total_steps 0": lambda tmp: default_ilql_config().update({"train.total_steps": 0}),
+    "Q head rank 0": lambda tmp: default_ilql_config().update({"model.q_head_rank": 0}),
     "unknown optimizer": lambda tmp: default_ilql_config().update({"optimizer.name": "adagrad_x"}),
     "YAML that does not parse": _yaml,
     "model path that does not exist": lambda tmp: load_backbone(ModelConfig(model_path=str(tmp / "nope"))),

@@ -208,6 +208,9 @@ def test_optimizer_and_scheduler_built_from_config() -> None:
     assert group["lr"] == 5e-5 and group["betas"] == (0.9, 0.95) and group["weight_decay"] == 1e-6
     sched = build_scheduler(opt, cfg.scheduler)
     assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == 1e12
+    assert group["fused"] is True  # torch's one-pass kernel, unless the config chooses
+    chosen = build_optimizer(params, OptimizerConfig(kwargs={"lr": 1e-3, "foreach": True}))
+    assert chosen.param_groups[0]["foreach"] is True and not chosen.param_groups[0]["fused"]
     sgd = build_optimizer(params, OptimizerConfig(name="sgd", kwargs={"lr": 0.1}))
     assert isinstance(sgd, torch.optim.SGD)
     for name, cls in [("linear", torch.optim.lr_scheduler.LinearLR), ("constant", torch.optim.lr_scheduler.ConstantLR)]:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict
 from transformers import AutoModelForCausalLM, GPT2Config
 
@@ -17,6 +18,8 @@ from textrl.models import (
     ilql_loss,
     load_backbone,
     sample_next,
+    taken_and_logsumexp,
+    token_cross_entropy,
 )
 
 VOCAB = 12
@@ -73,6 +76,49 @@ def test_ilql_loss_matches_a_hand_computation() -> None:
     assert float(loss) == pytest.approx(lq + lv + cql * lc + awac * la, rel=1e-5)
 
 
+@pytest.mark.parametrize("used", ["both", "taken", "lse"])
+def test_taken_and_logsumexp_equals_gather_and_cross_entropy(used: str) -> None:
+    """Values and gradients equal autograd's gather + logsumexp (float64, so exact to rounding)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 7, (2, 3))
+    weights = torch.randn(2, 2, 3, dtype=torch.float64)
+
+    def objective(taken, lse):
+        return ((weights[0] * taken).sum() if used != "lse" else 0) + ((weights[1] * lse).sum() if used != "taken" else 0)
+
+    taken, lse = taken_and_logsumexp(x, idx)
+    (grad,) = torch.autograd.grad(objective(taken, lse), x)
+    ref_taken, ref_lse = x.gather(-1, idx[..., None]).squeeze(-1), torch.logsumexp(x, -1)
+    (ref_grad,) = torch.autograd.grad(objective(ref_taken, ref_lse), x)
+    torch.testing.assert_close(taken, ref_taken)
+    torch.testing.assert_close(lse, ref_lse)
+    torch.testing.assert_close(grad, ref_grad)
+    ce = F.cross_entropy(x.flatten(0, 1), idx.flatten(), reduction="none").view(2, 3)
+    torch.testing.assert_close(token_cross_entropy(x, idx), ce)
+
+
+def test_taken_and_logsumexp_reduces_low_precision_scores_in_float32() -> None:
+    x = (torch.randn(4, 50) * 3).bfloat16().requires_grad_()
+    idx = torch.randint(0, 50, (4,))
+    taken, lse = taken_and_logsumexp(x, idx)
+    assert taken.dtype == lse.dtype == torch.float32
+    torch.testing.assert_close(lse, torch.logsumexp(x.float(), -1))
+    (lse - taken).sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+    expected = torch.softmax(x.float(), -1) - F.one_hot(idx, 50)
+    torch.testing.assert_close(x.grad.float(), expected, atol=4e-3, rtol=0)
+
+
+def test_low_rank_q_head_output_has_that_rank() -> None:
+    """q_rank=3: Q(h) - bias spans at most 3 directions over the vocabulary, whatever the inputs."""
+    torch.manual_seed(0)
+    head = ValueHeads(8, 50, num_qs=1, q_rank=3).q_heads[0]
+    out = head(torch.randn(40, 8)) - head.down.bias
+    assert int(torch.linalg.matrix_rank(out.detach())) == 3
+    assert sum(p.numel() for p in head.parameters()) == 8 * 16 + 16 + 16 * 3 + 3 * 50 + 50
+
+
 def test_loss_gradient_does_not_flow_through_next_value() -> None:
     vs = torch.zeros(1, 3, requires_grad=True)
     out = ValueOutput(actions=torch.tensor([[0, 0]]), logits=torch.zeros(1, 2, 2), hidden=torch.zeros(1, 2, 1),
@@ -84,13 +130,14 @@ def test_loss_gradient_does_not_flow_through_next_value() -> None:
     assert vs.grad[0, 2] == 0  # V(s_{n+1}) only appears as a (detached) target
 
 
-def test_gathered_head_equals_full_head_then_gather() -> None:
+@pytest.mark.parametrize("rank", [None, 3])
+def test_gathered_head_equals_full_head_then_gather(rank) -> None:
     torch.manual_seed(0)
-    head = MLPHead(8, 50)
+    head = MLPHead(8, 50, rank=rank)
     h = torch.randn(3, 5, 8)
     idx = torch.randint(0, 50, (3, 5))
     torch.testing.assert_close(head.at(h, idx), head(h).gather(-1, idx[..., None]).squeeze(-1))
-    heads = ValueHeads(8, 50, num_qs=2)
+    heads = ValueHeads(8, 50, num_qs=2, q_rank=rank)
     for q in heads.q_heads:
         torch.nn.init.normal_(q.down.weight)
     heads.sync_target_q_heads(0.3)
@@ -176,10 +223,14 @@ def test_decoding_stops_rows_at_eos_and_pads_after(model: ValueModel) -> None:
     assert tokens.tolist() == [[eos, 0, 0], [7, 7, 7]]
 
 
-def test_save_load_round_trip_and_plain_transformers_open_it(model: ValueModel, tmp_path) -> None:
+@pytest.mark.parametrize("q_rank", [None, 4])
+def test_save_load_round_trip_and_plain_transformers_open_it(q_rank, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = ValueModel.build(load_backbone(ModelConfig(model_path=tiny_config()), VOCAB), q_rank=q_rank).eval()
     model.heads.sync_target_q_heads(0.5)
     model.save_pretrained(tmp_path)
     again = ValueModel.from_pretrained(tmp_path).eval()
+    assert again.heads.q_rank == q_rank
     ids = torch.randint(2, VOCAB, (2, 6))
     mask = torch.ones_like(ids)
     ixs, sixs = torch.tensor([[0, 3], [1, 2]]), torch.tensor([[0, 3, 5], [1, 2, 5]])

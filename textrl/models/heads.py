@@ -3,36 +3,53 @@
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 from torch import nn
 
 
 class MLPHead(nn.Module):
-    """trlx's head: Linear(h, 2h), ReLU, Linear(2h, out)."""
+    """trlx's head: Linear(h, 2h), ReLU, Linear(2h, out).
 
-    def __init__(self, hidden: int, out: int) -> None:
+    With `rank`, the output layer is factorised as Linear(2h, rank, no bias) then Linear(rank, out):
+    at a 50k vocabulary the full layer costs more than the transformer's own LM head, a rank-128
+    factorisation about a twelfth of it.
+    """
+
+    def __init__(self, hidden: int, out: int, rank: Optional[int] = None) -> None:
         super().__init__()
         self.up = nn.Linear(hidden, 2 * hidden)
-        self.down = nn.Linear(2 * hidden, out)
+        self.low = nn.Linear(2 * hidden, rank, bias=False) if rank is not None else None
+        self.down = nn.Linear(rank if rank is not None else 2 * hidden, out)
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """What the output layer reads: ReLU(up(h)), projected to `rank` when factorised."""
+        z = torch.relu(self.up(h))
+        return self.low(z) if self.low is not None else z
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.relu(self.up(h)))
+        return self.down(self.features(h))
 
     def at(self, h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The output's `index` entries only: gathers the second layer's rows instead of the whole output."""
-        z = torch.relu(self.up(h))  # [..., 2h]
-        w = self.down.weight[index]  # [..., 2h]
+        """The output's `index` entries only: gathers the output layer's rows instead of the whole output."""
+        z = self.features(h)  # [..., 2h or rank]
+        w = self.down.weight[index]  # [..., 2h or rank]
         return (z * w).sum(-1) + self.down.bias[index]
 
 
 class ValueHeads(nn.Module):
-    """V (optional), `num_qs` Q heads over the vocabulary, and their target copies (optional, no gradient)."""
+    """V (optional), `num_qs` Q heads over the vocabulary, and their target copies (optional, no gradient).
 
-    def __init__(self, hidden: int, vocab: int, num_qs: int = 2, with_v: bool = True, with_targets: bool = True) -> None:
+    `q_rank` factorises the Q heads' output layer (see `MLPHead`); None keeps trlx's full layer.
+    """
+
+    def __init__(self, hidden: int, vocab: int, num_qs: int = 2, with_v: bool = True, with_targets: bool = True,
+                 q_rank: Optional[int] = None) -> None:
         super().__init__()
+        self.q_rank = q_rank
         self.v_head = MLPHead(hidden, 1) if with_v else None
-        self.q_heads = nn.ModuleList(MLPHead(hidden, vocab) for _ in range(num_qs))
+        self.q_heads = nn.ModuleList(MLPHead(hidden, vocab, rank=q_rank) for _ in range(num_qs))
         self.target_q_heads = copy.deepcopy(self.q_heads) if with_targets and num_qs else None
         if self.target_q_heads is not None:
             self.target_q_heads.requires_grad_(False)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDict
 
 from textrl.models.value_model import ValueOutput
@@ -14,9 +15,42 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+class _TakenAndLogSumExp(torch.autograd.Function):
+    """x[..., index] and logsumexp(x) over the last axis, with a backward that builds one [..., V] tensor
+    (softmax times the logsumexp gradient, plus the taken entries' gradient) where gather plus
+    cross_entropy build five: at a 50k vocabulary each is the size of the batch's logits."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        acc = torch.promote_types(x.dtype, torch.float32)  # bf16/fp16 scores are reduced in float32
+        taken = x.gather(-1, index[..., None]).squeeze(-1).to(acc)
+        lse = torch.logsumexp(x.to(acc), -1)
+        ctx.save_for_backward(x, index, lse)
+        return taken, lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_taken: Optional[torch.Tensor], g_lse: Optional[torch.Tensor]) -> tuple[torch.Tensor, None]:
+        x, index, lse = ctx.saved_tensors
+        if g_lse is None:
+            grad = torch.zeros_like(x, dtype=lse.dtype)
+        else:  # softmax(x) * g_lse, built in one new tensor
+            grad = x.to(lse.dtype, copy=True).sub_(lse[..., None]).exp_().mul_(g_lse[..., None])
+        if g_taken is not None:
+            grad.scatter_add_(-1, index[..., None], g_taken[..., None].to(lse.dtype))
+        return grad.to(x.dtype), None
+
+
+def taken_and_logsumexp(x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x[..., index], logsumexp of x over the last axis), in float32 at least: a token's score and the
+    log-normaliser, so cross_entropy(x, index) = logsumexp - taken."""
+    return _TakenAndLogSumExp.apply(x, index)
+
+
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-position cross-entropy [B, A] of logits [B, A, V] against token ids [B, A]."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(targets.shape)
+    taken, lse = taken_and_logsumexp(logits, targets)
+    return lse - taken
 
 
 def ilql_loss(out: ValueOutput, batch: TensorDict, tau: float, gamma: float, cql_scale: float,
@@ -26,13 +60,13 @@ def ilql_loss(out: ValueOutput, batch: TensorDict, tau: float, gamma: float, cql
     a = out.actions
     v, v_next = out.vs[:, :-1], out.vs[:, 1:]  # V(h_{a_k}) (s_k = a_k) and V(h_{s_{k+1}})
     target = batch["rewards"] + gamma * v_next.detach() * batch["notdone"]  # r_k + gamma V(s_{k+1}) notdone_k
-    q_taken = [q.gather(-1, a[..., None]).squeeze(-1) for q in out.qs]  # Q_j(h_{a_k})[x_{a_k+1}]
+    q_taken, q_lse = zip(*(taken_and_logsumexp(q, a) for q in out.qs))  # Q_j(h_{a_k})[x_{a_k+1}], logsumexp Q_j
     qbar = out.target_q  # min_j Qbar_j at the action, no gradient
 
     loss_q = sum(masked_mean((q - target) ** 2, mask) for q in q_taken)
     diff = qbar - v
     loss_v = masked_mean((tau - (diff < 0).float()).abs() * diff**2, mask)
-    loss_cql = sum(masked_mean(token_cross_entropy(q, a), mask) for q in out.qs)
+    loss_cql = sum(masked_mean(lse - q, mask) for q, lse in zip(q_taken, q_lse))  # cross_entropy(Q_j, x_{a_k+1})
     awac_weight = torch.exp(beta * (qbar - v)).detach()
     loss_awac = masked_mean(awac_weight * token_cross_entropy(out.logits, a), mask)
     loss = loss_q + loss_v + cql_scale * loss_cql + awac_scale * loss_awac

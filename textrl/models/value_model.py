@@ -116,13 +116,13 @@ class ValueModel(nn.Module):
 
     @classmethod
     def build(cls, backbone: Any, num_qs: int = 2, with_v: bool = True, with_targets: bool = True,
-              with_heads: bool = True) -> "ValueModel":
-        """Fresh heads sized to the backbone's hidden width and vocabulary."""
+              with_heads: bool = True, q_rank: Optional[int] = None) -> "ValueModel":
+        """Fresh heads sized to the backbone's hidden width and vocabulary (`q_rank`: see `ValueHeads`)."""
         if not with_heads:
             return cls(backbone, None)
         hidden = backbone.config.get_text_config().hidden_size
         vocab = backbone.get_output_embeddings().weight.shape[0]
-        heads = ValueHeads(hidden, vocab, num_qs=num_qs, with_v=with_v, with_targets=with_targets)
+        heads = ValueHeads(hidden, vocab, num_qs=num_qs, with_v=with_v, with_targets=with_targets, q_rank=q_rank)
         return cls(backbone, heads.to(next(backbone.parameters()).dtype))
 
     @property
@@ -195,7 +195,7 @@ class ValueModel(nn.Module):
             state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
             save_file(state, str(tmp / HEADS_FILE))
             settings = dict(num_qs=len(self.heads.q_heads), with_v=self.heads.v_head is not None,
-                            with_targets=self.heads.target_q_heads is not None)
+                            with_targets=self.heads.target_q_heads is not None, q_rank=self.heads.q_rank)
             (tmp / HEADS_CONFIG).write_text(json.dumps(settings))
 
     @classmethod
