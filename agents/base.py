@@ -69,7 +69,7 @@ class OfflineAgent(ABC):
         """Scores over the vocabulary from the last hidden state and LM logits (higher = preferred)."""
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:  # noqa: B027 (optional hook)
         """Work after each optimizer step (target sync for Q-learning agents)."""
 
     def prepare_data(self, packed: PackedDataset) -> PackedDataset:
@@ -140,7 +140,7 @@ class OfflineAgent(ABC):
         """
         if task is not None and self._require_model().seq2seq:
             warnings.warn("a seq2seq agent is not evaluated by env rollouts (observations do not mark where the "
-                          "prompt for its encoder ends): pass metric_fn to fit to evaluate it")
+                          "prompt for its encoder ends): pass metric_fn to fit to evaluate it", stacklevel=3)
             task = None
         if task is None and metric_fn is None:
             return None

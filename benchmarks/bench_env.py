@@ -25,7 +25,6 @@ from textrl.env import TokenEnv, TokenVectorEnv
 from textrl.rollout import collect_episodes, evaluate
 from textrl.tasks import TASKS, Task, get_task
 
-
 SCALING = (1, 64, 1024)
 """Vector env sizes of the scaling table (compared with one single env)."""
 

@@ -96,7 +96,7 @@ def test_beta_list_evaluates_every_beta_on_the_same_episodes(small_data, tmp_pat
     assert "eval/score" not in metrics
     task = get_task("randomwalks")
     for beta in (0.0, 8.0):
-        expected = evaluate(lambda obs, rng: agent.act(obs, beta=beta), task, num_episodes=64, seed=cfg.train.seed)
+        expected = evaluate(lambda obs, rng, beta=beta: agent.act(obs, beta=beta), task, num_episodes=64, seed=cfg.train.seed)
         assert metrics[f"eval/score@beta={beta:g}"] == pytest.approx(expected.normalized_score)
         assert metrics[f"eval/return@beta={beta:g}"] == pytest.approx(expected.mean_return)
     with pytest.raises(ValueError, match="sweep list"):

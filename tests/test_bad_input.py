@@ -14,7 +14,15 @@ from transformers import PreTrainedTokenizerFast
 
 import textrl
 from agents import BCAgent, ILQLAgent
-from textrl import default_config, default_ilql_config, from_samples, load, load_yaml, make_dataset, task_config
+from textrl import (
+    default_config,
+    default_ilql_config,
+    from_samples,
+    load,
+    load_yaml,
+    make_dataset,
+    task_config,
+)
 from textrl.config import ModelConfig, TokenizerConfig
 from textrl.models import load_backbone, load_tokenizer_from_path
 from textrl.tasks import get_task

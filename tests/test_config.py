@@ -211,6 +211,10 @@ def test_optimizer_and_scheduler_built_from_config() -> None:
     assert group["fused"] is True  # torch's one-pass kernel, unless the config chooses
     chosen = build_optimizer(params, OptimizerConfig(kwargs={"lr": 1e-3, "foreach": True}))
     assert chosen.param_groups[0]["foreach"] is True and not chosen.param_groups[0]["fused"]
+    groups = build_optimizer([{"params": params, "lr": 0.5}], cfg.optimizer)
+    assert groups.param_groups[0]["fused"] is True and groups.param_groups[0]["lr"] == 0.5
+    elsewhere = build_optimizer([torch.nn.Parameter(torch.zeros(3, device="meta"))], cfg.optimizer)
+    assert not elsewhere.param_groups[0]["fused"]  # no fused kernel there: torch's default implementation
     sgd = build_optimizer(params, OptimizerConfig(name="sgd", kwargs={"lr": 0.1}))
     assert isinstance(sgd, torch.optim.SGD)
     for name, cls in [("linear", torch.optim.lr_scheduler.LinearLR), ("constant", torch.optim.lr_scheduler.ConstantLR)]:

@@ -151,7 +151,10 @@ def test_normaliser_never_divides_by_a_zero_or_nan_spread(returns, shift, scale)
 
 def test_batches_shuffle_by_seed_and_cover_every_row(maze) -> None:
     packed = pack(maze)
-    order = lambda seed, **kw: torch.cat([b["returns"] for b in packed.batches(16, seed=seed, **kw)])
+
+    def order(seed, **kw):
+        return torch.cat([b["returns"] for b in packed.batches(16, seed=seed, **kw)])
+
     sizes = [len(b) for b in packed.batches(16, seed=0)]
     assert sizes == [16, 16, 16, 12]
     assert [len(b) for b in packed.batches(16, seed=0, drop_last=True)] == [16, 16, 16]

@@ -54,7 +54,7 @@ def test_gymnasium_make_kwargs_reach_task():
     assert env.unwrapped.render_mode == "ansi"
     env.reset(seed=0)
     truncated = False
-    for k in range(5):
+    for _ in range(5):
         assert not truncated
         _, _, terminated, truncated, _ = env.step(env.unwrapped.task.eos_id)
         assert not terminated
@@ -418,7 +418,7 @@ def test_vector_env_matches_single_envs(name):
     sdone = [False] * n
     ends = 0
     resets_checked = 0
-    for t in range(steps):
+    for _ in range(steps):
         for i in range(n):
             np.testing.assert_array_equal(vobs["input_ids"][i], sobs[i]["input_ids"])
             assert vobs["length"][i] == sobs[i]["length"]

@@ -1,5 +1,6 @@
 """Value heads, the ILQL loss, decoding, loading and saving (tiny GPT-2 models built from configs)."""
 
+import json
 import math
 
 import pytest
@@ -117,6 +118,8 @@ def test_low_rank_q_head_output_has_that_rank() -> None:
     out = head(torch.randn(40, 8)) - head.down.bias
     assert int(torch.linalg.matrix_rank(out.detach())) == 3
     assert sum(p.numel() for p in head.parameters()) == 8 * 16 + 16 + 16 * 3 + 3 * 50 + 50
+    with pytest.raises(ValueError, match="rank = 0: must be at least 1"):
+        MLPHead(8, 50, rank=0)
 
 
 def test_loss_gradient_does_not_flow_through_next_value() -> None:
@@ -159,11 +162,13 @@ def test_heads_at_indices_equal_heads_everywhere_then_gathered(model: ValueModel
         assert torch.equal(out.actions[b], ids[b, action_ixs[b] + 1])
 
 
+@pytest.mark.parametrize("q_rank", [None, 3])
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
-def test_polyak_sync_moves_targets_towards_online(alpha: float) -> None:
-    heads = ValueHeads(4, 6, num_qs=2)
+def test_polyak_sync_moves_targets_towards_online(alpha: float, q_rank) -> None:
+    heads = ValueHeads(4, 6, num_qs=2, q_rank=q_rank)
     for q in heads.q_heads:
-        torch.nn.init.normal_(q.up.weight)
+        for p in q.parameters():
+            torch.nn.init.normal_(p)
     online = [p.clone() for p in heads.q_heads.parameters()]
     before = [p.clone() for p in heads.target_q_heads.parameters()]
     heads.sync_target_q_heads(alpha)
@@ -229,6 +234,8 @@ def test_save_load_round_trip_and_plain_transformers_open_it(q_rank, tmp_path) -
     model = ValueModel.build(load_backbone(ModelConfig(model_path=tiny_config()), VOCAB), q_rank=q_rank).eval()
     model.heads.sync_target_q_heads(0.5)
     model.save_pretrained(tmp_path)
+    settings = json.loads((tmp_path / "value_heads.json").read_text())
+    assert ("q_rank" in settings) == (q_rank is not None)  # trlx heads save as before q_rank existed
     again = ValueModel.from_pretrained(tmp_path).eval()
     assert again.heads.q_rank == q_rank
     ids = torch.randint(2, VOCAB, (2, 6))

@@ -71,7 +71,7 @@ def test_trains_for_total_steps_and_logs_jsonl(tmp_path) -> None:
     learner = Regressor()
     history = Trainer(learner, Rows(), _config(tmp_path)).train()
     assert learner.steps_seen == [1, 2, 3, 4, 5, 6]
-    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6] and lines == history
     assert all(math.isfinite(r["loss"]) and "lr" in r for r in lines)
     assert find_checkpoint(tmp_path / "run").name == "step_000006"

@@ -615,11 +615,12 @@ def default_config(method: str = "ilql") -> TRLConfig:
 
 
 def build_optimizer(params: Any, config: OptimizerConfig) -> "Any":
-    """The torch optimizer named by `config` over `params`.
+    """The torch optimizer named by `config` over `params` (tensors or param-group dicts).
 
-    Adam and AdamW take torch's fused kernel unless `kwargs` chooses `fused` or `foreach`: one pass
-    per parameter instead of several full-size temporaries, which on a CPU made the step of a GPT-2-small
-    with ILQL heads about a fifth faster (benchmarks/RESULTS.md).
+    Adam and AdamW take torch's fused kernel when every parameter is a float on the CPU or a CUDA
+    GPU, unless `kwargs` chooses `fused`, `foreach` or `differentiable`: one pass per parameter
+    instead of several full-size temporaries, which on a CPU made the step of a GPT-2-small with
+    ILQL heads about a fifth faster (benchmarks/RESULTS.md).
     """
     import torch
 
@@ -628,8 +629,9 @@ def build_optimizer(params: Any, config: OptimizerConfig) -> "Any":
     kwargs = dict(config.kwargs)
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
-    if config.name in ("adam", "adamw") and not {"fused", "foreach"} & kwargs.keys():
-        kwargs["fused"] = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if config.name in ("adam", "adamw") and not {"fused", "foreach", "differentiable"} & kwargs.keys():
+        tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+        kwargs["fused"] = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
     return getattr(torch.optim, _OPTIMIZERS[config.name])(params, **kwargs)
 
 

@@ -13,13 +13,13 @@ DDP reproduce the full-batch gradient.
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 import math
 import os
 import random
 import re
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -131,6 +131,7 @@ class Trainer:
         trainable = [p for p in learner.model.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the model has no trainable parameters: check model.num_layers_unfrozen / peft_config")
+        learner.model.to(self.accelerator.device)  # first, so the optimizer sees where its parameters train
         optimizer = build_optimizer(trainable, config.optimizer)
         self.scheduler = build_scheduler(optimizer, config.scheduler)
         self.model, self.optimizer = self.accelerator.prepare(learner.model, optimizer)
@@ -268,7 +269,8 @@ class Trainer:
             self._warned_best = True
             warnings.warn(f"train.best_metric {self.train_cfg.best_metric!r} is not among the evaluation metrics "
                           f"{sorted(k for k in metrics if not k.endswith('_std'))}: no best checkpoint is kept. "
-                          "Set train.best_metric to one of them (e.g. 'eval/score@beta=4' for a beta sweep)")
+                          "Set train.best_metric to one of them (e.g. 'eval/score@beta=4' for a beta sweep)",
+                          stacklevel=2)
         if value is None or not value > self.state.best:
             return
         self.state.best = value

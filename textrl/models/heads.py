@@ -19,6 +19,8 @@ class MLPHead(nn.Module):
 
     def __init__(self, hidden: int, out: int, rank: Optional[int] = None) -> None:
         super().__init__()
+        if rank is not None and rank < 1:
+            raise ValueError(f"rank = {rank}: must be at least 1 (or None: the full output layer)")
         self.up = nn.Linear(hidden, 2 * hidden)
         self.low = nn.Linear(2 * hidden, rank, bias=False) if rank is not None else None
         self.down = nn.Linear(rank if rank is not None else 2 * hidden, out)

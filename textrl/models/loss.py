@@ -17,11 +17,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class _TakenAndLogSumExp(torch.autograd.Function):
     """x[..., index] and logsumexp(x) over the last axis, with a backward that builds one [..., V] tensor
-    (softmax times the logsumexp gradient, plus the taken entries' gradient) where gather plus
-    cross_entropy build five: at a 50k vocabulary each is the size of the batch's logits."""
+    (softmax times the logsumexp gradient, plus the taken entries' gradient; a second one to cast back
+    for bf16/fp16 scores) where gather plus cross_entropy build five: at a 50k vocabulary each is the
+    size of the batch's logits. An output the loss does not use costs nothing in the backward."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros
         acc = torch.promote_types(x.dtype, torch.float32)  # bf16/fp16 scores are reduced in float32
         taken = x.gather(-1, index[..., None]).squeeze(-1).to(acc)
         lse = torch.logsumexp(x.to(acc), -1)
