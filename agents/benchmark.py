@@ -23,8 +23,8 @@ from textrl.presets import task_config
 
 # The dataset tier each task is benchmarked on (DESIGN.md: random-walk data; a mixed maze tier).
 BENCH_DATASETS = {
-    "randomwalks": "textrl/randomwalks/random-v0",
-    "maze": "textrl/maze/mixed-v0",
+    "randomwalks": "textrl/randomwalks/random-v1",
+    "maze": "textrl/maze/mixed-v1",
 }
 
 

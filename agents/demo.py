@@ -15,7 +15,7 @@ from textrl.presets import task_config
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
 
-DATASET = "textrl/randomwalks/random-v0"
+DATASET = "textrl/randomwalks/random-v1"
 
 
 def run_demo(steps: Optional[int] = None, episodes: int = 500, seed: int = 0, out_dir: str = "textrl_demo") -> dict:

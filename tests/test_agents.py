@@ -13,7 +13,7 @@ from textrl import default_config, make_dataset, pack, task_config
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
 
-SMALL = "textrl/randomwalks/mixed-v0"
+SMALL = "textrl/randomwalks/mixed-v1"
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_lora_trains_only_adapters_and_heads_and_round_trips(small_data, tmp_pat
 def test_ilql_end_to_end_beats_the_data_on_randomwalks(q_rank, tmp_path) -> None:
     """Tiny GPT-2, 1000 random walks, 300 steps: optimality >= 0.7 with beta = 100 (the preset), with trlx's
     Q heads and with their output layer at rank 8 (below the 23-token vocabulary)."""
-    dataset = make_dataset("textrl/randomwalks/random-v0", progress=False)
+    dataset = make_dataset("textrl/randomwalks/random-v1", progress=False)
     data_mean = float(pack(dataset).returns.mean())
     cfg = task_config("randomwalks", "ilql", total_steps=300, eval_interval=300, checkpoint_interval=300,
                       progress_bar=False, checkpoint_dir=str(tmp_path / "run"), eval_episodes=128)

@@ -28,7 +28,7 @@ from textrl.models import load_backbone, load_tokenizer_from_path
 from textrl.tasks import get_task
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-SMALL = "textrl/randomwalks/mixed-v0"
+SMALL = "textrl/randomwalks/mixed-v1"
 
 
 def _tok(words=("a", "b")) -> PreTrainedTokenizerFast:
@@ -103,7 +103,7 @@ CASES = {
     "tokenizer vocabulary != dataset action space": lambda tmp: BCAgent(_cfg(tmp), tokenizer=_tok()).fit(_small()),
     "malformed dataset id": lambda tmp: load("randomwalks-v0"),
     "absent dataset id": lambda tmp: load("textrl/nothing/here-v0"),
-    "unknown dataset tier": lambda tmp: make_dataset("textrl/randomwalks/superb-v0"),
+    "unknown dataset tier": lambda tmp: make_dataset("textrl/randomwalks/superb-v1"),
     "truncated or corrupted dataset file": _corrupt,
     "samples/rewards length mismatch": lambda tmp: from_samples(["a b"], [1.0, 2.0], _tok(), "bad/len-v0"),
     "NaN or infinite reward": lambda tmp: from_samples(["a b"], [float("nan")], _tok(), "bad/nan-v0"),

@@ -20,7 +20,7 @@ from textrl.data import (
 from textrl.data.store import datasets_root
 from textrl.tasks import get_task
 
-RW = "textrl/randomwalks/random-v0"
+RW = "textrl/randomwalks/random-v1"
 
 
 @pytest.fixture(autouse=True)
@@ -57,10 +57,11 @@ def test_metadata_tokenizer_and_episode_texts() -> None:
 
 
 def test_same_id_same_data_in_any_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = pack(make_dataset("textrl/maze/mixed-v0", num_episodes=30, progress=False)).batch(np.arange(30))
+    first = pack(make_dataset("textrl/maze/mixed-v1", num_episodes=30, progress=False)).batch(np.arange(30))
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "elsewhere"))
-    second = pack(make_dataset("textrl/maze/mixed-v0", num_episodes=30, progress=False)).batch(np.arange(30))
+    second = pack(make_dataset("textrl/maze/mixed-v1", num_episodes=30, progress=False)).batch(np.arange(30))
     assert (first == second).all()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "other-seed"))  # one id, one seed per root
     other_seed = pack(make_dataset("textrl/maze/mixed-v1", num_episodes=30, seed=1, progress=False))
     assert not np.array_equal(other_seed.returns.numpy(), first["returns"].numpy())
 
@@ -108,9 +109,11 @@ def test_interrupted_build_leaves_nothing_and_rebuilds(monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("bad, message", [
     ("textrl/randomwalks/random", "malformed dataset id"),
-    ("textrl/chess/random-v0", "not a task dataset id"),
-    ("textrl/randomwalks/hard-v0", "unknown tier 'hard'"),
+    ("textrl/chess/random-v1", "not a task dataset id"),
+    ("textrl/randomwalks/hard-v1", "unknown tier 'hard'"),
     ("x/randomwalks-v0", "malformed dataset id"),
+    ("textrl/randomwalks/random-v0", "-v0 was built with step limits as truncations.*use textrl/randomwalks/random-v1"),
+    ("textrl/maze/mixed-v2", "-v2 does not exist .task datasets are at -v1.; use textrl/maze/mixed-v1"),
 ])
 def test_bad_ids(bad: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -125,7 +128,7 @@ def test_bad_episode_count() -> None:
 
 
 def test_tiers_order_the_data_by_quality() -> None:
-    means = {tier: pack(make_dataset(f"textrl/randomwalks/{tier}-v0", num_episodes=150, progress=False)).mean_return
+    means = {tier: pack(make_dataset(f"textrl/randomwalks/{tier}-v1", num_episodes=150, progress=False)).mean_return
              for tier in ("random", "medium", "expert")}
     assert means["expert"] == pytest.approx(1.0)  # the optimal policy reaches the goal in the fewest nodes
     assert means["random"] < means["medium"] < means["expert"]

@@ -6,7 +6,7 @@ import pytest
 
 from textrl.cli import main
 
-RW = "textrl/randomwalks/medium-v0"
+RW = "textrl/randomwalks/medium-v1"
 
 
 @pytest.fixture(autouse=True)
@@ -36,5 +36,5 @@ def test_build_list_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "show", "textrl/randomwalks/medium-v7"]) == 2
     assert "no local dataset" in capsys.readouterr().err
-    assert main(["data", "build", "textrl/randomwalks/hard-v0"]) == 2
+    assert main(["data", "build", "textrl/randomwalks/hard-v1"]) == 2
     assert "unknown tier 'hard'" in capsys.readouterr().err

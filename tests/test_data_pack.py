@@ -19,7 +19,7 @@ from textrl.data.packed import BATCH_KEYS, normalizer
 from textrl.data.store import folder_of
 from textrl.tasks import get_task
 
-MAZE = "textrl/maze/mixed-v0"
+MAZE = "textrl/maze/mixed-v1"
 pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
 
 

@@ -53,12 +53,9 @@ def test_gymnasium_make_kwargs_reach_task():
     assert env.unwrapped.task.max_steps == 5
     assert env.unwrapped.render_mode == "ansi"
     env.reset(seed=0)
-    truncated = False
-    for _ in range(5):
-        assert not truncated
+    for k in range(1, 6):
         _, _, terminated, truncated, _ = env.step(env.unwrapped.task.eos_id)
-        assert not terminated
-    assert truncated
+        assert terminated == (k == 5) and not truncated  # the budget is part of the task
 
 
 # ---------------------------------------------------------------------- observations
@@ -313,7 +310,7 @@ def test_randomwalks_arrival_reward_is_optimality():
     assert checked_suboptimal
 
 
-def test_randomwalks_ten_nodes_without_arrival_truncates():
+def test_randomwalks_ten_nodes_without_arrival_terminates():
     task = get_task("randomwalks")
     # find a cycle-free-of-goal walk of 10 nodes: follow edges avoiding node 0
     start = next(int(s) for s in task.starts if any(u != 0 for u in np.flatnonzero(task.adj[s])))
@@ -324,8 +321,8 @@ def test_randomwalks_ten_nodes_without_arrival_truncates():
         u = next(int(u) for u in np.flatnonzero(task.adj[v]) if u != 0)
         obs, reward, terminated, truncated, _ = env.step(node(u))
         v = u
-        assert reward == 0.0 and not terminated
-        assert truncated == (k == 10)
+        assert reward == 0.0 and not truncated
+        assert terminated == (k == 10)  # the node limit is part of the task: scored 0, nothing to bootstrap
     assert obs["length"] == 10 == task.max_length
     with pytest.raises(RuntimeError):
         env.step(node(0))
@@ -350,16 +347,17 @@ def test_maze_reaching_goal_terminates_with_zero():
     assert info["text"].endswith("down")
 
 
-def test_maze_max_steps_truncates():
+def test_maze_max_steps_terminates():
     task = get_task("maze")
     env = TokenEnv(task)
     env.reset(options={"prompt": maze_prompt(1, 1)})
     up = task.token_to_id["up"]  # a wall: the position never changes
     for k in range(1, task.max_steps + 1):
         obs, r, te, tr, _ = env.step(up)
-        assert r == -1.0 and not te
-        assert tr == (k == task.max_steps)
+        assert r == -1.0 and not tr
+        assert te == (k == task.max_steps)
     assert obs["length"] <= task.max_length
+    assert obs["input_ids"][obs["length"] - 1] == up  # no env response after the last move
 
 
 def test_maze_non_move_token_costs_four_and_stays():

@@ -21,7 +21,7 @@ SCRIPT = str(Path(__file__).parent / "scripts" / "train_tiny.py")
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Subprocess environment sharing this session's dataset folder (the dataset is built once here)."""
-    make_dataset("textrl/randomwalks/mixed-v0", num_episodes=64, progress=False)
+    make_dataset("textrl/randomwalks/mixed-v1", num_episodes=64, progress=False)
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
 
 

@@ -93,7 +93,7 @@ def test_arch_type_must_match_the_model() -> None:
 
 def test_seq2seq_ilql_fits_saves_loads_and_generates_as_trained(tmp_path) -> None:
     task = get_task("randomwalks")
-    data = make_dataset("textrl/randomwalks/mixed-v0", num_episodes=200, progress=False)
+    data = make_dataset("textrl/randomwalks/mixed-v1", num_episodes=200, progress=False)
     cfg = task_config("randomwalks", "ilql", total_steps=30, batch_size=32, checkpoint_interval=30,
                       eval_interval=30, progress_bar=False, checkpoint_dir=str(tmp_path / "run")).evolve(
         model=dict(model_path=t5_config(task.vocab_size, eos_token_id=task.tokenizer.eos_token_id,

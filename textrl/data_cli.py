@@ -77,8 +77,8 @@ def add_data_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Register `data` (with build, list and show) on the `textrl` command's subparsers."""
     data = subparsers.add_parser("data", help="build, list and inspect offline (Minari) datasets")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = actions.add_parser("build", help="build a task dataset such as textrl/randomwalks/random-v0")
-    p.add_argument("dataset_id", metavar="ID", help="textrl/<task>/<tier>-v0 (see `textrl data list`)")
+    p = actions.add_parser("build", help="build a task dataset such as textrl/randomwalks/random-v1")
+    p.add_argument("dataset_id", metavar="ID", help="textrl/<task>/<tier>-v1 (see `textrl data list`)")
     p.add_argument("--episodes", type=int, default=None, help="number of episodes (default: the tier's default)")
     p.add_argument("--seed", type=int, default=None, help="collection seed (default: the fixed dataset seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -21,7 +21,7 @@ def main() -> None:
         resume_from_checkpoint=str(out / "run") if resume else None,
     )
     agent = ILQLAgent(config)
-    agent.fit(make_dataset("textrl/randomwalks/mixed-v0", num_episodes=64, progress=False))
+    agent.fit(make_dataset("textrl/randomwalks/mixed-v1", num_episodes=64, progress=False))
     import accelerate
 
     if accelerate.PartialState().is_main_process:

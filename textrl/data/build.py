@@ -1,4 +1,4 @@
-"""Task datasets by id, `textrl/<task>/<tier>-v0`, built on first use from the task's behaviour policy.
+"""Task datasets by id, `textrl/<task>/<tier>-v1`, built on first use from the task's behaviour policy.
 
 A tier is an epsilon-mixture of the task's optimal policy and its exploration policy: at each
 step the exploration policy's token with probability epsilon, else the optimal one
@@ -6,7 +6,8 @@ step the exploration policy's token with probability epsilon, else the optimal o
 uniform step along an existing edge, so its random tier is trlx's behaviour data; Maze
 explores uniformly over the vocabulary. Every tier has `DEFAULT_EPISODES` episodes (1000, the
 size of trlx's RandomWalks data) drawn with seed `DEFAULT_SEED`, so an id means the same data
-everywhere; other sizes or seeds belong under another version number.
+everywhere. `DATASET_VERSION` is the only version built; older ones are refused with the reason
+they were retired (`RETIRED_VERSIONS`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from textrl.env import observation_space
 from textrl.rollout import Episode, collect_episodes
 from textrl.tasks import TASKS, get_task
 
+DATASET_VERSION = 1
+"""The version of every task dataset id; bumped whenever the data an id stands for changes."""
+RETIRED_VERSIONS = {0: "was built with step limits as truncations (a task's own limits are terminations since -v1)"}
 DEFAULT_EPISODES = 1000
 DEFAULT_SEED = 0
 CHUNK = 2000  # episodes collected and written at a time (part of what an id means: do not change)
@@ -30,7 +34,7 @@ _TASK_ID = re.compile(r"^textrl/(?P<task>[a-z_]+)/(?P<tier>[a-z]+)-v(?P<version>
 
 
 def parse_task_dataset_id(dataset_id: str) -> tuple[str, str]:
-    """(task, tier) of a task dataset id, with a clear error for anything else."""
+    """(task, tier) of a task dataset id at `DATASET_VERSION`, with a clear error for anything else."""
     check_dataset_id(dataset_id)
     m = _TASK_ID.match(dataset_id)
     if not m or m["task"] not in TASKS:
@@ -39,12 +43,17 @@ def parse_task_dataset_id(dataset_id: str) -> tuple[str, str]:
     tiers = TASKS[m["task"]].tiers
     if m["tier"] not in tiers:
         raise ValueError(f"{dataset_id!r}: unknown tier {m['tier']!r} for {m['task']}; tiers: {', '.join(tiers)}")
+    version = int(m["version"])
+    if version != DATASET_VERSION:
+        current = f"textrl/{m['task']}/{m['tier']}-v{DATASET_VERSION}"
+        why = RETIRED_VERSIONS.get(version, f"does not exist (task datasets are at -v{DATASET_VERSION})")
+        raise ValueError(f"{dataset_id!r}: -v{version} {why}; use {current}")
     return m["task"], m["tier"]
 
 
 def task_dataset_ids() -> list[str]:
     """Every task dataset id that `make_dataset` can build."""
-    return [f"textrl/{name}/{tier}-v0" for name, cls in TASKS.items() for tier in cls.tiers]
+    return [f"textrl/{name}/{tier}-v{DATASET_VERSION}" for name, cls in TASKS.items() for tier in cls.tiers]
 
 
 def _check_existing(dataset: minari.MinariDataset, num_episodes: int | None, seed: int | None) -> None:
@@ -54,13 +63,14 @@ def _check_existing(dataset: minari.MinariDataset, num_episodes: int | None, see
     clash = {k: (v, info.get(k)) for k, v in wanted.items() if v is not None and info.get(k) != v}
     if clash:
         detail = ", ".join(f"{k} {want} (built with {have})" for k, (want, have) in clash.items())
-        raise ValueError(f"{dataset.spec.dataset_id} already exists with other data than asked: {detail}; use "
-                         "another version number (e.g. -v1) for other data, or delete the dataset folder")
+        raise ValueError(f"{dataset.spec.dataset_id} already exists with other data than asked: {detail}; delete "
+                         f"the dataset folder {dataset_dir(dataset.spec.dataset_id)} to rebuild it, or set "
+                         "MINARI_DATASETS_PATH to another folder for other data")
 
 
 def make_dataset(dataset_id: str, num_episodes: int | None = None, seed: int | None = None,
                  progress: bool = True) -> minari.MinariDataset:
-    """The local dataset `dataset_id` (e.g. 'textrl/randomwalks/random-v0'), built first if missing.
+    """The local dataset `dataset_id` (e.g. 'textrl/randomwalks/random-v1'), built first if missing.
 
     The build is atomic: until it completes nothing loads under the id, and an interrupted
     build can simply be run again.

@@ -121,9 +121,10 @@ class MazeTask(Task):
         steps[active] += 1
         arrived = active & is_move & (cell == self.goal)
         reward = np.where(is_move, np.where(arrived, GOAL_REWARD, STEP_REWARD), INVALID_REWARD) * active
-        truncated = active & ~arrived & (steps >= self.max_steps)
-        response = np.where((active & ~arrived & ~truncated)[:, None], self._observe(cell), -1)
-        return Transition(response, reward, arrived, truncated)
+        # the step budget is part of the task (inside its reference scores), so using it up terminates
+        terminated = arrived | active & (steps >= self.max_steps)
+        response = np.where((active & ~terminated)[:, None], self._observe(cell), -1)
+        return Transition(response, reward, terminated, np.zeros(len(actions), dtype=bool))
 
     # ------------------------------------------------------------------ policies
 

@@ -116,9 +116,9 @@ class RandomWalksTask(Task):
         nodes[valid] += 1
         node[valid] = target[valid]
         reward = np.where(arrived, self.optimality(start, nodes), 0.0)
-        terminated = active & (~valid | arrived)  # invalid edge, EOS/pad, or arrival
-        truncated = moved & (nodes >= self.max_nodes)
-        return Transition(np.full((n, 0), -1), reward, terminated, truncated)
+        # invalid edge, EOS/pad, arrival, or the node limit (part of the task: scored 0, so a termination)
+        terminated = active & (~valid | arrived) | moved & (nodes >= self.max_nodes)
+        return Transition(np.full((n, 0), -1), reward, terminated, np.zeros(n, dtype=bool))
 
     # ------------------------------------------------------------------ policies
 
