@@ -1,9 +1,4 @@
-"""Token generation as a Gymnasium environment: `TokenEnv` (one episode) and `TokenVectorEnv` (N at once).
-
-The observation is the whole context so far, right-padded: {"input_ids": [max_length], "length": ()}.
-An action is one token id; the task may answer with environment tokens (multi-turn), which
-are appended as observations. Both envs run the task's batched transition, so they agree.
-"""
+"""Token generation as a Gymnasium environment: `TokenEnv` (one episode) and `TokenVectorEnv` (N at once)."""
 
 from __future__ import annotations
 
@@ -123,7 +118,55 @@ def _check_action(action: Any, space: spaces.Discrete) -> int:
 
 
 class TokenEnv(gym.Env):
-    """One generation episode of a task: `reset` draws a prompt, `step(token_id)` appends a token."""
+    """One generation episode of a task: `reset` draws a prompt, `step(token_id)` appends a token.
+
+    ## Description
+    The agent writes one token per step after a prompt; a multi-turn task answers with
+    environment tokens, appended to the context as observations (never actions). The dynamics
+    are the task's batched `transition`, the code `TokenVectorEnv` and dataset collection run
+    too. Each task class (`RandomWalksTask`, `MazeTask`, `MazePOTask`, `BracketsTask`) documents
+    its own spaces, rewards, ends and references; this gives what every task shares.
+
+    ## Action Space
+    `Discrete(task.vocab_size)`: a token id, an int or a 0-d integer array. Anything else raises
+    an error naming the action and the space, and leaves the episode as it was.
+
+    ## Observation Space
+    `Dict(input_ids=Box(0, vocab_size - 1, (max_length,), dtype), length=Box(0, max_length, (), int32))`:
+    the whole context so far, right-padded with the pad id (`input_ids[:length]` is the context),
+    so the MDP is Markov; `dtype` is the smallest unsigned integer type that holds the vocabulary.
+
+    ## Rewards
+    The task's, one float per step.
+
+    ## Starting State
+    `reset(seed=..., options={"prompt": ...})` starts from the prompt given (a string of tokens or
+    a list of ids, checked by the task) or draws one from the task with the env's seeded rng.
+    `info` holds the text of the prompt and of the whole context (`"prompt"`, `"text"`).
+
+    ## Episode End
+    `terminated=True` at every end that belongs to the task: a terminal state (goal, failure,
+    `<eos>`) and any limit that is part of the task (a budget that is scored or inside the
+    reference scores, and whose remainder the context length shows). Nothing follows such an
+    end, so a learner's target there is the reward alone (packed `notdone` = 0).
+    `truncated=True` only for limits from outside the task, such as gymnasium's TimeLimit
+    (`gymnasium.make(env_id, max_episode_steps=N)`) or a context window: the episode could go
+    on, so a learner bootstraps from V of the last state (`notdone` = 1). The built-in tasks
+    never truncate. `step` after an end raises until `reset`.
+
+    ## Arguments
+    `task`: a `Task`, or a short name or env id built with `**task_kwargs` (what
+    `gymnasium.make(env_id, **kwargs)` passes); `render_mode`: None or `"ansi"` (`render()`
+    returns the text so far).
+
+    ## Reference scores
+    `task.ref_min_score` (the uniform policy over the vocabulary) and `task.ref_max_score` (the
+    optimal policy), exact mean returns; each task class gives its values. Normalised score =
+    100 * (R - ref_min) / (ref_max - ref_min).
+
+    ## Version History
+    - Task datasets -v1: a task's own limits end with `terminated`; they were truncations in -v0.
+    """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
 
@@ -171,7 +214,40 @@ class TokenEnv(gym.Env):
 
 
 class TokenVectorEnv(gym.vector.VectorEnv):
-    """N episodes of a task stepped together with numpy arrays; autoreset on the step after a done."""
+    """N episodes of a task stepped together with numpy arrays; autoreset on the step after a done.
+
+    ## Description
+    `TokenEnv`'s episodes, N at a time, with no Python loop per environment: what evaluation
+    and dataset collection run.
+
+    ## Action Space
+    `MultiDiscrete([vocab_size] * num_envs)`: an integer array of shape `(num_envs,)`, one token
+    per env (`single_action_space` is TokenEnv's).
+
+    ## Observation Space
+    TokenEnv's observation batched: `input_ids` `[num_envs, max_length]`, `length` `[num_envs]`.
+
+    ## Rewards
+    The task's, a float64 array `[num_envs]`.
+
+    ## Starting State
+    `reset(seed=s)` seeds env i with s + i (or takes a list of seeds, one per env);
+    `options={"prompts": [...]}` gives one prompt per env, else each env draws its own.
+
+    ## Episode End
+    TokenEnv's flags, per env. Autoreset is gymnasium's NEXT_STEP mode: on the step after an
+    env's episode ended it starts a new one, ignores that env's action and returns reward 0 and
+    both flags False for it.
+
+    ## Arguments
+    `task` and `**task_kwargs` as TokenEnv; `num_envs` >= 1.
+
+    ## Reference scores
+    TokenEnv's (`task.ref_min_score`, `task.ref_max_score`).
+
+    ## Version History
+    As TokenEnv.
+    """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 

@@ -22,7 +22,12 @@ PAD, EOS = "<pad>", "<eos>"
 
 @dataclass
 class Transition:
-    """The outcome of one batched step: tokens the env appends, rewards and episode ends."""
+    """The outcome of one batched step: tokens the env appends, rewards and episode ends.
+
+    A task's own limits (a step, node or guess budget that is scored or inside its reference
+    scores) are `terminated`: no future follows them. `truncated` is for ends that cut an episode
+    which could go on (learners bootstrap there); the built-in tasks have none.
+    """
 
     response: np.ndarray  # [N, R] environment tokens appended after each action, -1 = none
     reward: np.ndarray  # [N] float
@@ -31,7 +36,11 @@ class Transition:
 
 
 class Task(ABC):
-    """A synthetic text task with a known optimum (see docs/architecture.md)."""
+    """A synthetic text task with a known optimum (see docs/architecture.md).
+
+    Each task class documents itself in Gymnasium's sections (description, spaces, rewards,
+    starting state, episode end, arguments, reference scores, version history).
+    """
 
     name: ClassVar[str]
     env_id: ClassVar[str]

@@ -1,16 +1,4 @@
-"""Brackets: close every open bracket of the prompt, innermost first, then emit <eos>.
-
-The prompt is a valid prefix of a bracket string over ( [ {: `depth` unclosed openers (uniform
-in 1..max_depth, random types) with `pairs` already matched pairs (uniform in 0..max_pairs)
-inserted at random places. The agent must emit exactly the matching closers and then <eos>:
-reward 1 at that <eos>, else 0. Any other token (a wrong closer, an opener, <eos> too early, a
-closer after all are closed) ends the episode with reward 0, so an episode lasts at most
-depth + 1 steps and is never truncated.
-
-References are exact: the optimal policy always succeeds (ref_max_score = 1); the uniform policy
-over the V tokens succeeds with probability V^-(depth + 1), so ref_min_score is the mean of that
-over the depths: 0.00446319580078125 with the defaults (V = 8, depths 1..4).
-"""
+"""Brackets: a sparse-reward, single-turn task with an exact optimum (close the open brackets of a prompt)."""
 
 from __future__ import annotations
 
@@ -24,7 +12,44 @@ PAIRS = {"(": ")", "[": "]", "{": "}"}
 
 
 class BracketsTask(Task):
-    """Close the open brackets of a prompt (a sparse-reward, single-turn task with an exact optimum)."""
+    """Close every open bracket of the prompt, innermost first, then emit `<eos>`.
+
+    ## Description
+    The prompt is a valid prefix of a bracket string over `( [ {`; the agent must write exactly
+    the closers it still owes and then `<eos>`. One mistake ends the episode.
+
+    ## Action Space
+    `Discrete(8)`: `<pad>`, `<eos>`, `(`, `)`, `[`, `]`, `{`, `}`.
+
+    ## Observation Space
+    `Dict(input_ids=Box(0, 7, (13,), uint8), length=Box(0, 13, (), int32))` with the defaults:
+    `max_length` = 2 * max_depth + 2 * max_pairs + 1, the longest prompt with its closers and `<eos>`.
+
+    ## Rewards
+    1 on the `<eos>` that follows the last owed closer, else 0.
+
+    ## Starting State
+    `depth` unclosed openers (uniform in 1..max_depth, each of a uniform type) with `pairs`
+    matched pairs (uniform in 0..max_pairs) inserted at uniform places. A prompt given in reset
+    options must be such a prefix with at least one bracket open, and fit `max_length`.
+
+    ## Episode End
+    Every end is a termination (`terminated=True`, `truncated=False`): the `<eos>` after the last
+    closer (reward 1), or any other token than the one owed (a wrong closer, an opener, an early
+    `<eos>`, a closer once all are closed; reward 0). So an episode lasts at most depth + 1 steps;
+    the task has no step limit.
+
+    ## Arguments
+    `max_depth=4`, `max_pairs=2`.
+
+    ## Reference scores
+    Exact, with the defaults: `ref_max_score` 1.0 (the optimal policy always succeeds);
+    `ref_min_score` 0.00446319580078125 (the uniform policy over the 8 tokens succeeds with
+    probability 8^-(depth + 1); the mean over depths 1..4).
+
+    ## Version History
+    - Datasets -v1: unchanged data (the task never truncated); the version moved with the other tasks.
+    """
 
     name = "brackets"
     env_id = "textrl/Brackets-v0"

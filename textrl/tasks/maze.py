@@ -1,16 +1,4 @@
-"""The double-T maze of LMRL-Gym, as a multi-turn text task: fully observed (Maze) and walls-only (MazePO).
-
-Each turn the agent emits one move token; the env answers with the new observation tokens.
-Reward -1 per move, 0 on the move that reaches the goal, -4 for a token that is not a move
-(the position stays, the episode goes on); the episode is cut at `max_steps` moves (default 20;
-a token that is not a move counts as one). Observations are compact: "goal 8,6 pos r,c wUDLR" then
-"<move> pos r,c wUDLR" per turn (w + wall bits up, down, left, right), so with 20 steps the whole
-context is at most 85 tokens (41 for the walls-only variant: "wUDLR" then "<move> wUDLR").
-
-Reference scores are exact: BFS for the optimum (-6.84, the mean over the 25 starts), dynamic
-programming over (cell, steps left) for the uniform-over-vocabulary policy (-74.67347740001391
-with 20 steps); for MazePO, value iteration over belief states (-7.24).
-"""
+"""The double-T maze of LMRL-Gym as a multi-turn text task: fully observed (Maze) and walls only (MazePO)."""
 
 from __future__ import annotations
 
@@ -34,7 +22,48 @@ def load_layout() -> np.ndarray:
 
 
 class MazeTask(Task):
-    """The fully observed double-T maze: the observation gives the goal, the position and the adjacent walls."""
+    """Walk the double-T maze to its goal; each observation gives the goal, the position and the adjacent walls.
+
+    ## Description
+    LMRL-Gym's double-T maze (26 free cells, goal (8, 6)), multi-turn: each turn the agent emits
+    one move token and the env answers with the observation of the new cell.
+
+    ## Action Space
+    `Discrete(50)`: `<pad>`, `<eos>`, the moves `up down left right`, `goal`, `pos`, the 26 cells
+    `r,c` and the 16 wall patterns `wUDLR`. Only the four moves move; every token is accepted.
+
+    ## Observation Space
+    `Dict(input_ids=Box(0, 49, (85,), uint8), length=Box(0, 85, (), int32))` with 20 steps: the
+    prompt `goal 8,6 pos r,c wUDLR`, then `<move> pos r,c wUDLR` per turn (`w` and the wall bits
+    up, down, left, right of the cell), so `max_length` = 5 + 4 * max_steps.
+
+    ## Rewards
+    -1 per move, 0 on the move that reaches the goal, -4 for a token that is not a move (the
+    position stays and the env still answers).
+
+    ## Starting State
+    A cell drawn uniformly among the 25 free cells other than the goal; a prompt given in reset
+    options must be the start observation of one of them.
+
+    ## Episode End
+    Every end is a termination (`terminated=True`, `truncated=False`):
+    1. the move that reaches the goal (no observation follows it);
+    2. the `max_steps`-th token without reaching the goal (a token that is not a move counts as a
+       step). The budget is part of the task: the reference scores are computed with it and the
+       context length shows how much is left, so there is no future to bootstrap from.
+
+    ## Arguments
+    `max_steps=20`; also through `gymnasium.make("textrl/Maze-v0", max_steps=10)`.
+
+    ## Reference scores
+    Exact, with 20 steps: `ref_max_score` -6.84 (BFS shortest paths, the mean over the 25 starts);
+    `ref_min_score` -74.67347740001391 (the uniform policy over the 50 tokens, by dynamic
+    programming over (cell, steps left)).
+
+    ## Version History
+    - Datasets -v1: the step budget is a termination.
+    - Datasets -v0 (refused): the budget was a truncation, so learners bootstrapped there.
+    """
 
     name = "maze"
     env_id = "textrl/Maze-v0"
@@ -178,13 +207,41 @@ class MazeTask(Task):
 
 
 class MazePOTask(MazeTask):
-    """The partially observed maze: the observation gives only the walls around the agent.
+    """The double-T maze seen through its walls only: no goal and no position in the observations.
 
-    The start is uniform over the 25 cells as in the full maze (a wall pattern is drawn, then a
-    cell among those showing it). The agent tracks the set of cells consistent with its history
-    (its belief); `optimal_policy` minimises the expected number of moves by value iteration over
-    the reachable beliefs, which is exact for this deterministic maze, and `ref_max_score` is its
-    exact mean return.
+    ## Description
+    MazeTask's maze, moves and dynamics; the agent must infer where it is from the wall patterns
+    along its path. It tracks the set of cells consistent with its history (its belief), and
+    `optimal_policy` minimises the expected number of moves by value iteration over the
+    reachable beliefs, which is exact for this deterministic maze.
+
+    ## Action Space
+    MazeTask's: `Discrete(50)`.
+
+    ## Observation Space
+    `Dict(input_ids=Box(0, 49, (41,), uint8), length=Box(0, 41, (), int32))` with 20 steps: the
+    prompt `wUDLR`, then `<move> wUDLR` per turn, so `max_length` = 1 + 2 * max_steps.
+
+    ## Rewards
+    MazeTask's: -1 per move, 0 on reaching the goal, -4 for a token that is not a move.
+
+    ## Starting State
+    Uniform over the 25 start cells, as in MazeTask: a cell's wall pattern is the prompt, and the
+    env draws the cell among those that show it (so a prompt given in reset options stands for
+    each of its cells with equal probability).
+
+    ## Episode End
+    MazeTask's: reaching the goal or using up the `max_steps` budget, both terminations.
+
+    ## Arguments
+    `max_steps=20`.
+
+    ## Reference scores
+    Exact, with 20 steps: `ref_max_score` -7.24 (the belief policy's mean return);
+    `ref_min_score` -74.67347740001391 (MazeTask's: the uniform policy does not read observations).
+
+    ## Version History
+    As MazeTask: datasets -v1 end at the budget with a termination, -v0 (refused) with a truncation.
     """
 
     name = "maze_po"

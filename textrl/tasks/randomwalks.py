@@ -1,21 +1,4 @@
-"""RandomWalks (trlx's ILQL example): walk a random directed graph to node 0 in as few nodes as possible.
-
-The prompt is a start node; the agent emits nodes. The reward, at the end, is the optimality
-(max_nodes - L) / (max_nodes - L_opt), where L counts the path's nodes up to and including the
-first arrival at node 0 (an invalid edge, EOS, or no arrival counts as L = max_nodes).
-An episode terminates on arrival, an invalid edge or EOS, and is truncated (reward 0, given by
-the env itself) when the path reaches max_nodes nodes without arriving.
-
-Guards for the cases trlx left open: node 0 is never a start (a prompt "0" is an error); starts
-that cannot reach node 0 in fewer than max_nodes nodes (unreachable, or L_opt = max_nodes) are
-never sampled, and if given as a prompt they score 0 (the denominator is kept >= 1); a graph
-where no start qualifies is rejected when the task is built.
-
-Reference scores are exact (dynamic programming over (node, path length), not sampling). With the
-defaults (graph seed 1000: every node 1..20 can reach 0, so starts are trlx's uniform 1..20):
-ref_max_score = 1.0; ref_min_score = 0.005000454285300288 (uniform over the 23 tokens);
-trlx's behaviour data (uniform walks along edges, the "random" tier) scores 0.3462256995104408.
-"""
+"""RandomWalks, trlx's ILQL example: the graph, its dynamics, policies and exact references."""
 
 from __future__ import annotations
 
@@ -59,7 +42,54 @@ def distances_to_goal(adj: np.ndarray) -> np.ndarray:
 
 
 class RandomWalksTask(Task):
-    """The trlx RandomWalks task: 21 nodes, edge probability 0.1, paths of at most 10 nodes, goal node 0."""
+    """Reach node 0 of a random directed graph in as few nodes as possible.
+
+    ## Description
+    A graph of `n_nodes` nodes with edge probability `p_edge`, drawn as trlx draws it (`random_graph`);
+    node 0, the goal, is absorbing. The prompt is a start node and each action names the next node,
+    so the context is the path so far.
+
+    ## Action Space
+    `Discrete(n_nodes + 2)` (23 with the defaults): token 0 `<pad>`, 1 `<eos>`, 2 + v the node v.
+
+    ## Observation Space
+    `Dict(input_ids=Box(0, 22, (10,), uint8), length=Box(0, 10, (), int32))` with the defaults: the
+    path's node tokens, right-padded to `max_nodes`.
+
+    ## Rewards
+    0 on every step but the last. Arriving at node 0 gives the path's optimality
+    (max_nodes - L) / (max_nodes - L_opt) in (0, 1], where L counts the path's nodes up to and
+    including node 0 and L_opt is the fewest possible from the start; any other end scores 0
+    (as L = max_nodes).
+
+    ## Starting State
+    A start node drawn uniformly among the nodes other than 0 that reach it in fewer than
+    `max_nodes` nodes (with the defaults every node 1..20, as in trlx). A prompt given in reset
+    options may be any node but 0; one that cannot beat `max_nodes` scores 0 (the denominator is
+    kept >= 1). A graph where no start qualifies is rejected when the task is built.
+
+    ## Episode End
+    Every end is a termination (`terminated=True`, `truncated=False`):
+    1. arrival at node 0;
+    2. a token that is not an edge from the current node (a non-edge, `<eos>`, `<pad>`);
+    3. the path reaching `max_nodes` nodes without arriving. The limit is part of the task: such a
+       path is scored 0 and the context length shows how much budget is left, so there is no
+       future to bootstrap from.
+
+    ## Arguments
+    `n_nodes=21`, `p_edge=0.1`, `max_nodes=10`, `graph_seed=1000`; also through
+    `gymnasium.make("textrl/RandomWalks-v0", max_nodes=8)`.
+
+    ## Reference scores
+    Exact, by dynamic programming over (node, path length), with the defaults: `ref_max_score`
+    1.0 (the optimal policy); `ref_min_score` 0.005000454285300288 (uniform over the 23 tokens);
+    `random_walk_return` 0.3462256995104408 (trlx's behaviour data, uniform steps along edges: the
+    `random` tier).
+
+    ## Version History
+    - Datasets -v1: the `max_nodes` limit is a termination.
+    - Datasets -v0 (refused): the limit was a truncation, so learners bootstrapped there.
+    """
 
     name = "randomwalks"
     env_id = "textrl/RandomWalks-v0"
