@@ -29,8 +29,9 @@ import torch
 from tensordict import TensorDict
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from textrl.config import OptimizerConfig, build_optimizer
+from textrl.config import OptimizerConfig
 from textrl.models import ValueModel, decode, ilql_loss
+from textrl.optim import build_optimizer
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
 

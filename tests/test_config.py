@@ -16,9 +16,8 @@ from textrl.config import (
     ILQLConfig,
     OptimizerConfig,
     SchedulerConfig,
-    build_optimizer,
-    build_scheduler,
 )
+from textrl.optim import build_optimizer, build_scheduler
 
 SEED_VALUES = {
     "train.seq_length": 64,

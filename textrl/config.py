@@ -1,24 +1,24 @@
-"""Configuration: TRLConfig and its sections, the method registry, and the default configs.
+"""Configuration: TRLConfig and its sections, the method configs and their registry, and the defaults.
 
-Every section is a dataclass whose fields are type-checked on construction. `update` and
-`evolve` return new configs (deep merges that never mutate their input) and reject unknown
-keys at any depth with the key's full dotted path.
+Every section is a dataclass whose fields are type-checked on construction (textrl/validation.py).
+`update` and `evolve` return new configs (deep merges that never mutate their input) and reject
+unknown keys at any depth with the key's full dotted path.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import inspect
 import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 import yaml
+
+from textrl.optim import OPTIMIZERS, SCHEDULERS, check_class_kwargs
+from textrl.validation import ConfigError, Section, build_section, merge, unknown_key
 
 __all__ = [
     "TrainConfig",
@@ -40,141 +40,9 @@ __all__ = [
     "METHODS",
     "default_ilql_config",
     "default_config",
-    "build_optimizer",
-    "build_scheduler",
     "load_yaml",
     "save_yaml",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names its dotted path."""
-
-
-# --------------------------------------------------------------------------------------
-# Type checking of dataclass fields
-# --------------------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    """A short human name for a type annotation."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is not None:
-        return getattr(origin, "__name__", str(tp))
-    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Return `value` checked against annotation `tp` (ints widen to float, lists to tuples)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, path)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{path}: expected None, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin in (tuple, list):
-        if isinstance(value, (tuple, list)):
-            (item_tp, *_rest) = typing.get_args(tp) or (Any,)
-            items = [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-            return tuple(items) if origin is tuple else items
-    elif origin is dict or tp is dict:
-        if isinstance(value, dict):
-            return copy.deepcopy(value)
-    elif isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-    else:  # pragma: no cover - an annotation this checker does not know is a bug here
-        raise TypeError(f"unsupported annotation {tp!r} at {path}")
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-def _unknown_key(path: str, key: str, valid: list[str]) -> ConfigError:
-    """The error for a key that a section does not have, with close matches and the valid keys."""
-    full = f"{path}.{key}" if path else key
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"unknown config key '{full}'.{hint} Valid keys here: {', '.join(sorted(valid))}")
-
-
-class _Section:
-    """Mixin for config dataclasses: field type checks, range checks, dotted paths in errors."""
-
-    _path: typing.ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            if not f.init:
-                continue
-            value = _coerce(getattr(self, f.name), hints[f.name], self._dotted(f.name))
-            object.__setattr__(self, f.name, value)
-        self._check()
-
-    def _dotted(self, name: str) -> str:
-        return f"{self._path}.{name}" if self._path else name
-
-    def _check(self) -> None:
-        """Range checks of a section; raise ConfigError naming the dotted key."""
-
-    def _require(self, name: str, ok: bool, what: str) -> None:
-        if not ok:
-            raise ConfigError(f"{self._dotted(name)} = {getattr(self, name)!r}: {what}")
-
-
-def _merge(section: Any, changes: dict[str, Any], path: str) -> Any:
-    """A new dataclass (or dict) equal to `section` with `changes` merged in, depth first."""
-    if not isinstance(changes, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values, got {changes!r}")
-    if dataclasses.is_dataclass(section):
-        names = [f.name for f in dataclasses.fields(section) if f.init]
-        values = {}
-        if "kwargs" in names and changes.get("name", section.name) != section.name:
-            # A new optimizer/scheduler class: the old keyword arguments belonged to the old one.
-            values["kwargs"] = {}
-            section = dataclasses.replace(section, name=changes["name"], kwargs={})
-        for key, value in changes.items():
-            if key not in names:
-                raise _unknown_key(path, key, names)
-            current = getattr(section, key)
-            sub = f"{path}.{key}" if path else key
-            if isinstance(value, dict) and (dataclasses.is_dataclass(current) or isinstance(current, dict)):
-                value = _merge(current, value, sub)
-            values[key] = value
-        return dataclasses.replace(section, **values)
-    merged = copy.deepcopy(section)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = _merge(merged[key], value, f"{path}.{key}")
-        merged[key] = copy.deepcopy(value)
-    return merged
 
 
 # --------------------------------------------------------------------------------------
@@ -183,7 +51,7 @@ def _merge(section: Any, changes: dict[str, Any], path: str) -> Any:
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """How long and how to train: batch shape, steps, checkpoints, logging, precision."""
 
     _path: typing.ClassVar[str] = "train"
@@ -234,7 +102,7 @@ def _is_transformers_config(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Which transformer: a hub name, a local directory, or a transformers config (built from scratch);
     which of its layers train; and the rank of the Q heads' output layer (None: trlx's full layer)."""
 
@@ -259,7 +127,7 @@ class ModelConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TokenizerConfig(_Section):
+class TokenizerConfig(Section):
     """Which tokenizer (None: the dataset's own), and its padding and truncation sides."""
 
     _path: typing.ClassVar[str] = "tokenizer"
@@ -269,26 +137,9 @@ class TokenizerConfig(_Section):
     truncation_side: Literal["left", "right"] = "right"
 
 
-_OPTIMIZERS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
-_SCHEDULERS = {"cosine_annealing": "CosineAnnealingLR", "linear": "LinearLR", "constant": "ConstantLR"}
-
-
-def _check_kwargs(path: str, kind: str, name: str, table: dict[str, str], kwargs: dict,
-                  module: str) -> None:
-    """Reject an unknown optimizer/scheduler name or a keyword its torch class does not take."""
-    if name not in table:
-        raise ConfigError(f"{path}.name = {name!r}: unknown {kind}; choose one of {', '.join(table)}")
-    import importlib
-
-    cls = getattr(importlib.import_module(module), table[name])
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params", "optimizer")]
-    for key in kwargs:
-        if key not in params:
-            raise _unknown_key(f"{path}.kwargs", key, params)
-
 
 @dataclass(frozen=True)
-class OptimizerConfig(_Section):
+class OptimizerConfig(Section):
     """The optimizer by name (adamw, adam, sgd) and its keyword arguments."""
 
     _path: typing.ClassVar[str] = "optimizer"
@@ -297,14 +148,14 @@ class OptimizerConfig(_Section):
     kwargs: dict = field(default_factory=lambda: dict(lr=5e-5, betas=[0.9, 0.95], eps=1e-8, weight_decay=1e-6))
 
     def _check(self) -> None:
-        _check_kwargs(self._path, "optimizer", self.name, _OPTIMIZERS, self.kwargs, "torch.optim")
+        check_class_kwargs(self._path, "optimizer", self.name, OPTIMIZERS, self.kwargs, "torch.optim")
         lr = self.kwargs.get("lr", 1e-3)
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0 or not math.isfinite(lr):
             raise ConfigError(f"optimizer.kwargs.lr = {lr!r}: the learning rate must be a positive number")
 
 
 @dataclass(frozen=True)
-class SchedulerConfig(_Section):
+class SchedulerConfig(Section):
     """The learning-rate schedule by name (cosine_annealing, linear, constant) and its arguments."""
 
     _path: typing.ClassVar[str] = "scheduler"
@@ -313,11 +164,11 @@ class SchedulerConfig(_Section):
     kwargs: dict = field(default_factory=lambda: dict(T_max=1e12, eta_min=5e-5))
 
     def _check(self) -> None:
-        _check_kwargs(self._path, "scheduler", self.name, _SCHEDULERS, self.kwargs, "torch.optim.lr_scheduler")
+        check_class_kwargs(self._path, "scheduler", self.name, SCHEDULERS, self.kwargs, "torch.optim.lr_scheduler")
 
 
 @dataclass(frozen=True)
-class GenerationConfig(_Section):
+class GenerationConfig(Section):
     """Decoding settings: how many tokens, top-k, the advantage weight beta, temperature (0 = greedy)."""
 
     _path: typing.ClassVar[str] = "method.gen_kwargs"
@@ -358,7 +209,7 @@ def get_method(name: str) -> type["MethodConfig"]:
 
 
 @dataclass(frozen=True)
-class MethodConfig(_Section):
+class MethodConfig(Section):
     """Base of the per-agent method configs; `name` selects the agent's method."""
 
     _path: typing.ClassVar[str] = "method"
@@ -368,7 +219,7 @@ class MethodConfig(_Section):
 
     def __post_init__(self) -> None:
         if isinstance(self.gen_kwargs, dict):
-            object.__setattr__(self, "gen_kwargs", _build(GenerationConfig, self.gen_kwargs))
+            object.__setattr__(self, "gen_kwargs", build_section(GenerationConfig, self.gen_kwargs))
         super().__post_init__()
 
     def _check_unit(self, name: str, low_open: bool, high_open: bool) -> None:
@@ -472,16 +323,6 @@ _SECTIONS = {
 }
 
 
-def _build(cls: type, values: dict[str, Any]) -> Any:
-    """Construct a section from a mapping, rejecting unknown keys with their dotted path."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{cls._path}: expected a mapping, got {values!r}")
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    for key in values:
-        if key not in names:
-            raise _unknown_key(cls._path, key, names)
-    return cls(**copy.deepcopy(values))
-
 
 def _to_plain(value: Any) -> Any:
     """A deep copy of `value` made of dicts, lists and scalars (transformers configs tagged)."""
@@ -547,7 +388,7 @@ class TRLConfig:
                 target[last] = {**target[last], **value}
             else:
                 target[last] = value
-        return _merge(self, nested, "")
+        return merge(self, nested, "")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (deep copy); `method.name` records the method."""
@@ -563,18 +404,18 @@ class TRLConfig:
         valid = [*_SECTIONS, "method"]
         for key in config:
             if key not in valid:
-                raise _unknown_key("", key, valid)
+                raise unknown_key("", key, valid)
         sections = {}
         for name, section_cls in _SECTIONS.items():
             values = copy.deepcopy(config.get(name, {}))
             if name == "model" and isinstance(values, dict) and "model_path" in values:
                 values["model_path"] = _model_path_from_plain(values["model_path"])
-            sections[name] = _build(section_cls, values)
+            sections[name] = build_section(section_cls, values)
         method = copy.deepcopy(config.get("method", {}))
         if not isinstance(method, dict):
             raise ConfigError(f"method: expected a mapping, got {method!r}")
         method_cls = get_method(method.pop("name", ILQLConfig.name))
-        return cls(**sections, method=_build(method_cls, method))
+        return cls(**sections, method=build_section(method_cls, method))
 
     def __str__(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False).rstrip()
@@ -600,7 +441,7 @@ def save_yaml(config: TRLConfig, path: str | os.PathLike) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Defaults and builders
+# Defaults
 # --------------------------------------------------------------------------------------
 
 
@@ -613,34 +454,3 @@ def default_config(method: str = "ilql") -> TRLConfig:
     """The default configuration with the named method's defaults (ilql, bc, filtered_bc, ...)."""
     return TRLConfig(method=get_method(method)())
 
-
-def build_optimizer(params: Any, config: OptimizerConfig) -> "Any":
-    """The torch optimizer named by `config` over `params` (tensors or param-group dicts).
-
-    Adam and AdamW take torch's fused kernel when every parameter is a float on the CPU or a CUDA
-    GPU, unless `kwargs` chooses `fused`, `foreach` or `differentiable`: one pass per parameter
-    instead of several full-size temporaries, which on a CPU made the step of a GPT-2-small with
-    ILQL heads about a fifth faster (benchmarks/RESULTS.md).
-    """
-    import torch
-
-    _check_kwargs("optimizer", "optimizer", config.name, _OPTIMIZERS, config.kwargs, "torch.optim")
-    params = list(params)
-    kwargs = dict(config.kwargs)
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
-    if config.name in ("adam", "adamw") and not {"fused", "foreach", "differentiable"} & kwargs.keys():
-        tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-        kwargs["fused"] = all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
-    return getattr(torch.optim, _OPTIMIZERS[config.name])(params, **kwargs)
-
-
-def build_scheduler(optimizer: Any, config: SchedulerConfig) -> "Any":
-    """The torch learning-rate scheduler named by `config` over `optimizer`."""
-    import torch
-
-    _check_kwargs("scheduler", "scheduler", config.name, _SCHEDULERS, config.kwargs, "torch.optim.lr_scheduler")
-    kwargs = dict(config.kwargs)
-    if config.name == "constant":
-        kwargs.setdefault("factor", 1.0)
-    return getattr(torch.optim.lr_scheduler, _SCHEDULERS[config.name])(optimizer, **kwargs)

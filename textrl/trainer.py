@@ -29,8 +29,9 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from textrl.config import TRLConfig, build_optimizer, build_scheduler
+from textrl.config import TRLConfig
 from textrl.io import atomic_directory, atomic_write_text
+from textrl.optim import build_optimizer, build_scheduler
 
 __all__ = [
     "Learner",
