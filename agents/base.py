@@ -154,7 +154,7 @@ class OfflineAgent(ABC):
                 result = evaluate(functools.partial(self.policy, beta=b), task, num_episodes=num_episodes, seed=seed)
                 returns = np.asarray(result.returns, dtype=np.float64)
                 out["return" + suffix] = returns
-                out["score" + suffix] = 100.0 * (returns - task.ref_min_score) / (task.ref_max_score - task.ref_min_score)
+                out["score" + suffix] = task.normalized_score(returns)
             if metric_fn is not None:
                 out.update({k: np.asarray([v], dtype=np.float64) for k, v in metric_fn(self).items()})
             return out

@@ -44,6 +44,7 @@ def describe(dataset: Any, examples: int = 3) -> str:
     """A readable summary of a dataset: size, return statistics, reference scores and a few episodes."""
     from textrl.data import episode_texts, load, pack
     from textrl.data.store import env_id_of, folder_of
+    from textrl.tasks.base import normalized_score
 
     dataset = load(dataset)
     meta = dataset.storage.metadata
@@ -59,7 +60,7 @@ def describe(dataset: Any, examples: int = 3) -> str:
         f"  reference scores: min {lo}  max {hi}",
     ]
     if lo is not None and hi is not None and hi != lo:
-        lines.append(f"  normalised score of the data: {100 * (returns.mean() - lo) / (hi - lo):.1f}")
+        lines.append(f"  normalised score of the data: {normalized_score(returns.mean(), lo, hi):.1f}")
     lines.append(f"  description: {meta.get('description')}")
     shown = list(range(min(examples, dataset.total_episodes)))
     for i, (prompt, text) in zip(shown, episode_texts(dataset, shown)):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from textrl.tasks.base import Policy, Task
+from textrl.tasks.base import Policy, Task, normalized_score
 
 PROGRESS_MIN_EPISODES = 10_000
 """With `progress=None`, a progress bar is shown for runs of at least this many episodes."""
@@ -48,8 +48,8 @@ class EvalResult:
 
     @property
     def normalized_score(self) -> float:
-        """100 * (R - ref_min) / (ref_max - ref_min) of the mean return."""
-        return 100.0 * (self.mean_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
+        """The normalised score (`textrl.tasks.base.normalized_score`) of the mean return."""
+        return normalized_score(self.mean_return, self.ref_min_score, self.ref_max_score)
 
 
 class _Trace:

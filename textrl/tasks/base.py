@@ -20,6 +20,14 @@ Policy = Callable[[dict[str, np.ndarray], np.random.Generator], np.ndarray]
 PAD, EOS = "<pad>", "<eos>"
 
 
+def normalized_score(returns: Any, ref_min: float, ref_max: float) -> Any:
+    """100 * (R - ref_min) / (ref_max - ref_min): 0 is the uniform-token policy, 100 the optimum.
+
+    The one definition of the benchmark's score; R may be a mean return or an array of returns.
+    """
+    return 100.0 * (returns - ref_min) / (ref_max - ref_min)
+
+
 @dataclass
 class Transition:
     """The outcome of one batched step: tokens the env appends, rewards and episode ends.
@@ -159,6 +167,6 @@ class Task(ABC):
 
         return TokenVectorEnv(self, num_envs, **kwargs)
 
-    def normalized_score(self, mean_return: float) -> float:
-        """100 * (R - ref_min) / (ref_max - ref_min)."""
-        return 100.0 * (mean_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
+    def normalized_score(self, returns: Any) -> Any:
+        """`normalized_score` against this task's reference scores (a return or an array of them)."""
+        return normalized_score(returns, self.ref_min_score, self.ref_max_score)
