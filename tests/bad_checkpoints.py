@@ -56,8 +56,8 @@ def fresh_run_into_another_run(tmp):
     BCAgent(_cfg(tmp, seed=5)).fit(_data())
 
 
-def fresh_run_into_own_checkpoints(tmp):
-    _copy(tmp, "run")
+def fresh_run_into_unknown_checkpoints(tmp):
+    (_copy(tmp, "run") / "run.json").unlink()
     BCAgent(_cfg(tmp)).fit(_data())
 
 
@@ -101,7 +101,13 @@ def _changed_lr(tmp):
     BCAgent(cfg.evolve(optimizer=dict(kwargs=dict(lr=2e-3)))).fit(_data())
 
 
+def _restart(tmp):
+    _copy(tmp, "run")
+    BCAgent(_cfg(tmp)).fit(_data())
+
+
 resume_with_changed_lr = _warnings_as_errors(_changed_lr)
+fresh_run_into_own_checkpoints = _warnings_as_errors(_restart)
 resume_after_the_end = _warnings_as_errors(lambda tmp: _resume(tmp, total_steps=2))
 
 

@@ -125,7 +125,7 @@ CASES = {
     "resume from a folder without checkpoints": lambda tmp: BCAgent(
         _cfg(tmp, resume_from_checkpoint=str(tmp))).fit(_small()),
     "fresh run into another run's checkpoint_dir": bad_checkpoints.fresh_run_into_another_run,
-    "fresh run into a folder with this run's checkpoints": bad_checkpoints.fresh_run_into_own_checkpoints,
+    "fresh run into a folder of checkpoints without run.json": bad_checkpoints.fresh_run_into_unknown_checkpoints,
     "resume on other data": bad_checkpoints.resume_on_other_data,
     "resume with another model shape": bad_checkpoints.resume_with_other_model,
     "resume with another agent type": bad_checkpoints.resume_with_other_agent,
@@ -145,6 +145,7 @@ CASES = {
     "a file where train.checkpoint_dir should be": bad_checkpoints.file_as_checkpoint_dir,
     "disk full while checkpointing": bad_checkpoints.disk_full,
     "Ctrl-C during fit": bad_checkpoints.ctrl_c,
+    "fresh run over this run's own checkpoints (a warning)": bad_checkpoints.fresh_run_into_own_checkpoints,
 }
 
 

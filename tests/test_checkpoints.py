@@ -83,7 +83,10 @@ def test_a_fresh_run_into_another_runs_folder_is_refused(tmp_path) -> None:
     _trained(tmp_path)
     with pytest.raises(ValueError, match=r"holds another run; differs in: train.seed \(3 -> 4\)"):
         Trainer(Regressor(), Rows(), _config(tmp_path, total_steps=3, seed=4)).train()
-    with pytest.raises(ValueError, match="already holds checkpoints of this run .up to step_000003.: continue it"):
+    with pytest.warns(ResumeWarning, match="already holds checkpoints of this run .up to step_000003.: starting"):
+        Trainer(Regressor(), Rows(), _config(tmp_path, total_steps=3)).train()
+    (tmp_path / "run" / "run.json").unlink()  # checkpoints of an unknown run
+    with pytest.raises(ValueError, match="holds checkpoints .up to step_000003. of a run it has no run.json for"):
         Trainer(Regressor(), Rows(), _config(tmp_path, total_steps=3)).train()
 
 

@@ -80,7 +80,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 class ResumeWarning(UserWarning):
-    """A resume that does not do all the user may expect: changed settings, or nothing left to train."""
+    """A run that may not do what the user expects: a resume with changed settings or nothing left to
+    train, or a fresh start over checkpoints it could have resumed from."""
 
 
 class Learner(Protocol):
@@ -433,7 +434,11 @@ class Trainer:
         return lock
 
     def _check_fresh(self, stored: Optional[dict[str, Any]]) -> None:
-        """Refuse a fresh run into a folder that holds checkpoints, or the identity of another run."""
+        """Refuse a fresh run into a folder of another run (or of an unknown one, with checkpoints).
+
+        The same run started again is allowed with a warning: its checkpoints are what it would
+        write anyway, so they are overwritten as it goes (and a later one stays valid to resume).
+        """
         steps = sorted(p.name for p in self.run_dir.glob("step_*") if _STEP_DIR.match(p.name))
         differs = identity_problems(stored, self._identity) if stored is not None else []
         if stored is not None:
@@ -443,12 +448,16 @@ class Trainer:
                 f"train.checkpoint_dir {self.run_dir} holds another run; differs in: {'; '.join(differs)}. "
                 "A fresh run there would mix two runs: choose another train.checkpoint_dir, or delete that folder"
             )
-        if steps:
+        if steps and stored is None:
             raise ValueError(
-                f"train.checkpoint_dir {self.run_dir} already holds checkpoints of this run (up to {steps[-1]}): "
-                f"continue it with train.resume_from_checkpoint={self.run_dir}, or choose another "
-                "train.checkpoint_dir (or delete that folder) to start over"
+                f"train.checkpoint_dir {self.run_dir} holds checkpoints (up to {steps[-1]}) of a run it has no "
+                f"{RUN_FILE} for: a fresh run there could mix with it. Choose another train.checkpoint_dir, or "
+                "delete that folder"
             )
+        if steps:
+            warnings.warn(f"train.checkpoint_dir {self.run_dir} already holds checkpoints of this run (up to "
+                          f"{steps[-1]}): starting it over from step 0. To continue it instead, set "
+                          f"train.resume_from_checkpoint={self.run_dir}", ResumeWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ the loop
 
