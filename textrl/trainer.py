@@ -399,11 +399,21 @@ class Trainer:
             if blocker is not None:
                 raise ValueError(f"{setting}={folder}: {blocker} is a file, not a folder. Point {setting} at a "
                                  "folder (it is created if missing) or move the file away")
-        lock = None
+        lock, refused = None, None
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            lock = RunLock(self.run_dir)
-            lock.acquire()
+            try:
+                lock = RunLock(self.run_dir)
+                lock.acquire()
+            except RuntimeError as e:
+                refused = e
+        if acc.num_processes > 1:  # every rank stops, not only the one that found the lock taken
+            flag = acc.reduce(torch.tensor([float(refused is not None)], device=acc.device), reduction="sum")
+            if flag.item() and refused is None:
+                raise RuntimeError(f"the main process could not lock train.checkpoint_dir {self.run_dir}: "
+                                   "another process is training into it (the main process names its pid)")
+        if refused is not None:
+            raise refused
         try:
             self._identity = run_identity(type(self.learner).__name__, acc.unwrap_model(self.model), self.data,
                                           self.config)
