@@ -22,7 +22,13 @@ from tensordict import TensorDict
 from textrl.config import MethodConfig, TRLConfig, default_config, load_yaml, save_yaml
 from textrl.data import PackedDataset, load, load_tokenizer, pack
 from textrl.data.store import env_id_of
-from textrl.io import atomic_directory, atomic_write_text
+from textrl.io import (
+    DamagedFileError,
+    atomic_directory,
+    atomic_write_text,
+    verify_manifest,
+    write_manifest,
+)
 from textrl.models import ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
 from textrl.rollout import evaluate
@@ -247,7 +253,10 @@ class OfflineAgent(ABC):
             self.save_pretrained(tmp)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config, tokenizer and model into an existing or new directory (used by checkpoints)."""
+        """Write config, tokenizer and model into an existing or new directory (used by checkpoints).
+
+        `manifest.json`, written last, records each file's sha256 so `load` can name a damaged one.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model = self._require_model()
@@ -256,10 +265,14 @@ class OfflineAgent(ABC):
             self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         model.save_pretrained(directory / MODEL_DIR)
         atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name}))
+        write_manifest(directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "OfflineAgent":
-        """Restore an agent written by `save` (or a checkpoint's `agent/` folder)."""
+        """Restore an agent written by `save` (or a checkpoint's `agent/` folder).
+
+        Files are checked against the folder's manifest; a damaged one is named in the error.
+        """
         directory = Path(directory)
         if (directory / "agent" / AGENT_FILE).is_file():
             directory = directory / "agent"
@@ -268,7 +281,8 @@ class OfflineAgent(ABC):
                 f"{directory} is not a saved agent: it has no {AGENT_FILE}. Pass a folder written by agent.save() "
                 "or a checkpoint's step_N folder"
             )
-        info = json.loads((directory / AGENT_FILE).read_text())
+        verify_manifest(directory, "saved agent")
+        info = read_agent_info(directory / AGENT_FILE)
         if info.get("agent") != cls.agent_name:
             raise ValueError(
                 f"{directory} holds a '{info.get('agent')}' agent, not '{cls.agent_name}': load it with the "
@@ -276,11 +290,26 @@ class OfflineAgent(ABC):
             )
         from transformers import AutoTokenizer
 
-        agent = cls(load_yaml(directory / CONFIG_FILE))
+        agent = cls(load_yaml(directory / CONFIG_FILE, complete=True))
         if (directory / TOKENIZER_DIR).is_dir():
-            agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
+            try:
+                agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
+            except Exception as e:  # tokenizers raises bare Exceptions on a garbled tokenizer.json
+                raise DamagedFileError(f"the tokenizer files in {directory / TOKENIZER_DIR} are damaged "
+                                       f"(tokenizer.json, tokenizer_config.json): {str(e)[:200]}") from e
         agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
         return agent
+
+
+def read_agent_info(path: Path) -> dict[str, Any]:
+    """The contents of a saved agent's agent.json; a truncated or garbled file is named as damaged."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            raise ValueError(f"expected a mapping, got {type(info).__name__}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFileError(f"{path} is damaged ({e}): restore it or save the agent again") from None
+    return info
 
 
 def _task_or_none(env_id: Optional[str]) -> Any:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from agents.base import AGENT_FILE, OfflineAgent
+from agents.base import AGENT_FILE, OfflineAgent, read_agent_info
 from agents.bc import BCAgent
 from agents.cql import CQLAgent
 from agents.filtered_bc import FilteredBCAgent
@@ -23,7 +22,7 @@ def load_agent(directory: str | os.PathLike) -> OfflineAgent:
     path = Path(directory)
     for candidate in (path / AGENT_FILE, path / "agent" / AGENT_FILE):
         if candidate.is_file():
-            name = json.loads(candidate.read_text()).get("agent")
+            name = read_agent_info(candidate).get("agent")
             if name not in AGENTS:
                 raise ValueError(f"{candidate} names an unknown agent {name!r}; known: {', '.join(AGENTS)}")
             return AGENTS[name].load(directory)

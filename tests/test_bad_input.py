@@ -6,6 +6,7 @@ The table is the contract: a row without a case here, or a case whose message dr
 import re
 from pathlib import Path
 
+import bad_checkpoints
 import gymnasium
 import numpy as np
 import pytest
@@ -123,6 +124,28 @@ CASES = {
     "checkpoint of another agent type": _foreign_checkpoint,
     "resume from a folder without checkpoints": lambda tmp: BCAgent(
         _cfg(tmp, resume_from_checkpoint=str(tmp))).fit(_small()),
+    "fresh run into another run's checkpoint_dir": bad_checkpoints.fresh_run_into_another_run,
+    "fresh run into a folder of checkpoints without run.json": bad_checkpoints.fresh_run_into_unknown_checkpoints,
+    "resume on other data": bad_checkpoints.resume_on_other_data,
+    "resume with another model shape": bad_checkpoints.resume_with_other_model,
+    "resume with another agent type": bad_checkpoints.resume_with_other_agent,
+    "second process on one checkpoint_dir": bad_checkpoints.second_process,
+    "resume with a changed learning rate (a warning)": bad_checkpoints.resume_with_changed_lr,
+    "resume when total_steps is already reached (a warning)": bad_checkpoints.resume_after_the_end,
+    "checkpoint file altered after saving": bad_checkpoints.damaged_checkpoint,
+    "truncated checkpoint state, no manifest": bad_checkpoints.truncated_checkpoint_json,
+    "checkpoint holding a pickle (trainer_state.pt)": bad_checkpoints.pickled_checkpoint,
+    "saved agent with truncated weights": bad_checkpoints.damaged_saved_agent("model/model.safetensors"),
+    "saved agent with an emptied config.yaml": bad_checkpoints.damaged_saved_agent("config.yaml", "empty"),
+    "saved config.yaml missing sections, no manifest": bad_checkpoints.config_without_sections,
+    "truncated agent.json, no manifest": bad_checkpoints.damaged_saved_agent("agent.json", manifest=False),
+    "truncated tokenizer.json, no manifest": bad_checkpoints.damaged_saved_agent("tokenizer/tokenizer.json", manifest=False),
+    "truncated model weights, no manifest": bad_checkpoints.damaged_saved_agent("model/model.safetensors", manifest=False),
+    "saved model without value_heads.json": bad_checkpoints.heads_without_settings,
+    "a file where train.checkpoint_dir should be": bad_checkpoints.file_as_checkpoint_dir,
+    "disk full while checkpointing": bad_checkpoints.disk_full,
+    "Ctrl-C during fit": bad_checkpoints.ctrl_c,
+    "fresh run over this run's own checkpoints (a warning)": bad_checkpoints.fresh_run_into_own_checkpoints,
 }
 
 

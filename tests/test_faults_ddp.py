@@ -1,5 +1,6 @@
-"""Faults and processes: SIGKILL then resume ends bit for bit like an uninterrupted run; 2-process DDP
-matches 1 process; only rank 0 writes; evaluation gathers episodes from every rank."""
+"""Faults and processes: SIGKILL then resume ends bit for bit like an uninterrupted run and logs each step
+once; a live process locks its run folder, a killed one does not; 2-process DDP matches 1 process; only
+rank 0 writes; evaluation gathers episodes from every rank."""
 
 import json
 import os
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_trainer import Regressor, Rows, _config
 
 from textrl import make_dataset
+from textrl.trainer import Trainer
 
 SCRIPT = str(Path(__file__).parent / "scripts" / "train_tiny.py")
 
@@ -51,6 +54,27 @@ def test_sigkill_mid_training_then_resume_is_bit_exact(env, tmp_path) -> None:
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    assert _steps_logged(tmp_path / "killed" / "run") == list(range(1, steps + 1))  # replayed steps logged once
+
+
+def test_a_live_process_holds_the_run_folder_and_a_killed_one_does_not(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from textrl.runs import RunLock; "
+         f"RunLock(Path({str(run)!r})).acquire(); print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=f"another process .pid {holder.pid}. is training into {run}"):
+            Trainer(Regressor(), Rows(), _config(tmp_path, total_steps=3)).train()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run / ".lock").read_text().strip() == str(holder.pid)  # the dead owner's lock file is left
+    Trainer(Regressor(), Rows(), _config(tmp_path, total_steps=3)).train()  # and taken over
+    assert (run / "step_000003").is_dir() and not (run / ".lock").exists()
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")

@@ -55,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # user-facing errors: no traceback
         print(f"textrl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the trainer has said where the last checkpoint is
+        return 130
 
 
 if __name__ == "__main__":

@@ -421,15 +421,24 @@ class TRLConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False).rstrip()
 
 
-def load_yaml(path: str | os.PathLike) -> TRLConfig:
-    """Read a config from a YAML file; a parse error names the file and the line."""
+def load_yaml(path: str | os.PathLike, *, complete: bool = False) -> TRLConfig:
+    """Read a config from a YAML file; a parse error names the file and the line.
+
+    With `complete`, every section must be present (a saved agent's config is written whole, so a
+    missing section means a damaged file, which must not load as defaults).
+    """
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if complete:
+        missing = [name for name in (*_SECTIONS, "method") if not isinstance(data, dict) or name not in data]
+        if missing:
+            raise ConfigError(f"{path} is damaged: it lacks the sections {', '.join(missing)} that a saved "
+                              "config always holds, and is not loaded with defaults. Restore it or save again")
     return TRLConfig.from_dict(data or {})
 
 

@@ -5,6 +5,11 @@ step, how to save itself) and a `BatchSource` of packed episodes. The trainer ow
 accelerate (devices, mixed precision, DDP), seeded batch order, gradient accumulation,
 clipping, logging, evaluation, atomic checkpoints and exact resumption.
 
+A checkpoint holds no pickle: tensors are in safetensors and the rest in JSON, each file's
+sha256 in a manifest. A run folder belongs to one run (textrl/runs.py): a fresh run into a
+folder of another is refused, a resume checks that the checkpoint is of the same run, and a
+second process on the folder is locked out.
+
 Every loss must be a mean over the valid actions of its batch: the trainer weights each
 minibatch (and each process's share) by its count of valid actions, so accumulation and
 DDP reproduce the full-batch gradient.
@@ -12,17 +17,19 @@ DDP reproduce the full-batch gradient.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import random
 import re
+import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -30,8 +37,26 @@ from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from textrl.config import TRLConfig
-from textrl.io import atomic_directory, atomic_write_text
+from textrl.io import (
+    atomic_directory,
+    atomic_write_text,
+    clean_leftovers,
+    verify_manifest,
+    write_manifest,
+)
 from textrl.optim import build_optimizer, build_scheduler
+from textrl.runs import (
+    RUN_FILE,
+    RunLock,
+    append_line,
+    config_changes,
+    cut_log,
+    identity_problems,
+    read_identity,
+    run_identity,
+    write_identity,
+)
+from textrl.safe_state import load_state, save_state
 
 __all__ = [
     "Learner",
@@ -41,14 +66,23 @@ __all__ = [
     "find_checkpoint",
     "seed_everything",
     "TRAINER_STATE",
+    "ResumeWarning",
 ]
 
-TRAINER_STATE = "trainer_state.pt"
+TRAINER_STATE = "trainer_state.json"
+TRAINER_TENSORS = "trainer_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+LEGACY_STATE = "trainer_state.pt"  # a pickle, written before textrl stored state without one: never loaded
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the message names the step and the stats."""
+
+
+class ResumeWarning(UserWarning):
+    """A run that may not do what the user expects: a resume with changed settings or nothing left to
+    train, or a fresh start over checkpoints it could have resumed from."""
 
 
 class Learner(Protocol):
@@ -95,6 +129,12 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     steps = sorted(
         (int(m.group(1)), p) for p in path.glob("step_*") if (m := _STEP_DIR.match(p.name)) and (p / TRAINER_STATE).is_file()
     ) if path.is_dir() else []
+    legacy = [path] if (path / LEGACY_STATE).is_file() else sorted(path.glob(f"step_*/{LEGACY_STATE}"))
+    if not steps and legacy:
+        raise ValueError(
+            f"{legacy[-1]} is a pickle written by an older textrl: it is not loaded, because unpickling a file "
+            "can run any code it holds. Resume from a checkpoint written by this version, or train afresh"
+        )
     if not steps:
         raise FileNotFoundError(
             f"no checkpoint at {path}: expected a step_N folder holding {TRAINER_STATE}, or a run folder "
@@ -142,6 +182,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._tb = None
         self._warned_best = False
+        self._identity: Optional[dict[str, Any]] = None
+        self._last_checkpoint: Optional[Path] = None
 
     # ------------------------------------------------------------------ batches
 
@@ -165,19 +207,17 @@ class Trainer:
     def _optimizer_step(self, step: int) -> dict[str, float]:
         """Forward/backward over this step's minibatches, then clip, step and schedule."""
         acc = self.accelerator
-        rows = self._rows(step)
-        local = self.data.batch(rows)
-        n_local = local["action_mask"].sum().to(acc.device, torch.float32)
+        batches = [self.data.batch(chunk) for chunk in self._rows(step).chunk(self.train_cfg.grad_accumulation_steps)]
+        n_local = sum(b["action_mask"].sum() for b in batches).to(acc.device, torch.float32)
         n_global = acc.reduce(n_local.clone(), reduction="sum") if acc.num_processes > 1 else n_local
         if n_global.item() == 0:
             raise ValueError(f"step {step + 1}: the batch holds no actions; the dataset has episodes without actions")
-        chunks = rows.chunk(self.train_cfg.grad_accumulation_steps)
         totals: dict[str, float] = {}
         self.model.train()
-        for i, chunk in enumerate(chunks):
-            batch = self.data.batch(chunk).to(acc.device)
+        for i, batch in enumerate(batches):
+            batch = batch.to(acc.device)
             weight = batch["action_mask"].sum() / n_global * acc.num_processes
-            sync = i == len(chunks) - 1
+            sync = i == len(batches) - 1
             with (acc.no_sync(self.model) if not sync and acc.num_processes > 1 else nullcontext()), acc.autocast():
                 loss, stats = self.learner.loss(self.model, batch)
                 if not torch.isfinite(loss):
@@ -230,38 +270,81 @@ class Trainer:
         path = self.run_dir / f"step_{self.state.step:06d}"
         acc.wait_for_everyone()
         if acc.is_main_process:
-            with atomic_directory(path) as tmp:
+            with self._disk_full_names(path), atomic_directory(path) as tmp:
                 self.learner.save_pretrained(tmp / "agent")
-                torch.save(
-                    {
-                        "step": self.state.step,
-                        "best": self.state.best,
-                        "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(),
-                        "model": acc.unwrap_model(self.model).state_dict(),
-                        "rng": _rng_state(),
-                    },
-                    tmp / TRAINER_STATE,
-                )
+                state = {
+                    "step": self.state.step,
+                    "best": self.state.best,
+                    "identity": self._identity,
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "model": acc.unwrap_model(self.model).state_dict(),
+                    "rng": _rng_state(),
+                }
+                save_state(state, tmp / TRAINER_STATE, tmp / TRAINER_TENSORS)
+                write_manifest(tmp)
         acc.wait_for_everyone()
+        self._last_checkpoint = path
         return path
 
-    def load_checkpoint(self, path: str | os.PathLike) -> Path:
-        """Restore model, optimizer, scheduler, step, best metric and RNG states from a checkpoint."""
-        path = find_checkpoint(path)
+    @contextmanager
+    def _disk_full_names(self, path: Path) -> Iterator[None]:
+        """Turn a full disk during a write of `path` into an error naming the folder and the last good checkpoint."""
         try:
-            state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
+            yield
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            kept = f"the last good checkpoint {self._last_checkpoint} is intact" if self._last_checkpoint else \
+                "no earlier checkpoint exists"
+            raise OSError(errno.ENOSPC, f"the disk is full: cannot write {path} (in train.checkpoint_dir "
+                                        f"{self.run_dir}); {kept}. Free some space, then resume with "
+                                        f"train.resume_from_checkpoint={self.run_dir}") from e
+
+    def load_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Restore model, optimizer, scheduler, step, best metric and RNG states from a checkpoint.
+
+        Nothing in a checkpoint is unpickled; its files are checked against its manifest first, and a
+        checkpoint of another run (agent type, model shape, dataset) is refused with what differs.
+        """
+        path = find_checkpoint(path)
+        verify_manifest(path, "checkpoint")
+        state = load_state(path / TRAINER_STATE, path / TRAINER_TENSORS)
+        stored = state.get("identity") if isinstance(state, dict) else None
+        if self._identity is not None and stored is not None:
+            problems = identity_problems(stored, self._identity)
+            if problems:
+                raise ValueError(
+                    f"cannot resume from {path}: it is a checkpoint of another run; differs in: {'; '.join(problems)}. "
+                    "Point train.resume_from_checkpoint at a checkpoint of this run, or start afresh in another "
+                    "train.checkpoint_dir"
+                )
+            self._warn_changes(path, config_changes(stored, self._identity), int(state["step"]))
+        try:
             self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, EOFError, OSError) as e:
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise ValueError(
-                f"cannot resume from {path}: {e}. Is it a checkpoint of this agent type and model? "
-                "Point train.resume_from_checkpoint at another step_N folder or remove it."
+                f"cannot resume from {path}: its model or optimizer state does not fit this run ({str(e)[:300]}). "
+                "Point train.resume_from_checkpoint at a checkpoint of this agent type and model"
             ) from e
-        self.state = _State(step=state["step"], best=state["best"])
+        self.state = _State(step=int(state["step"]), best=float(state["best"]))
         _set_rng_state(state["rng"])
+        self._last_checkpoint = path
         return path
+
+    def _warn_changes(self, path: Path, changes: dict[str, tuple[Any, Any]], step: int) -> None:
+        """Warn that settings changed since the checkpoint: optimizer and scheduler ones are not applied."""
+        if not changes:
+            return
+        kept = [k for k in changes if k.split(".")[0] in ("optimizer", "scheduler")]
+        listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in changes.items())
+        what = (f"{', '.join(kept)} {'is' if len(kept) == 1 else 'are'} ignored: the optimizer and scheduler "
+                "continue with the state stored in the checkpoint. " if kept else "")
+        warnings.warn(f"resuming from {path} with settings that differ from the checkpoint's: {listed}. {what}"
+                      f"Other changes apply from step {step + 1} on, so the run is not the one the checkpoint began",
+                      ResumeWarning, stacklevel=3)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         """Keep the best agent so far (by `train.best_metric`) in `best/`."""
@@ -277,7 +360,8 @@ class Trainer:
         self.state.best = value
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            with atomic_directory(self.run_dir / "best") as tmp:
+            best = self.run_dir / "best"
+            with self._disk_full_names(best), atomic_directory(best) as tmp:
                 self.learner.save_pretrained(tmp)
                 atomic_write_text(tmp / "best.json", json.dumps({"step": self.state.step, "value": value}))
 
@@ -290,8 +374,7 @@ class Trainer:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.train_cfg.tracker == "jsonl":
-            with open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(self.log_dir / METRICS_FILE, json.dumps(record))
         else:
             if self._tb is None:
                 try:
@@ -304,37 +387,153 @@ class Trainer:
                 if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, record["step"])
 
+    # ------------------------------------------------------------------ the run folder
+
+    def _open_run(self) -> Optional[RunLock]:
+        """Check and claim the run folder: the lock, leftovers, the identity of its run, the resume point.
+
+        Returns the lock held by the main process (None elsewhere).
+        """
+        cfg, acc = self.train_cfg, self.accelerator
+        for setting, folder in (("train.checkpoint_dir", self.run_dir), ("train.logging_dir", self.log_dir)):
+            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+            if blocker is not None:
+                raise ValueError(f"{setting}={folder}: {blocker} is a file, not a folder. Point {setting} at a "
+                                 "folder (it is created if missing) or move the file away")
+        lock, refused = None, None
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                lock = RunLock(self.run_dir)
+                lock.acquire()
+            except RuntimeError as e:
+                refused = e
+        if acc.num_processes > 1:  # every rank stops, not only the one that found the lock taken
+            flag = acc.reduce(torch.tensor([float(refused is not None)], device=acc.device), reduction="sum")
+            if flag.item() and refused is None:
+                raise RuntimeError(f"the main process could not lock train.checkpoint_dir {self.run_dir}: "
+                                   "another process is training into it (the main process names its pid)")
+        if refused is not None:
+            raise refused
+        try:
+            self._identity = run_identity(type(self.learner).__name__, acc.unwrap_model(self.model), self.data,
+                                          self.config)
+            if acc.is_main_process:
+                clean_leftovers(self.run_dir)
+            acc.wait_for_everyone()
+            stored = read_identity(self.run_dir / RUN_FILE)
+            if cfg.resume_from_checkpoint:
+                path = self.load_checkpoint(cfg.resume_from_checkpoint)
+                elsewhere = self.run_dir.resolve() not in path.resolve().parents
+                if elsewhere and stored is not None and identity_problems(stored, self._identity):
+                    raise ValueError(
+                        f"train.checkpoint_dir {self.run_dir} holds another run; differs in: "
+                        f"{'; '.join(identity_problems(stored, self._identity))}. Resume into that run's folder "
+                        "or choose another train.checkpoint_dir"
+                    )
+            else:
+                self._check_fresh(stored)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                write_identity(self.run_dir / RUN_FILE, self._identity)
+                if cfg.tracker == "jsonl":
+                    cut_log(self.log_dir / METRICS_FILE, self.state.step)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return lock
+
+    def _check_fresh(self, stored: Optional[dict[str, Any]]) -> None:
+        """Refuse a fresh run into a folder of another run (or of an unknown one, with checkpoints).
+
+        The same run started again is allowed with a warning: its checkpoints are what it would
+        write anyway, so they are overwritten as it goes (and a later one stays valid to resume).
+        """
+        steps = sorted(p.name for p in self.run_dir.glob("step_*") if _STEP_DIR.match(p.name))
+        differs = identity_problems(stored, self._identity) if stored is not None else []
+        if stored is not None:
+            differs += [f"{k} ({old!r} -> {new!r})" for k, (old, new) in config_changes(stored, self._identity).items()]
+        if differs:
+            raise ValueError(
+                f"train.checkpoint_dir {self.run_dir} holds another run; differs in: {'; '.join(differs)}. "
+                "A fresh run there would mix two runs: choose another train.checkpoint_dir, or delete that folder"
+            )
+        if steps and stored is None:
+            raise ValueError(
+                f"train.checkpoint_dir {self.run_dir} holds checkpoints (up to {steps[-1]}) of a run it has no "
+                f"{RUN_FILE} for: a fresh run there could mix with it. Choose another train.checkpoint_dir, or "
+                "delete that folder"
+            )
+        if steps:
+            warnings.warn(f"train.checkpoint_dir {self.run_dir} already holds checkpoints of this run (up to "
+                          f"{steps[-1]}): starting it over from step 0. To continue it instead, set "
+                          f"train.resume_from_checkpoint={self.run_dir}", ResumeWarning, stacklevel=4)
+
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> list[dict[str, Any]]:
-        """Train to `total_steps` (or `epochs` passes, whichever ends first); return the logged history."""
+        """Train to `total_steps` (or `epochs` passes, whichever ends first); return the logged history.
+
+        Ctrl-C prints where the last checkpoint is and how to resume, then raises KeyboardInterrupt.
+        """
         cfg = self.train_cfg
         seed_everything(cfg.seed)
-        if cfg.resume_from_checkpoint:
-            self.load_checkpoint(cfg.resume_from_checkpoint)
-        last = min(cfg.total_steps, cfg.epochs * self.batches_per_epoch)
+        lock = self._open_run()
+        try:
+            last = min(cfg.total_steps, cfg.epochs * self.batches_per_epoch)
+            if self.state.step >= last:
+                warnings.warn(f"nothing to train: the checkpoint {self._last_checkpoint} is at step {self.state.step} "
+                              f"and this run ends at step {last} (train.total_steps={cfg.total_steps}, "
+                              f"train.epochs={cfg.epochs}). Raise train.total_steps to train further",
+                              ResumeWarning, stacklevel=2)
+                return self.history
+            try:
+                self._loop(last)
+            except KeyboardInterrupt:
+                if self.accelerator.is_main_process:
+                    print(self._interrupted_line(), file=sys.stderr, flush=True)
+                raise
+        finally:
+            if lock is not None:
+                lock.release()
+        return self.history
+
+    def _interrupted_line(self) -> str:
+        """The one line Ctrl-C prints: the step, the last checkpoint, and the setting that resumes."""
+        if self._last_checkpoint is None:
+            return (f"textrl: interrupted at step {self.state.step}, before the first checkpoint "
+                    f"(train.checkpoint_interval={self.train_cfg.checkpoint_interval}): nothing to resume from")
+        return (f"textrl: interrupted at step {self.state.step}; the last checkpoint is {self._last_checkpoint}. "
+                f"Resume with train.resume_from_checkpoint={self.run_dir}")
+
+    def _loop(self, last: int) -> None:
+        """Optimizer steps, logging, evaluation and checkpoints from the current step to `last`."""
+        cfg = self.train_cfg
         bar = tqdm(total=last, initial=self.state.step, desc="train", unit="step",
                    disable=not (cfg.progress_bar and self.accelerator.is_main_process), dynamic_ncols=True)
         started = time.perf_counter()
-        while self.state.step < last:
-            stats = self._optimizer_step(self.state.step)
-            self.state.step += 1
-            step = self.state.step
-            self._log({"step": step, **stats, "time": time.perf_counter() - started})
-            bar.set_postfix(loss=f"{stats['loss']:.4f}")
-            bar.update()
-            if self.eval_fn is not None and (step % cfg.eval_interval == 0 or step == last):
-                metrics = self.evaluate(step)
-                self._log(metrics)
-                bar.write(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_std")))
-                if cfg.save_best:
-                    self._save_best(metrics)
-            if step % cfg.checkpoint_interval == 0 or step == last:
-                self.save_checkpoint()
-        bar.close()
-        if self._tb is not None:
-            self._tb.close()
-        return self.history
+        try:
+            while self.state.step < last:
+                stats = self._optimizer_step(self.state.step)
+                self.state.step += 1
+                step = self.state.step
+                self._log({"step": step, **stats, "time": time.perf_counter() - started})
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                bar.update()
+                if self.eval_fn is not None and (step % cfg.eval_interval == 0 or step == last):
+                    metrics = self.evaluate(step)
+                    self._log(metrics)
+                    bar.write(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_std")))
+                    if cfg.save_best:
+                        self._save_best(metrics)
+                if step % cfg.checkpoint_interval == 0 or step == last:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
 
 
 def seed_everything(seed: int) -> None:

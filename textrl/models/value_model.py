@@ -3,6 +3,7 @@
 Saved as a directory that plain `AutoModelForCausalLM.from_pretrained` (`AutoModelForSeq2SeqLM` for
 seq2seq) opens, with the heads beside it in `value_heads.safetensors` and their settings in
 `value_heads.json`; a LoRA model keeps its base weights there and its adapter in `adapter/`.
+`manifest.json` records each file's sha256; loading checks it and names a damaged file.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from textrl.io import atomic_directory
+from textrl.io import DamagedFileError, atomic_directory, verify_manifest, write_manifest
 from textrl.models.heads import ValueHeads
 
 HEADS_FILE = "value_heads.safetensors"
@@ -190,15 +192,15 @@ class ValueModel(nn.Module):
                 self.backbone.save_pretrained(str(tmp / ADAPTER_DIR))
             else:
                 self.backbone.save_pretrained(str(tmp))
-            if self.heads is None:
-                return
-            state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
-            save_file(state, str(tmp / HEADS_FILE))
-            settings = dict(num_qs=len(self.heads.q_heads), with_v=self.heads.v_head is not None,
-                            with_targets=self.heads.target_q_heads is not None)
-            if self.heads.q_rank is not None:  # absent for trlx's heads, as in folders saved before q_rank existed
-                settings["q_rank"] = self.heads.q_rank
-            (tmp / HEADS_CONFIG).write_text(json.dumps(settings))
+            if self.heads is not None:
+                state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+                save_file(state, str(tmp / HEADS_FILE))
+                settings = dict(num_qs=len(self.heads.q_heads), with_v=self.heads.v_head is not None,
+                                with_targets=self.heads.target_q_heads is not None)
+                if self.heads.q_rank is not None:  # absent for trlx's heads, as in folders saved before q_rank
+                    settings["q_rank"] = self.heads.q_rank
+                (tmp / HEADS_CONFIG).write_text(json.dumps(settings))
+            write_manifest(tmp)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "ValueModel":
@@ -208,16 +210,34 @@ class ValueModel(nn.Module):
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory} holds no saved model (config.json missing)")
-        with quiet_transformers():
-            seq2seq = AutoConfig.from_pretrained(str(directory)).is_encoder_decoder
-            auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-            backbone = auto.from_pretrained(str(directory), attn_implementation="eager")
+        verify_manifest(directory, "saved model")
+        try:
+            with quiet_transformers():
+                seq2seq = AutoConfig.from_pretrained(str(directory)).is_encoder_decoder
+                auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+                backbone = auto.from_pretrained(str(directory), attn_implementation="eager")
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+            raise DamagedFileError(f"the model files in {directory} are damaged or truncated (config.json, "
+                                   f"model.safetensors): {str(e)[:300]}") from e
         if (directory / ADAPTER_DIR).is_dir():
             from peft import PeftModel
 
             backbone = PeftModel.from_pretrained(backbone, str(directory / ADAPTER_DIR), is_trainable=True)
         if not (directory / HEADS_CONFIG).is_file():
+            if (directory / HEADS_FILE).is_file():
+                raise DamagedFileError(f"{directory / HEADS_CONFIG} is missing: the saved model {directory} is "
+                                       f"damaged ({HEADS_FILE} has no settings). Restore it or save the agent again")
             return cls(backbone, None)
-        model = cls.build(backbone, **json.loads((directory / HEADS_CONFIG).read_text()))
-        model.heads.load_state_dict(load_file(str(directory / HEADS_FILE)))
+        try:
+            settings = json.loads((directory / HEADS_CONFIG).read_text())
+            if not isinstance(settings, dict):
+                raise ValueError(f"expected a mapping, got {type(settings).__name__}")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DamagedFileError(f"{directory / HEADS_CONFIG} is damaged ({e})") from None
+        model = cls.build(backbone, **settings)
+        try:
+            heads = load_file(str(directory / HEADS_FILE))
+        except (SafetensorError, OSError) as e:
+            raise DamagedFileError(f"{directory / HEADS_FILE} is damaged or truncated ({e})") from None
+        model.heads.load_state_dict(heads)
         return model
