@@ -7,13 +7,14 @@ path, the training loop, evaluation and checkpoints are the same for all agents.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -88,12 +89,22 @@ class OfflineAgent(ABC):
     ) -> list[dict[str, Any]]:
         """Train on a Minari dataset, a dataset id, a path or a packed dataset; return the logged history.
 
-        Keyword arguments override `config.train` fields for this call (e.g. `total_steps=200`).
+        Keyword arguments override `config.train` fields for this call only (e.g. `total_steps=200`):
+        checkpoints written during it record them, `self.config` is as before once it returns.
         """
-        if train:
-            self.config = self.config.evolve(train=train)
         if evaluate_every is not None:
-            self.config = self.config.evolve(train=dict(eval_interval=evaluate_every))
+            train = {**train, "eval_interval": evaluate_every}
+        configured = self.config
+        if train:
+            self.config = configured.evolve(train=train)
+        try:
+            return self._fit(dataset, metric_fn)
+        finally:
+            self.config = configured
+
+    def _fit(self, dataset: Any, metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]]
+             ) -> list[dict[str, Any]]:
+        """`fit` with `self.config` holding this call's settings."""
         packed, task = self._packed(dataset)
         if self.tokenizer is None:
             self.tokenizer = self._resolve_tokenizer(dataset if not isinstance(dataset, PackedDataset) else None)
@@ -170,8 +181,15 @@ class OfflineAgent(ABC):
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None) -> Any:
-        """The next token for an env observation (an int) or a batch of them (an int64 array)."""
-        model = self._require_model()
+        """The next token for an env observation (an int) or a batch of them (an int64 array).
+
+        The network runs in eval mode (no dropout), whatever mode training left it in.
+        """
+        with _eval_mode(self._require_model()) as model:
+            return self._act(model, obs, beta)
+
+    def _act(self, model: ValueModel, obs: dict[str, np.ndarray], beta: Optional[float]) -> Any:
+        """`act` with the model in eval mode."""
         if model.seq2seq:
             raise ValueError("a seq2seq agent cannot act on env observations: they do not mark where the prompt "
                              "for its encoder ends. Use generate(prompts), or a causal model for env rollouts")
@@ -218,8 +236,15 @@ class OfflineAgent(ABC):
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], **gen_kwargs: Any) -> list[str]:
-        """Continue each prompt (a string) and return the generated text (without the prompt)."""
-        model = self._require_model()
+        """Continue each prompt (a string) and return the generated text (without the prompt).
+
+        The network runs in eval mode (no dropout); the tokenizer's own settings are left as they were.
+        """
+        with _eval_mode(self._require_model()) as model:
+            return self._generate(model, prompts, gen_kwargs)
+
+    def _generate(self, model: ValueModel, prompts: Sequence[str], gen_kwargs: dict[str, Any]) -> list[str]:
+        """`generate` with the model in eval mode."""
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
         settings = self.config.method.gen_kwargs
@@ -228,8 +253,7 @@ class OfflineAgent(ABC):
         if isinstance(settings.beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
         tok = self.tokenizer
-        tok.padding_side = "left"
-        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = _left_padded(tok, list(prompts))
         device = next(model.parameters()).device
         out = decode(
             model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),
@@ -281,6 +305,27 @@ class OfflineAgent(ABC):
             agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
         agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
         return agent
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode (deterministic: no dropout) inside the block, its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _left_padded(tokenizer: Any, prompts: list[str]) -> Any:
+    """Encode prompts padded on the left (decoding appends on the right), restoring the tokenizer's side."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
 
 
 def _task_or_none(env_id: Optional[str]) -> Any:
