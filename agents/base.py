@@ -7,14 +7,13 @@ path, the training loop, evaluation and checkpoints are the same for all agents.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +33,25 @@ AGENT_FILE = "agent.json"
 CONFIG_FILE = "config.yaml"
 MODEL_DIR = "model"
 TOKENIZER_DIR = "tokenizer"
+
+
+def _in_eval_mode(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an acting method with the agent's model in eval mode (deterministic: no dropout), restoring
+    the mode it had; without a model the method runs as is (and says so)."""
+
+    @functools.wraps(method)
+    def run(self: "OfflineAgent", *args: Any, **kwargs: Any) -> Any:
+        model = self.model
+        if model is None:
+            return method(self, *args, **kwargs)
+        was_training = model.training
+        model.eval()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            model.train(was_training)
+
+    return run
 
 
 class OfflineAgent(ABC):
@@ -180,16 +198,13 @@ class OfflineAgent(ABC):
         return self.model
 
     @torch.no_grad()
+    @_in_eval_mode
     def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None) -> Any:
         """The next token for an env observation (an int) or a batch of them (an int64 array).
 
         The network runs in eval mode (no dropout), whatever mode training left it in.
         """
-        with _eval_mode(self._require_model()) as model:
-            return self._act(model, obs, beta)
-
-    def _act(self, model: ValueModel, obs: dict[str, np.ndarray], beta: Optional[float]) -> Any:
-        """`act` with the model in eval mode."""
+        model = self._require_model()
         if model.seq2seq:
             raise ValueError("a seq2seq agent cannot act on env observations: they do not mark where the prompt "
                              "for its encoder ends. Use generate(prompts), or a causal model for env rollouts")
@@ -235,16 +250,13 @@ class OfflineAgent(ABC):
         return hidden, last_hidden_and_lm(model.backbone)[1](hidden)
 
     @torch.no_grad()
+    @_in_eval_mode
     def generate(self, prompts: Sequence[str], **gen_kwargs: Any) -> list[str]:
         """Continue each prompt (a string) and return the generated text (without the prompt).
 
         The network runs in eval mode (no dropout); the tokenizer's own settings are left as they were.
         """
-        with _eval_mode(self._require_model()) as model:
-            return self._generate(model, prompts, gen_kwargs)
-
-    def _generate(self, model: ValueModel, prompts: Sequence[str], gen_kwargs: dict[str, Any]) -> list[str]:
-        """`generate` with the model in eval mode."""
+        model = self._require_model()
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
         settings = self.config.method.gen_kwargs
@@ -305,17 +317,6 @@ class OfflineAgent(ABC):
             agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
         agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
         return agent
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model in eval mode (deterministic: no dropout) inside the block, its previous mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _left_padded(tokenizer: Any, prompts: list[str]) -> Any:
