@@ -41,6 +41,25 @@ MODEL_DIR = "model"
 TOKENIZER_DIR = "tokenizer"
 
 
+def _in_eval_mode(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an acting method with the agent's model in eval mode (deterministic: no dropout), restoring
+    the mode it had; without a model the method runs as is (and says so)."""
+
+    @functools.wraps(method)
+    def run(self: "OfflineAgent", *args: Any, **kwargs: Any) -> Any:
+        model = self.model
+        if model is None:
+            return method(self, *args, **kwargs)
+        was_training = model.training
+        model.eval()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            model.train(was_training)
+
+    return run
+
+
 class OfflineAgent(ABC):
     """Base class of the offline agents (BC, filtered BC, MC returns, CQL, ILQL)."""
 
@@ -94,12 +113,22 @@ class OfflineAgent(ABC):
     ) -> list[dict[str, Any]]:
         """Train on a Minari dataset, a dataset id, a path or a packed dataset; return the logged history.
 
-        Keyword arguments override `config.train` fields for this call (e.g. `total_steps=200`).
+        Keyword arguments override `config.train` fields for this call only (e.g. `total_steps=200`):
+        checkpoints written during it record them, `self.config` is as before once it returns.
         """
-        if train:
-            self.config = self.config.evolve(train=train)
         if evaluate_every is not None:
-            self.config = self.config.evolve(train=dict(eval_interval=evaluate_every))
+            train = {**train, "eval_interval": evaluate_every}
+        configured = self.config
+        if train:
+            self.config = configured.evolve(train=train)
+        try:
+            return self._fit(dataset, metric_fn)
+        finally:
+            self.config = configured
+
+    def _fit(self, dataset: Any, metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]]
+             ) -> list[dict[str, Any]]:
+        """`fit` with `self.config` holding this call's settings."""
         packed, task = self._packed(dataset)
         if self.tokenizer is None:
             self.tokenizer = self._resolve_tokenizer(dataset if not isinstance(dataset, PackedDataset) else None)
@@ -175,8 +204,12 @@ class OfflineAgent(ABC):
         return self.model
 
     @torch.no_grad()
+    @_in_eval_mode
     def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None) -> Any:
-        """The next token for an env observation (an int) or a batch of them (an int64 array)."""
+        """The next token for an env observation (an int) or a batch of them (an int64 array).
+
+        The network runs in eval mode (no dropout), whatever mode training left it in.
+        """
         model = self._require_model()
         if model.seq2seq:
             raise ValueError("a seq2seq agent cannot act on env observations: they do not mark where the prompt "
@@ -223,8 +256,12 @@ class OfflineAgent(ABC):
         return hidden, last_hidden_and_lm(model.backbone)[1](hidden)
 
     @torch.no_grad()
+    @_in_eval_mode
     def generate(self, prompts: Sequence[str], **gen_kwargs: Any) -> list[str]:
-        """Continue each prompt (a string) and return the generated text (without the prompt)."""
+        """Continue each prompt (a string) and return the generated text (without the prompt).
+
+        The network runs in eval mode (no dropout); the tokenizer's own settings are left as they were.
+        """
         model = self._require_model()
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
@@ -234,8 +271,7 @@ class OfflineAgent(ABC):
         if isinstance(settings.beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
         tok = self.tokenizer
-        tok.padding_side = "left"
-        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = _left_padded(tok, list(prompts))
         device = next(model.parameters()).device
         out = decode(
             model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),
@@ -310,6 +346,16 @@ def read_agent_info(path: Path) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as e:
         raise DamagedFileError(f"{path} is damaged ({e}): restore it or save the agent again") from None
     return info
+
+
+def _left_padded(tokenizer: Any, prompts: list[str]) -> Any:
+    """Encode prompts padded on the left (decoding appends on the right), restoring the tokenizer's side."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
 
 
 def _task_or_none(env_id: Optional[str]) -> Any:

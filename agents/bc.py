@@ -20,6 +20,6 @@ class BCAgent(OfflineAgent):
         return ValueModel.build(load_backbone(self.config.model, vocab_size), with_heads=False)
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
+        out = model(batch)
         loss = masked_mean(token_cross_entropy(out.logits, out.actions), batch["action_mask"].float())
         return loss, {"loss_bc": loss.item()}

@@ -21,7 +21,7 @@ from textrl.data import make_dataset
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
 
-# The dataset tier each task is benchmarked on (DESIGN.md: random-walk data; a mixed maze tier).
+# The dataset tier each task is benchmarked on: random-walk data for RandomWalks, a mixed tier for the maze.
 BENCH_DATASETS = {
     "randomwalks": "textrl/randomwalks/random-v1",
     "maze": "textrl/maze/mixed-v1",

@@ -1,4 +1,7 @@
-"""ILQL: V and twin Q heads with expectile regression; acts by shifting the LM's log-probs by beta * (Qbar - V)."""
+"""ILQL: V and twin Q heads with expectile regression; acts by shifting the LM's log-probs by beta * (Qbar - V).
+
+The losses are written out in `textrl.config.ILQLConfig`'s docstring.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,12 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import OfflineAgent
+from agents.targets import PolyakTargetSync
 from textrl.config import ILQLConfig
 from textrl.models import ValueModel, ilql_loss, load_backbone
 
 
-class ILQLAgent(OfflineAgent):
+class ILQLAgent(PolyakTargetSync, OfflineAgent):
     """Implicit Language Q-Learning (Snell et al. 2022) on a Hugging Face causal LM."""
 
     method_cls = ILQLConfig
@@ -23,13 +27,9 @@ class ILQLAgent(OfflineAgent):
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.config.method
-        out = model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
+        out = model(batch)
         return ilql_loss(out, batch, tau=m.tau, gamma=m.gamma, cql_scale=m.cql_scale, awac_scale=m.awac_scale,
-                         beta=m.beta)
-
-    def after_optimizer_step(self, model: ValueModel, step: int) -> None:
-        if step % self.config.method.steps_for_target_q_sync == 0:
-            model.heads.sync_target_q_heads(self.config.method.alpha)
+                         beta=m.beta, awac_weight_max=m.awac_weight_max)
 
     def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
         return self.model.heads.shifted_log_probs(hidden, logits, beta)

@@ -26,7 +26,7 @@ class MCReturnsAgent(OfflineAgent):
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.config.method
         mask = batch["action_mask"].float()
-        out = model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
+        out = model(batch)
         g = returns_to_go(batch["rewards"], mask, m.gamma)
         q_taken = [q.gather(-1, out.actions[..., None]).squeeze(-1) for q in out.qs]
         loss_q = sum(masked_mean((q - g) ** 2, mask) for q in q_taken)

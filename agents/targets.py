@@ -1,6 +1,9 @@
-"""Regression targets of the value-based baselines, as pure tensor functions over packed batches."""
+"""Regression targets of the value-based baselines (pure tensor functions over packed batches), and the
+target-head update that ILQL and CQL share."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -16,6 +19,19 @@ def returns_to_go(rewards: torch.Tensor, action_mask: torch.Tensor, gamma: float
     return out * action_mask
 
 
-def max_backup(rewards: torch.Tensor, next_q_max: torch.Tensor, notdone: torch.Tensor, gamma: float) -> torch.Tensor:
-    """The Q-learning target r_k + gamma * max_a' Qbar(s_{k+1}, a') * notdone_k (no gradient)."""
-    return (rewards + gamma * next_q_max * notdone).detach()
+def td_target(rewards: torch.Tensor, next_q: torch.Tensor, notdone: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The one-step target r_k + gamma * next_q_k * notdone_k (no gradient); next_q is the value of the
+    next state (for CQL's double DQN, Qbar(s_{k+1}, argmax_a Q(s_{k+1}, a)))."""
+    return (rewards + gamma * next_q * notdone).detach()
+
+
+class PolyakTargetSync:
+    """Mixin for agents with target Q heads: every `method.steps_for_target_q_sync` optimizer steps,
+    Qbar <- rate * Q + (1 - rate) * Qbar with rate = `method.target_update_rate`."""
+
+    config: Any
+
+    def after_optimizer_step(self, model: Any, step: int) -> None:
+        method = self.config.method
+        if step % method.steps_for_target_q_sync == 0:
+            model.heads.sync_target_q_heads(method.target_update_rate)

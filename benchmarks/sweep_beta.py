@@ -4,11 +4,17 @@ Uses a list in `method.gen_kwargs.beta` (the trainer then logs `eval/score@beta=
 the betas share the training run and differ only in how the agent acts.
 
     python benchmarks/sweep_beta.py --task maze --agent ilql --betas 0 1 4 16 100 [--seed 1] [--temperature 0]
+        [--eval-seed 12345]
+
+`--eval-seed` adds a validation row: the trained agent rolled out once more per beta on episodes
+drawn with that seed, apart from the ones `fit` evaluates on (which use `train.seed`), so a beta
+chosen on it is not chosen on the reported episodes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -19,6 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from agents import AGENTS
 from agents.benchmark import BENCH_DATASETS
 from textrl import make_dataset, task_config
+from textrl.rollout import evaluate
+from textrl.tasks import get_task
 
 
 def main() -> None:
@@ -29,6 +37,8 @@ def main() -> None:
     parser.add_argument("--betas", nargs="+", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=None, help="default: the task preset's")
+    parser.add_argument("--eval-seed", type=int, default=None,
+                        help="also score every beta on validation episodes drawn with this seed")
     args = parser.parse_args()
 
     gen = dict(beta=args.betas)
@@ -40,7 +50,10 @@ def main() -> None:
                           tracker="none", checkpoint_dir=work).evolve(method=dict(gen_kwargs=gen))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            history = AGENTS[args.agent](cfg).fit(make_dataset(BENCH_DATASETS[args.task], progress=False))
+            agent = AGENTS[args.agent](cfg)
+            history = agent.fit(make_dataset(BENCH_DATASETS[args.task], progress=False))
+            validation = [_validation_score(agent, args.task, b, cfg.train.eval_episodes, args.eval_seed)
+                          for b in args.betas] if args.eval_seed is not None else None
     settings = cfg.method.gen_kwargs
     print(f"{args.agent} on {args.task}, seed {args.seed}, temperature {settings.temperature:g}, "
           f"top_k {settings.top_k}: normalised score by step and beta")
@@ -50,7 +63,17 @@ def main() -> None:
         if "eval/episodes" in record:
             scores = [record[f"eval/score@beta={b:g}"] for b in args.betas]
             print(f"| {record['step']} | " + " | ".join(f"{s:.1f}" for s in scores) + " |")
+    if validation is not None:
+        print(f"| validation (seed {args.eval_seed}) | " + " | ".join(f"{s:.1f}" for s in validation) + " |")
     print(f"\n{time.perf_counter() - started:.0f} s")
+
+
+def _validation_score(agent: object, task_name: str, beta: float, episodes: int, seed: int) -> float:
+    """Mean normalised score of the agent acting with `beta` on `episodes` rollouts drawn with `seed`."""
+    task = get_task(task_name)
+    result = evaluate(functools.partial(agent.policy, beta=beta), task, num_episodes=episodes, seed=seed)
+    mean = sum(result.returns) / len(result.returns)
+    return 100.0 * (mean - task.ref_min_score) / (task.ref_max_score - task.ref_min_score)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from tensordict import TensorDict
 
 from agents import AGENTS, BCAgent, CQLAgent, FilteredBCAgent, ILQLAgent, MCReturnsAgent, load_agent
 from agents.filtered_bc import top_fraction
-from agents.targets import max_backup, returns_to_go
+from agents.targets import returns_to_go, td_target
 from textrl import default_config, make_dataset, pack, task_config
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
@@ -177,20 +177,27 @@ def test_returns_to_go_by_hand() -> None:
     assert g.tolist() == [[1.0 + 0.5 * 0.0 + 0.25 * 2.0, 0.0 + 0.5 * 2.0, 2.0, 0.0], [0.5 - 0.5, -1.0, 0.0, 0.0]]
 
 
-def test_cql_backup_uses_the_max_and_masks_terminals() -> None:
+def test_td_target_masks_terminals() -> None:
     rewards = torch.tensor([[1.0, 2.0]])
-    next_q_max = torch.tensor([[3.0, 5.0]])
+    next_q = torch.tensor([[3.0, 5.0]])
     notdone = torch.tensor([[1.0, 0.0]])
-    torch.testing.assert_close(max_backup(rewards, next_q_max, notdone, gamma=0.9), torch.tensor([[1.0 + 0.9 * 3.0, 2.0]]))
+    torch.testing.assert_close(td_target(rewards, next_q, notdone, gamma=0.9), torch.tensor([[1.0 + 0.9 * 3.0, 2.0]]))
 
 
-def test_cql_loss_target_is_the_max_over_next_state_q(tmp_path) -> None:
+def test_cql_loss_target_is_double_dqn(tmp_path) -> None:
     agent = CQLAgent(short("cql", tmp_path))
     agent.model = agent.build_model(get_task("randomwalks").vocab_size)
+    heads = agent.model.heads
+    with torch.no_grad():  # targets apart from the online head, so the two choices of a* differ
+        for p in heads.target_q_heads.parameters():
+            p.add_(torch.randn_like(p))
     batch = pack(make_dataset(SMALL, progress=False)).batch(torch.arange(4))
-    out = agent.model(batch["input_ids"], batch["attention_mask"], batch["action_ixs"], batch["state_ixs"])
-    next_max = agent.model.heads.target_q(out.next_hidden[:, 1:]).amax(-1)
-    target = batch["rewards"] + 0.99 * next_max * batch["notdone"]
+    out = agent.model(batch)
+    h_next = out.state_hidden[:, 1:]
+    online_best = heads.qs(h_next)[0].argmax(-1)
+    next_q = heads.target_q_heads[0](h_next).gather(-1, online_best[..., None]).squeeze(-1)
+    assert not torch.equal(online_best, heads.target_q(h_next).argmax(-1))  # double DQN != max of the target
+    target = batch["rewards"] + 0.99 * next_q * batch["notdone"]
     q = out.qs[0].gather(-1, out.actions[..., None]).squeeze(-1)
     mask = batch["action_mask"].float()
     expected_td = (((q - target) ** 2 * mask).sum() / mask.sum()).detach().item()
@@ -249,3 +256,53 @@ def test_batch_source_contract_keys(small_data) -> None:
     assert isinstance(batch, TensorDict)
     assert set(batch.keys()) >= {"input_ids", "attention_mask", "action_ixs", "state_ixs", "action_mask", "rewards",
                                  "notdone", "returns"}
+
+
+def test_acting_is_deterministic_in_the_network_after_fit(small_data, tmp_path) -> None:
+    """A GPT-2 with dropout 0.5 left in train mode (as fit on a dataset without env leaves it): act and
+    generate run it in eval mode."""
+    task = get_task("randomwalks")
+    cfg = short("ilql", tmp_path, total_steps=3)
+    model_path = cfg.model.model_path.to_dict()
+    model_path.update(resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5)
+    from transformers import GPT2Config
+
+    agent = ILQLAgent(cfg.evolve(model=dict(model_path=GPT2Config(**model_path))))
+    agent.fit(small_data)
+    agent.model.train()
+    seen = []
+    scores = agent.next_token_scores
+    agent.next_token_scores = lambda h, logits, beta: seen.append(scores(h, logits, beta)) or seen[-1]
+    obs = {"input_ids": np.array([[5, 0, 0], [7, 0, 0]], dtype=np.uint8), "length": np.array([1, 1])}
+    agent.act(obs)
+    agent.act(obs)
+    agent.generate(["3"], max_new_tokens=1)
+    agent.generate(["3"], max_new_tokens=1)
+    assert len(seen) == 4 and torch.equal(seen[0], seen[1]) and torch.equal(seen[2], seen[3])
+    assert agent.model.training  # the mode it had is restored
+    assert task.vocab_size == seen[0].shape[-1]
+
+
+def test_fit_overrides_and_generate_leave_config_and_tokenizer_as_they_were(small_data, tmp_path) -> None:
+    cfg = short("bc", tmp_path)
+    agent = BCAgent(cfg)
+    history = agent.fit(small_data, total_steps=4, evaluate_every=1000)
+    assert len([h for h in history if "loss" in h]) == 4  # the overrides applied to that fit
+    assert agent.config == cfg  # and only to it
+    agent.tokenizer.padding_side = "right"
+    agent.generate(["3", "7 2"], max_new_tokens=2)
+    assert agent.tokenizer.padding_side == "right"
+
+
+def test_default_ilql_config_offline_fails_fast_naming_both_ways_forward(small_data) -> None:
+    import time
+
+    from textrl import default_ilql_config
+
+    started = time.perf_counter()
+    with pytest.raises(OSError) as err:  # conftest sets HF_HUB_OFFLINE=1 and no gpt2 is cached
+        ILQLAgent(default_ilql_config()).fit(small_data)
+    assert time.perf_counter() - started < 20
+    message = str(err.value)
+    assert "task_config(task, 'ilql')" in message
+    assert "default_ilql_config().evolve(model=dict(model_path=DIR), tokenizer=dict(tokenizer_path=DIR))" in message

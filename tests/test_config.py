@@ -26,6 +26,7 @@ SEED_VALUES = {
     "train.total_steps": 1000,
     "train.checkpoint_interval": 1000,
     "train.eval_interval": 100,
+    "train.reward_normalization": "zscore",  # trlx's ILQL trainer z-scores the returns
     "model.model_path": "gpt2",
     "model.num_layers_unfrozen": -1,
     "tokenizer.tokenizer_path": "gpt2",
@@ -40,6 +41,7 @@ SEED_VALUES = {
     "method.awac_scale": 1,
     "method.alpha": 0.001,
     "method.beta": 0,
+    "method.awac_weight_max": None,
     "method.steps_for_target_q_sync": 5,
     "method.two_qs": True,
     "method.gen_kwargs.max_new_tokens": 56,
@@ -196,6 +198,36 @@ def test_yaml_with_unknown_section_or_method(tmp_path) -> None:
 def test_method_registry_has_every_agent() -> None:
     assert {"ilql", "bc", "filtered_bc", "mc_returns", "cql"} <= set(METHODS)
     assert isinstance(default_config("cql").method, CQLConfig)
+
+
+def test_ilql_default_is_trlx_and_task_presets_are_explicit() -> None:
+    trlx = default_ilql_config()
+    assert default_config("ilql") == trlx
+    assert trlx.train.reward_normalization == "zscore" and trlx.method.target_update_rate == 0.001
+    # trlx's target rate: 0.001 every 5 steps moves the targets 1 - 0.999^200, about 18%, in 1000 steps
+    assert 1 - (1 - trlx.method.alpha) ** (1000 // trlx.method.steps_for_target_q_sync) == pytest.approx(0.181, abs=1e-3)
+    from textrl import task_config
+
+    for task in ("randomwalks", "maze"):
+        preset = task_config(task, "ilql")
+        assert preset.train.reward_normalization == "none"  # the benchmark trains on the stored returns
+        assert (preset.method.alpha, preset.method.tau) == (0.1, 0.8)
+
+
+def test_cql_names_its_target_rate_and_conservative_weight() -> None:
+    cql = CQLConfig()
+    assert (cql.target_update_rate, cql.cql_scale) == (0.1, 1.0)
+    with pytest.raises(ConfigError, match="method.target_update_rate = 1.5: must lie in"):
+        CQLConfig(target_update_rate=1.5)
+    with pytest.raises(ConfigError, match="unknown config key 'method.alpha'.*target_update_rate"):
+        default_config("cql").update({"method.alpha": 0.1})
+
+
+def test_awac_weight_max_is_optional_and_positive() -> None:
+    assert ILQLConfig().awac_weight_max is None
+    assert ILQLConfig(awac_weight_max=100).awac_weight_max == 100.0
+    with pytest.raises(ConfigError, match="method.awac_weight_max = 0.0: must be positive"):
+        ILQLConfig(awac_weight_max=0.0)
 
 
 def test_optimizer_and_scheduler_built_from_config() -> None:

@@ -22,6 +22,7 @@ from textrl.models import (
     taken_and_logsumexp,
     token_cross_entropy,
 )
+from textrl.models.value_model import gather_positions
 
 VOCAB = 12
 
@@ -51,9 +52,9 @@ def test_ilql_loss_matches_a_hand_computation() -> None:
     notdone = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
     actions = torch.tensor([[1, 3, 0], [2, 2, 0]])
     out = ValueOutput(
-        actions=actions, logits=torch.randn(B, A, V), hidden=torch.zeros(B, A, 1),
+        actions=actions, logits=torch.randn(B, A, V),
         vs=torch.randn(B, A + 1), qs=[torch.randn(B, A, V), torch.randn(B, A, V)],
-        target_q=torch.randn(B, A), next_hidden=torch.zeros(B, A + 1, 1),
+        target_q=torch.randn(B, A), state_hidden=torch.zeros(B, A + 1, 1),
     )
     batch = TensorDict({"action_mask": mask, "rewards": rewards, "notdone": notdone}, batch_size=[B])
     tau, gamma, cql, awac, beta = 0.7, 0.9, 0.1, 1.0, 0.5
@@ -124,8 +125,8 @@ def test_low_rank_q_head_output_has_that_rank() -> None:
 
 def test_loss_gradient_does_not_flow_through_next_value() -> None:
     vs = torch.zeros(1, 3, requires_grad=True)
-    out = ValueOutput(actions=torch.tensor([[0, 0]]), logits=torch.zeros(1, 2, 2), hidden=torch.zeros(1, 2, 1),
-                      vs=vs, qs=[torch.zeros(1, 2, 2)], target_q=torch.zeros(1, 2), next_hidden=torch.zeros(1, 3, 1))
+    out = ValueOutput(actions=torch.tensor([[0, 0]]), logits=torch.zeros(1, 2, 2),
+                      vs=vs, qs=[torch.zeros(1, 2, 2)], target_q=torch.zeros(1, 2), state_hidden=torch.zeros(1, 3, 1))
     batch = TensorDict({"action_mask": torch.tensor([[True, True]]), "rewards": torch.ones(1, 2),
                         "notdone": torch.ones(1, 2)}, batch_size=[1])
     loss, _ = ilql_loss(out, batch, tau=0.7, gamma=0.99, cql_scale=0.0, awac_scale=0.0, beta=0.0)
@@ -160,6 +161,34 @@ def test_heads_at_indices_equal_heads_everywhere_then_gathered(model: ValueModel
         torch.testing.assert_close(out.vs[b], model.heads.v(h[b, state_ixs[b]]))
         torch.testing.assert_close(out.logits[b], model.backbone.lm_head(h[b, action_ixs[b]]))
         assert torch.equal(out.actions[b], ids[b, action_ixs[b] + 1])
+    batch = TensorDict({"input_ids": ids, "attention_mask": mask, "action_ixs": action_ixs, "state_ixs": state_ixs},
+                       batch_size=[2])
+    packed = model(batch)  # the packed batch itself, as the agents call it
+    for x, y in [(out.logits, packed.logits), (out.vs, packed.vs), (out.qs[0], packed.qs[0]),
+                 (out.target_q, packed.target_q), (out.state_hidden, packed.state_hidden)]:
+        assert torch.equal(x, y)
+    torch.testing.assert_close(out.state_hidden, gather_positions(h, state_ixs))
+    with pytest.raises(TypeError, match="takes a packed batch"):
+        model(ids, mask)
+
+
+def test_awac_weight_cap_clamps_exp_beta_advantage() -> None:
+    torch.manual_seed(2)
+    B, A, V = 1, 3, 4
+    actions = torch.tensor([[0, 1, 2]])
+    vs = torch.zeros(B, A + 1)
+    out = ValueOutput(actions=actions, logits=torch.randn(B, A, V), vs=vs, qs=[torch.randn(B, A, V)],
+                      target_q=torch.tensor([[10.0, 0.0, -1.0]]), state_hidden=torch.zeros(B, A + 1, 1))
+    batch = TensorDict({"action_mask": torch.ones(B, A, dtype=torch.bool), "rewards": torch.zeros(B, A),
+                        "notdone": torch.ones(B, A)}, batch_size=[B])
+    kw = dict(tau=0.7, gamma=0.99, cql_scale=0.0, awac_scale=1.0, beta=1.0)
+    _, free = ilql_loss(out, batch, **kw)
+    _, capped = ilql_loss(out, batch, **kw, awac_weight_max=100.0)
+    assert free["awac_weight_max"] == pytest.approx(math.exp(10.0), rel=1e-5)  # trlx: uncapped by default
+    assert capped["awac_weight_max"] == pytest.approx(100.0)
+    ce = [_ce(out.logits[0, k], int(actions[0, k])) for k in range(A)]
+    expected = (100.0 * ce[0] + 1.0 * ce[1] + math.exp(-1.0) * ce[2]) / A
+    assert capped["loss_awac"] == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("q_rank", [None, 3])

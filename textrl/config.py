@@ -169,7 +169,12 @@ class SchedulerConfig(Section):
 
 @dataclass(frozen=True)
 class GenerationConfig(Section):
-    """Decoding settings: how many tokens, top-k, the advantage weight beta, temperature (0 = greedy)."""
+    """Decoding settings: how many tokens, top-k, temperature (0 = greedy) and the acting beta.
+
+    `beta` weighs the advantage when acting (log pi + beta * (Q - V) for ILQL and MC returns); it is
+    not `method.beta`, ILQL's AWAC temperature in training. A list evaluates every value on the same
+    episodes.
+    """
 
     _path: typing.ClassVar[str] = "method.gen_kwargs"
 
@@ -232,7 +237,49 @@ class MethodConfig(Section):
 @register_method
 @dataclass(frozen=True)
 class ILQLConfig(MethodConfig):
-    """ILQL: expectile tau, discount gamma, loss weights, Polyak alpha, AWAC beta, target sync period."""
+    r"""Implicit Language Q-Learning (Snell et al. 2022), with trlx's defaults.
+
+    Notation: an episode is one token sequence; action k is the token x_{k+1} the agent emitted at
+    state s_k (the context before it), r_k its reward and notdone_k = 0 when the episode terminated
+    there (1 otherwise, and at a truncation, where the target bootstraps from V). The heads read the
+    last hidden state: V(s), Q_j(s, .) for j = 1..2 (1 when `two_qs` is False) and their target
+    copies Qbar_j, with Qbar(s, a) = min_j Qbar_j(s, a). Every mean is over the valid actions of
+    the batch (`textrl.models.ilql_loss` computes these lines)::
+
+        y_k    = r_k + gamma * V(s_{k+1}) * notdone_k                    (V detached)
+        L_Q    = sum_j mean_k (Q_j(s_k, a_k) - y_k)^2
+        L_V    = mean_k |tau - 1[Qbar(s_k, a_k) < V(s_k)]| * (Qbar(s_k, a_k) - V(s_k))^2
+        L_CQL  = sum_j mean_k [logsumexp_a Q_j(s_k, a) - Q_j(s_k, a_k)]
+        w_k    = exp(beta * (Qbar(s_k, a_k) - V(s_k)))                  (no gradient;
+                 min(w_k, awac_weight_max) when awac_weight_max is set)
+        L_AWAC = mean_k w_k * (-log pi(a_k | s_k))                       (pi: the LM's softmax)
+        L      = L_Q + L_V + cql_scale * L_CQL + awac_scale * L_AWAC
+
+    Every `steps_for_target_q_sync` optimizer steps: Qbar_j <- alpha * Q_j + (1 - alpha) * Qbar_j.
+    Acting scores the next token by log pi(a | s) + gen_kwargs.beta * (Qbar(s, a) - V(s)).
+
+    Attributes:
+        tau: expectile of V's regression on Qbar, in (0, 1); above 0.5 V leans towards the best
+            actions the data took.
+        gamma: discount factor.
+        cql_scale: weight of the conservative term L_CQL (the cross-entropy of Q as a softmax over
+            tokens: it pushes down the Q of tokens the data did not take).
+        awac_scale: weight of the advantage-weighted LM loss L_AWAC.
+        alpha: Polyak rate of the target Q heads (trlx's name; `CQLConfig.target_update_rate` is
+            the same thing). With 0.001 every 5 steps the targets move about 18% of the way to the
+            online heads in 1000 steps.
+        beta: AWAC temperature in *training* (0: plain cross-entropy). Not the acting weight, which
+            is `gen_kwargs.beta`.
+        awac_weight_max: optional cap on the AWAC weight w_k (d3rlpy and CORL cap at 100); None,
+            trlx's behaviour, leaves it uncapped.
+        steps_for_target_q_sync: optimizer steps between target updates.
+        two_qs: twin Q heads (min of the two targets), as trlx.
+        gen_kwargs: decoding; `gen_kwargs.beta` is the advantage weight when *acting*.
+
+    Returns: trlx's ILQL trainer z-scores the returns before training;
+    `default_ilql_config()` does the same with `train.reward_normalization: zscore`. The task
+    presets (`task_config`) set `reward_normalization: none` and their own rates explicitly.
+    """
 
     name: typing.ClassVar[str] = "ilql"
 
@@ -242,6 +289,7 @@ class ILQLConfig(MethodConfig):
     awac_scale: float = 1.0
     alpha: float = 0.001
     beta: float = 0.0
+    awac_weight_max: Optional[float] = None
     steps_for_target_q_sync: int = 5
     two_qs: bool = True
 
@@ -251,7 +299,15 @@ class ILQLConfig(MethodConfig):
         self._check_unit("alpha", False, False)
         self._require("cql_scale", self.cql_scale >= 0, "must be >= 0")
         self._require("awac_scale", self.awac_scale >= 0, "must be >= 0")
+        if self.awac_weight_max is not None:
+            self._require("awac_weight_max", self.awac_weight_max > 0,
+                          "must be positive (or null: the AWAC weight is not capped)")
         self._require("steps_for_target_q_sync", self.steps_for_target_q_sync >= 1, "must be at least 1")
+
+    @property
+    def target_update_rate(self) -> float:
+        """The Polyak rate of the target Q heads (`alpha`), under the name every method shares."""
+        return self.alpha
 
 
 @register_method
@@ -278,7 +334,29 @@ class FilteredBCConfig(MethodConfig):
 @register_method
 @dataclass(frozen=True)
 class MCReturnsConfig(MethodConfig):
-    """Monte-Carlo returns: Q/V heads regressed on discounted returns-to-go, acting like ILQL."""
+    r"""Monte-Carlo returns: Q and V regressed on the data's discounted returns-to-go, acting like ILQL.
+
+    With G_k = sum_{j >= k} gamma^(j - k) r_j the return-to-go of action k (notation of
+    `ILQLConfig`; means over the valid actions)::
+
+        L = sum_j mean_k (Q_j(s_k, a_k) - G_k)^2 + mean_k (V(s_k) - G_k)^2
+            + bc_scale * mean_k (-log pi(a_k | s_k))
+
+    Acting scores tokens by log pi(a | s) + gen_kwargs.beta * (min_j Q_j(s, a) - V(s)).
+
+    There is no conservative term, on purpose: this is the baseline that estimates the *behaviour*
+    policy's values (no max, no bootstrap), so nothing in training chases over-estimated actions.
+    The price is at acting time: Q of a token the data never took at s is untrained, so a large
+    `gen_kwargs.beta` follows noise. The task presets therefore use a small acting beta chosen on
+    validation episodes (`textrl.presets`).
+
+    Attributes:
+        gamma: discount factor of the returns-to-go.
+        bc_scale: weight of the LM's cross-entropy on the data's tokens.
+        two_qs: two Q heads (min when acting).
+        gen_kwargs: decoding; `gen_kwargs.beta` is the advantage weight when acting (MC returns has
+            no training beta).
+    """
 
     name: typing.ClassVar[str] = "mc_returns"
 
@@ -294,18 +372,39 @@ class MCReturnsConfig(MethodConfig):
 @register_method
 @dataclass(frozen=True)
 class CQLConfig(MethodConfig):
-    """Token-level CQL: max backup over the next state's Q, a Polyak target, the CQL regulariser."""
+    r"""Token-level conservative Q-learning (Kumar et al. 2020) with a double-DQN target.
+
+    One Q head over the vocabulary and its target copy Qbar (notation of `ILQLConfig`; means over
+    the valid actions)::
+
+        a*_k  = argmax_a Q(s_{k+1}, a)                                (online head, no gradient)
+        y_k   = r_k + gamma * Qbar(s_{k+1}, a*_k) * notdone_k         (double DQN, no gradient)
+        L_TD  = mean_k (Q(s_k, a_k) - y_k)^2
+        L_CQL = mean_k [logsumexp_a Q(s_k, a) - Q(s_k, a_k)]
+        L     = L_TD + cql_scale * L_CQL
+
+    Every `steps_for_target_q_sync` steps: Qbar <- target_update_rate * Q + (1 - rate) * Qbar.
+    Acting samples softmax(Q(s, .) / gen_kwargs.temperature) (greedy at temperature 0);
+    `gen_kwargs.beta` is unused.
+
+    Attributes:
+        gamma: discount factor.
+        cql_scale: the conservative weight (d3rlpy calls it `alpha`): how hard L_CQL pushes down the
+            Q of tokens the data did not take relative to the token it did.
+        target_update_rate: Polyak rate of the target head (ILQL's `alpha`).
+        steps_for_target_q_sync: optimizer steps between target updates.
+    """
 
     name: typing.ClassVar[str] = "cql"
 
     gamma: float = 0.99
     cql_scale: float = 1.0
-    alpha: float = 0.005
+    target_update_rate: float = 0.1
     steps_for_target_q_sync: int = 1
 
     def _check(self) -> None:
         self._check_unit("gamma", False, False)
-        self._check_unit("alpha", False, False)
+        self._check_unit("target_update_rate", False, False)
         self._require("cql_scale", self.cql_scale >= 0, "must be >= 0")
         self._require("steps_for_target_q_sync", self.steps_for_target_q_sync >= 1, "must be at least 1")
 
@@ -455,11 +554,19 @@ def save_yaml(config: TRLConfig, path: str | os.PathLike) -> None:
 
 
 def default_ilql_config() -> TRLConfig:
-    """The seed's ILQL configuration (trlx's `default_ilql_config` values) for GPT-2."""
-    return TRLConfig(method=ILQLConfig())
+    """trlx's ILQL configuration for GPT-2, its z-scored returns included (`train.reward_normalization`).
+
+    It needs `gpt2` from the Hugging Face hub (or its cache); for a task dataset use
+    `textrl.task_config(task, "ilql")`, for your own model `default_ilql_config().evolve(model=dict(model_path=DIR),
+    tokenizer=dict(tokenizer_path=DIR))`.
+    """
+    return TRLConfig(train=TrainConfig(reward_normalization="zscore"), method=ILQLConfig())
 
 
 def default_config(method: str = "ilql") -> TRLConfig:
-    """The default configuration with the named method's defaults (ilql, bc, filtered_bc, ...)."""
+    """The default configuration with the named method's defaults (ilql, bc, filtered_bc, ...);
+    for "ilql" it is `default_ilql_config()`."""
+    if method == ILQLConfig.name:
+        return default_ilql_config()
     return TRLConfig(method=get_method(method)())
 

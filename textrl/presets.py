@@ -19,12 +19,22 @@ _TASK_TRAIN: dict[str, dict[str, Any]] = {
 }
 
 # Per-method settings for the tiny models (values that differ from each method's defaults).
+# `method.beta` is ILQL's AWAC temperature in training; `gen_kwargs.beta` the advantage weight when acting.
 _METHOD: dict[str, dict[str, Any]] = {
     "ilql": dict(tau=0.8, alpha=0.1, gen_kwargs=dict(beta=100.0, top_k=0, temperature=1.0)),
     "mc_returns": dict(gen_kwargs=dict(beta=100.0, top_k=0, temperature=1.0)),
-    "cql": dict(gen_kwargs=dict(top_k=0, temperature=0.0)),
+    "cql": dict(cql_scale=1.0, target_update_rate=0.1, gen_kwargs=dict(top_k=0, temperature=0.0)),
     "bc": dict(gen_kwargs=dict(top_k=0, temperature=1.0)),
     "filtered_bc": dict(gen_kwargs=dict(top_k=0, temperature=1.0)),
+}
+
+# Per-task overrides of the method settings above. MC returns' acting beta is chosen per task on
+# validation episodes (evaluation seeds apart from fit's, benchmarks/sweep_beta.py --eval-seed):
+# its Q of tokens the data never took is untrained, so a large beta follows noise.
+_TASK_METHOD: dict[str, dict[str, dict[str, Any]]] = {
+    "randomwalks": {"mc_returns": dict(gen_kwargs=dict(beta=100.0))},
+    "maze": {"mc_returns": dict(gen_kwargs=dict(beta=100.0))},
+    "maze_po": {"mc_returns": dict(gen_kwargs=dict(beta=100.0))},
 }
 
 
@@ -47,13 +57,18 @@ def task_config(task: str, method: str = "ilql", **train: Any) -> TRLConfig:
     model = tiny_model_config(t.vocab_size, t.max_length, tok.pad_token_id, tok.eos_token_id)
     gen = dict(max_new_tokens=t.max_length)
     changes = _METHOD.get(method, {})
+    task_changes = _TASK_METHOD.get(t.name, {}).get(method, {})
+    changes = {**changes, **task_changes,
+               "gen_kwargs": {**changes.get("gen_kwargs", {}), **task_changes.get("gen_kwargs", {})}}
     # total_steps, not epochs, ends training, so every agent gets the same number of updates
     # (filtered BC's smaller data would otherwise stop after 100 short epochs).
     return default_config(method).evolve(
-        train={"seq_length": t.max_length, "epochs": 1_000_000, **_TASK_TRAIN.get(t.name, {}), **train},
+        # returns as stored (the ILQL default z-scores them, as trlx does; the benchmark does not)
+        train={"seq_length": t.max_length, "epochs": 1_000_000, "reward_normalization": "none",
+               **_TASK_TRAIN.get(t.name, {}), **train},
         model=dict(model_path=model),
         tokenizer=dict(tokenizer_path=None),
         optimizer=dict(kwargs=dict(lr=1e-3, weight_decay=0.0)),
         scheduler=dict(name="constant", kwargs=dict()),
-        method={**changes, "gen_kwargs": {**gen, **changes.get("gen_kwargs", {})}},
+        method={**changes, "gen_kwargs": {**gen, **changes["gen_kwargs"]}},
     )

@@ -12,6 +12,55 @@ from textrl.config import ModelConfig, TokenizerConfig
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+# The two ways forward when a hub name cannot be loaded offline.
+_OFFLINE_HELP = (
+    "For a task dataset use textrl.task_config(task, 'ilql') (a tiny model sized to the dataset's own "
+    "tokenizer); for your own model use default_ilql_config().evolve(model=dict(model_path=DIR), "
+    "tokenizer=dict(tokenizer_path=DIR)) with DIR a local directory written by save_pretrained"
+)
+
+
+def _hub_offline(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub is off limits: HF_HUB_OFFLINE is set, or its host does not answer in
+    `timeout` seconds (checked in a thread, so a hanging DNS lookup cannot stall; skipped behind a proxy)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return True
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    reached: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not reached
+
+
+def _from_pretrained(loader: Any, path: str, what: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(path)`, from the local cache only when the hub is off limits; a hub name that
+    is not cached then fails at once (no retry loop) with `_OFFLINE_HELP`."""
+    if os.path.isdir(path) or not _hub_offline():
+        return loader.from_pretrained(path, **kwargs)
+    try:
+        return loader.from_pretrained(path, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as e:
+        raise OSError(f"cannot load {what}={path!r}: it is not a local directory and the Hugging Face hub is "
+                      f"offline (HF_HUB_OFFLINE, or no answer from the hub) with no cached copy. "
+                      f"{_OFFLINE_HELP}") from e
+
 
 def load_backbone(config: ModelConfig, vocab_size: Optional[int] = None) -> Any:
     """A causal or seq2seq LM from `config.model_path` (hub name, local directory, or transformers config object)."""
@@ -32,8 +81,10 @@ def load_backbone(config: ModelConfig, vocab_size: Optional[int] = None) -> Any:
             model = model.to(dtype)
     else:
         try:
-            model = auto.from_pretrained(path, dtype=dtype)
+            model = _from_pretrained(auto, path, "model.model_path", dtype=dtype)
         except (OSError, ValueError) as e:
+            if _OFFLINE_HELP in str(e):
+                raise
             where = "a local directory" if os.path.isdir(path) else "a hub name or a local directory"
             raise OSError(f"cannot load model.model_path={path!r} ({where}) as a {config.model_arch_type} LM: {e}. "
                           "Give a directory written by save_pretrained, a hub name available offline, or a "
@@ -102,8 +153,10 @@ def load_tokenizer_from_path(path: str, config: Optional[TokenizerConfig] = None
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = _from_pretrained(AutoTokenizer, path, "tokenizer.tokenizer_path")
     except (OSError, ValueError) as e:
+        if _OFFLINE_HELP in str(e):
+            raise
         raise OSError(f"cannot load tokenizer.tokenizer_path={path!r}: {e}. Give a local directory or a hub name "
                       "available offline, or null to use the dataset's own tokenizer") from e
     if tok.pad_token is None:

@@ -1,4 +1,5 @@
-"""The ILQL loss, line for line with DESIGN.md's equations (means over the valid actions of the batch)."""
+"""The ILQL loss, line for line with the equations in `textrl.config.ILQLConfig`'s docstring (means over
+the valid actions of the batch), and the token scores the other losses share."""
 
 from __future__ import annotations
 
@@ -56,21 +57,25 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 
 def ilql_loss(out: ValueOutput, batch: TensorDict, tau: float, gamma: float, cql_scale: float,
-              awac_scale: float, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_Q + L_V + cql_scale * L_CQL + awac_scale * L_AWAC, and its stats."""
+              awac_scale: float, beta: float, awac_weight_max: Optional[float] = None
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_Q + L_V + cql_scale * L_CQL + awac_scale * L_AWAC and its stats; each line below is the line of
+    `ILQLConfig`'s equations named in its comment (`awac_weight_max`: cap on w_k, None = uncapped)."""
     mask = batch["action_mask"].float()
     a = out.actions
     v, v_next = out.vs[:, :-1], out.vs[:, 1:]  # V(h_{a_k}) (s_k = a_k) and V(h_{s_{k+1}})
-    target = batch["rewards"] + gamma * v_next.detach() * batch["notdone"]  # r_k + gamma V(s_{k+1}) notdone_k
+    target = batch["rewards"] + gamma * v_next.detach() * batch["notdone"]  # y_k
     q_taken, q_lse = zip(*(taken_and_logsumexp(q, a) for q in out.qs))  # Q_j(h_{a_k})[x_{a_k+1}], logsumexp Q_j
     qbar = out.target_q  # min_j Qbar_j at the action, no gradient
 
-    loss_q = sum(masked_mean((q - target) ** 2, mask) for q in q_taken)
+    loss_q = sum(masked_mean((q - target) ** 2, mask) for q in q_taken)  # L_Q
     diff = qbar - v
-    loss_v = masked_mean((tau - (diff < 0).float()).abs() * diff**2, mask)
-    loss_cql = sum(masked_mean(lse - q, mask) for q, lse in zip(q_taken, q_lse))  # cross_entropy(Q_j, x_{a_k+1})
-    awac_weight = torch.exp(beta * (qbar - v)).detach()
-    loss_awac = masked_mean(awac_weight * token_cross_entropy(out.logits, a), mask)
+    loss_v = masked_mean((tau - (diff < 0).float()).abs() * diff**2, mask)  # L_V
+    loss_cql = sum(masked_mean(lse - q, mask) for q, lse in zip(q_taken, q_lse))  # L_CQL: cross_entropy(Q_j, a_k)
+    awac_weight = torch.exp(beta * (qbar - v)).detach()  # w_k
+    if awac_weight_max is not None:
+        awac_weight = awac_weight.clamp(max=awac_weight_max)
+    loss_awac = masked_mean(awac_weight * token_cross_entropy(out.logits, a), mask)  # L_AWAC
     loss = loss_q + loss_v + cql_scale * loss_cql + awac_scale * loss_awac
 
     stats = {"loss_q": loss_q, "loss_v": loss_v, "loss_cql": loss_cql, "loss_awac": loss_awac}

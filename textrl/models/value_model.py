@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -35,11 +35,10 @@ class ValueOutput:
 
     actions: torch.Tensor  # [B, A] token taken at each action
     logits: torch.Tensor  # [B, A, V] LM logits at the action positions
-    hidden: torch.Tensor  # [B, A, H] last hidden state at the action positions
     vs: Optional[torch.Tensor]  # [B, A + 1] V at the state positions
     qs: list[torch.Tensor]  # each [B, A, V]
     target_q: Optional[torch.Tensor]  # [B, A] min_j Qbar_j at the taken actions
-    next_hidden: torch.Tensor  # [B, A + 1, H] hidden state at the state positions
+    state_hidden: torch.Tensor  # [B, A + 1, H] last hidden state at every state position s_0 .. s_A
 
 
 @contextlib.contextmanager
@@ -167,21 +166,31 @@ class ValueModel(nn.Module):
         h_act = gather_positions(h, decoder_ix(action_ixs))
         return h_act, gather_positions(out.logits, decoder_ix(action_ixs)), gather_positions(h, decoder_ix(state_ixs))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, action_ixs: torch.Tensor,
-                state_ixs: torch.Tensor) -> ValueOutput:
-        """LM logits and heads at the action positions, V at the state positions."""
+    def forward(self, input_ids: Union[torch.Tensor, Mapping[str, torch.Tensor]],
+                attention_mask: Optional[torch.Tensor] = None, action_ixs: Optional[torch.Tensor] = None,
+                state_ixs: Optional[torch.Tensor] = None) -> ValueOutput:
+        """LM logits and heads at the action positions, V at the state positions.
+
+        Takes a packed batch (`model(batch)`, a mapping with input_ids, attention_mask, action_ixs and
+        state_ixs) or those four tensors.
+        """
+        if isinstance(input_ids, Mapping):  # a TensorDict is a Mapping
+            batch = input_ids
+            input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+            action_ixs, state_ixs = batch["action_ixs"], batch["state_ixs"]
+        if attention_mask is None or action_ixs is None or state_ixs is None:
+            raise TypeError("ValueModel takes a packed batch, or input_ids, attention_mask, action_ixs and state_ixs")
         h_act, logits, h_state = self._at_positions(input_ids, attention_mask, action_ixs, state_ixs)
         actions = gather_positions(input_ids, (action_ixs + 1).clamp(max=input_ids.shape[1] - 1))
         heads = self.heads
         return ValueOutput(
             actions=actions,
             logits=logits,
-            hidden=h_act,
             vs=heads.v(h_state) if heads is not None and heads.v_head is not None else None,
             qs=heads.qs(h_act) if heads is not None else [],
             target_q=(heads.target_q_at(h_act.detach(), actions)  # Qbar: no gradient anywhere
                       if heads is not None and heads.target_q_heads is not None else None),
-            next_hidden=h_state,
+            state_hidden=h_state,
         )
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
