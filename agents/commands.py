@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -29,16 +31,32 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_bench)
 
 
+def resume_command(args: argparse.Namespace) -> str:
+    """The `textrl bench` command line that repeats (and so resumes) this benchmark."""
+    parts = ["textrl", "bench", "--tasks", ",".join(args.tasks), "--agents", ",".join(args.agents),
+             "--seeds", str(args.seeds)]
+    for flag, value in (("--steps", args.steps), ("--eval-interval", args.eval_interval)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--eval-episodes", str(args.eval_episodes), "--out", args.out]
+    if args.no_progress:
+        parts.append("--no-progress")
+    return shlex.join(parts)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from agents.benchmark import format_table, run_benchmark, summarize
 
-    for name in args.agents:
-        if name not in AGENTS:
-            raise SystemExit(f"textrl bench: unknown agent '{name}'; choose from {', '.join(AGENTS)}")
     started = time.perf_counter()
-    results = run_benchmark(args.agents, args.tasks, args.seeds, args.out, total_steps=args.steps,
-                            eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
-                            progress=not args.no_progress)
+    try:
+        results = run_benchmark(args.agents, args.tasks, args.seeds, args.out, total_steps=args.steps,
+                                eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
+                                progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ntextrl bench: interrupted; finished runs are in {Path(args.out) / 'runs'} and the checkpoints of "
+              f"the interrupted one in {Path(args.out) / 'work'}; to resume where it stopped run the same command: "
+              f"{resume_command(args)}", file=sys.stderr)
+        return 130
     print(format_table(summarize(results)))
     out = Path(args.out)
     print(f"wrote {out / 'runs.csv'}, {out / 'table.md'}, {out / 'scores.png'} "
