@@ -68,18 +68,22 @@ def dataset_dir(dataset_id: str) -> Path:
     return datasets_root() / dataset_id
 
 
+def _host() -> str:
+    """This machine's name as it appears in staging folder names (no '-' or '@')."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
 def staging_prefix() -> str:
     """The name prefix of a build's staging folder: it records the building process (pid@host),
     so a later run can tell the leftovers of a killed build from a build still in progress."""
-    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
-    return f"{STAGING_PREFIX}{os.getpid()}@{host}-"
+    return f"{STAGING_PREFIX}{os.getpid()}@{_host()}-"
 
 
 def _owner_alive(name: str) -> bool | None:
     """Whether the process that made a staging folder still runs: None when that cannot be told
     (no pid recorded, or another host)."""
     m = re.match(rf"^{re.escape(STAGING_PREFIX)}(\d+)@([^-]+)-", name)
-    if not m or m[2] != staging_prefix().split("@", 1)[1][:-1]:
+    if not m or m[2] != _host():
         return None
     try:
         os.kill(int(m[1]), 0)

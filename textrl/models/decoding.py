@@ -39,11 +39,12 @@ def sample_next(scores: torch.Tensor, top_k: int, temperature: float,
     """One token per row: keep the top-k scores, divide by the temperature, sample (0 = greedy).
 
     The scores are shifted so their maximum is 0 before dividing, so a tiny temperature tends to
-    greedy instead of overflowing; non-finite scores raise `NonFiniteScoresError`.
+    greedy instead of overflowing (one below float32's smallest normal number is greedy outright);
+    non-finite scores raise `NonFiniteScoresError`.
     """
     scores = scores.float()
     check_scores(scores)
-    if temperature == 0:
+    if temperature < torch.finfo(torch.float32).smallest_normal:
         return scores.argmax(-1)
     if 0 < top_k < scores.shape[-1]:
         kth = scores.topk(top_k, dim=-1).values[..., -1:]
