@@ -26,7 +26,8 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
     p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=256, help="rollout episodes per evaluation")
-    p.add_argument("--out", default="bench_results", help="output folder (finished runs are kept and skipped)")
+    p.add_argument("--out", default="bench_results",
+                   help="output folder (finished runs are skipped; an interrupted run resumes from its checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_bench)
 
