@@ -30,7 +30,7 @@ from textrl.io import (
     write_manifest,
 )
 from textrl.models import ValueModel, decode, load_tokenizer_from_path, sample_next
-from textrl.models.value_model import gather_positions, last_hidden_and_lm
+from textrl.models.value_model import gather_positions, last_hidden_and_lm, transformers_model
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
 from textrl.trainer import Trainer, seed_everything
@@ -227,6 +227,7 @@ class OfflineAgent(ABC):
             )
         if (length < 1).any() or (length > ids.shape[1]).any():
             raise ValueError(f"observation lengths must lie in [1, {ids.shape[1]}], got {length.tolist()}")
+        _check_observation_fits(model, ids, length)
         gen = self.config.method.gen_kwargs
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
@@ -261,10 +262,13 @@ class OfflineAgent(ABC):
         """Continue each prompt (a string) and return the generated text (without the prompt).
 
         The network runs in eval mode (no dropout); the tokenizer's own settings are left as they were.
+        A row stops at EOS, after `max_new_tokens`, or when its context fills the model's positions;
+        no prompts give no texts.
         """
         model = self._require_model()
-        if isinstance(prompts, str):
-            raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
+        prompts = _prompt_list(prompts, self.tokenizer)
+        if not prompts:
+            return []
         settings = self.config.method.gen_kwargs
         if gen_kwargs:
             settings = self.config.evolve(method=dict(gen_kwargs=gen_kwargs)).method.gen_kwargs
@@ -272,10 +276,11 @@ class OfflineAgent(ABC):
             raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
         tok = self.tokenizer
         enc = _left_padded(tok, list(prompts))
+        max_new_tokens = _room_for_new_tokens(model, tok, prompts, enc["attention_mask"], settings.max_new_tokens)
         device = next(model.parameters()).device
         out = decode(
             model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-            max_new_tokens=settings.max_new_tokens, top_k=settings.top_k, temperature=settings.temperature,
+            max_new_tokens=max_new_tokens, top_k=settings.top_k, temperature=settings.temperature,
             score_fn=lambda hidden, logits: self.next_token_scores(hidden, logits, settings.beta),
             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=self.generator,
         )
@@ -356,6 +361,79 @@ def _left_padded(tokenizer: Any, prompts: list[str]) -> Any:
         return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = side
+
+
+def _model_limits(model: ValueModel) -> tuple[int, Optional[int]]:
+    """(vocabulary size, position limit or None) of a model's backbone."""
+    inner = transformers_model(model.backbone)
+    positions = getattr(inner.config.get_text_config(), "max_position_embeddings", None)
+    return inner.get_input_embeddings().num_embeddings, (None if model.seq2seq else positions)
+
+
+def _check_observation_fits(model: ValueModel, ids: np.ndarray, length: np.ndarray) -> None:
+    """Refuse observations whose token ids the model has no embedding for (another task's env) or whose
+    context is longer than the model's positions, before they reach an index error deep in torch."""
+    vocab, positions = _model_limits(model)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"observation input_ids must be integer token ids, got dtype {ids.dtype}")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(f"the observation holds token id {high if high >= vocab else low} but the model's vocabulary "
+                         f"has {vocab} tokens (ids 0..{vocab - 1}): is it an observation of another task's env? Act "
+                         "on the env of the data the agent was trained on")
+    if positions is not None and int(length.max()) > positions:
+        raise ValueError(f"the observation's context is {int(length.max())} tokens but the model has {positions} "
+                         "positions: train a model with more positions (model.model_path) for such long episodes")
+
+
+def _prompt_list(prompts: Any, tokenizer: Any) -> list[str]:
+    """The prompts as a list of strings, with a clear error for a bare string, a non-string or no tokenizer."""
+    if isinstance(prompts, str):
+        raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
+    prompts = list(prompts)
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"generate takes prompt strings; prompt {bad[0]} is of type {type(prompts[bad[0]]).__name__}")
+    if prompts and tokenizer is None:
+        raise ValueError("the agent has no tokenizer to encode prompts: pass tokenizer=... to the agent, or fit or "
+                         "load it first")
+    return prompts
+
+
+def _unknown_words(tokenizer: Any, prompt: str) -> list[str]:
+    """The words of a prompt that the tokenizer maps to its unknown token (none for byte-level tokenizers)."""
+    unk = tokenizer.unk_token_id
+    if unk is None or not tokenizer.is_fast:
+        return []
+    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [prompt[a:b] for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if t == unk]
+    return [w for w in spans if w != tokenizer.unk_token]
+
+
+def _room_for_new_tokens(model: ValueModel, tokenizer: Any, prompts: list[str], attention_mask: torch.Tensor,
+                         max_new_tokens: int) -> int:
+    """How many tokens to generate: `max_new_tokens`, or fewer where the context would outgrow the
+    model's positions. Refuses empty prompts, words outside the vocabulary and prompts that leave no
+    room (each would otherwise fail deep in torch or generate from unknown tokens)."""
+    lengths = attention_mask.sum(1)
+    if (lengths == 0).any():
+        i = int((lengths == 0).nonzero()[0])
+        raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty: it has no tokens to continue; give each prompt at "
+                         "least one token")
+    for i, prompt in enumerate(prompts):
+        unknown = _unknown_words(tokenizer, prompt)
+        if unknown:
+            raise ValueError(f"prompt {i} has words outside the tokenizer's vocabulary: {', '.join(map(repr, unknown))} "
+                             f"(they would be read as the unknown token {tokenizer.unk_token!r}); use the tokens the "
+                             "agent was trained on")
+    _, positions = _model_limits(model)
+    longest = int(lengths.max())
+    if positions is None:
+        return max_new_tokens
+    if longest >= positions:
+        raise ValueError(f"a prompt of {longest} tokens fills the model's {positions} positions and leaves no room to "
+                         f"generate: shorten it to at most {positions - 1} tokens")
+    return min(max_new_tokens, positions - longest)
 
 
 def _task_or_none(env_id: Optional[str]) -> Any:

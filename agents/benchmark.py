@@ -1,13 +1,16 @@
 """The benchmark harness: agents x tasks x seeds, evaluated by env rollouts, written as CSV, table and plot.
 
-Each run (task, agent, seed) is stored as its own JSON file once finished, so an interrupted
-benchmark resumes where it stopped and a finished run is never redone.
+Each run (task, agent, seed) is stored as its own JSON file once finished, so a finished run is
+never redone; a run checkpoints at every evaluation into `work/<task>_<agent>_<seed>/`, so an
+interrupted run resumes from its last checkpoint (`train.resume_from_checkpoint`) when the same
+benchmark is started again. A finished run keeps only its final checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from agents.registry import AGENTS
 from textrl.data import make_dataset
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
+from textrl.trainer import find_checkpoint
 
 # The dataset tier each task is benchmarked on: random-walk data for RandomWalks, a mixed tier for the maze.
 BENCH_DATASETS = {
@@ -48,25 +52,78 @@ class RunResult:
         return max(self.scores)
 
 
+def check_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int], total_steps: Optional[int],
+               eval_interval: Optional[int], eval_episodes: int) -> list[int]:
+    """The seeds to run, after refusing every bad argument up front (before any folder is made or run started)."""
+    for name in agents:
+        if name not in AGENTS:
+            raise ValueError(f"unknown agent '{name}'; choose from {', '.join(AGENTS)}")
+    for name in tasks:
+        if name not in BENCH_DATASETS:
+            raise ValueError(f"unknown task '{name}'; choose from {', '.join(BENCH_DATASETS)}")
+    if not agents or not tasks:
+        raise ValueError("give at least one agent and one task (--agents, --tasks)")
+    if isinstance(seeds, bool) or (isinstance(seeds, int) and seeds < 1):
+        raise ValueError(f"seeds = {seeds}: give at least one seed (--seeds N runs seeds 0..N-1)")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list or any(not isinstance(s, int) or s < 0 for s in seed_list):
+        raise ValueError(f"seeds = {seeds!r}: give a positive number of seeds or a list of seeds >= 0")
+    for name, value in (("steps", total_steps), ("eval interval", eval_interval), ("eval episodes", eval_episodes)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{name.replace(' ', '-')} {value}: the {name} must be at least 1")
+    return seed_list
+
+
+def _latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest checkpoint of an interrupted run, or None."""
+    try:
+        return find_checkpoint(run_dir)
+    except FileNotFoundError:
+        return None
+
+
+def _eval_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    """(steps, scores) of a run's evaluations from its metrics.jsonl, the last record of a step winning
+    (a resumed run may log a step twice; a torn last line is skipped)."""
+    scores: dict[int, float] = {}
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "eval/score" in record:
+            scores[int(record["step"])] = float(record["eval/score"])
+    steps = sorted(scores)
+    return steps, [scores[s] for s in steps]
+
+
 def run_one(task: str, agent: str, seed: int, total_steps: Optional[int], eval_interval: Optional[int],
             eval_episodes: int, work_dir: Path, progress: bool) -> RunResult:
-    """Train one agent on one task's benchmark dataset with one seed; evaluate along the way."""
-    if agent not in AGENTS:
-        raise ValueError(f"unknown agent '{agent}'; choose from {', '.join(AGENTS)}")
-    if task not in BENCH_DATASETS:
-        raise ValueError(f"unknown task '{task}'; choose from {', '.join(BENCH_DATASETS)}")
+    """Train one agent on one task's benchmark dataset with one seed; evaluate (and checkpoint) along the way.
+
+    A run folder holding a checkpoint is resumed from it; one without is started afresh.
+    """
+    check_plan([agent], [task], [seed], total_steps, eval_interval, eval_episodes)
+    run_dir = work_dir / f"{task}_{agent}_{seed}"
     train: dict[str, Any] = dict(seed=seed, eval_episodes=eval_episodes, progress_bar=progress, save_best=False,
-                                 checkpoint_dir=str(work_dir / f"{task}_{agent}_{seed}"), tracker="none")
+                                 checkpoint_dir=str(run_dir), tracker="jsonl")
     if total_steps is not None:
-        train.update(total_steps=total_steps, checkpoint_interval=total_steps)
+        train["total_steps"] = total_steps
     if eval_interval is not None:
         train["eval_interval"] = eval_interval
     config = task_config(task, agent, **train)
+    config = config.evolve(train=dict(checkpoint_interval=min(config.train.eval_interval, config.train.total_steps)))
+    last = _latest_checkpoint(run_dir)
+    if last is None:
+        shutil.rmtree(run_dir, ignore_errors=True)  # only logs of an attempt killed before its first checkpoint
     started = time.perf_counter()
-    history = AGENTS[agent](config).fit(make_dataset(BENCH_DATASETS[task]))
-    evals = [h for h in history if "eval/score" in h]
-    return RunResult(task, agent, seed, [int(h["step"]) for h in evals], [float(h["eval/score"]) for h in evals],
-                     time.perf_counter() - started)
+    if last is None or int(last.name.split("_")[1]) < config.train.total_steps:
+        config = config.evolve(train=dict(resume_from_checkpoint=None if last is None else str(last)))
+        AGENTS[agent](config).fit(make_dataset(BENCH_DATASETS[task]))
+    for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
+        shutil.rmtree(old, ignore_errors=True)
+    steps, scores = _eval_curve(run_dir)
+    return RunResult(task, agent, seed, steps, scores, time.perf_counter() - started)
 
 
 def run_benchmark(
@@ -79,11 +136,14 @@ def run_benchmark(
     eval_episodes: int = 256,
     progress: bool = True,
 ) -> list[RunResult]:
-    """Run every (task, agent, seed) not already finished in `out_dir`; write runs.csv, table.md, scores.png."""
+    """Run every (task, agent, seed) not already finished in `out_dir`; write runs.csv, table.md, scores.png.
+
+    Bad arguments are refused before anything is written; an interrupted run resumes from its checkpoint.
+    """
+    seed_list = check_plan(agents, tasks, seeds, total_steps, eval_interval, eval_episodes)
     out = Path(out_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     plan = [(t, a, s) for t in tasks for a in agents for s in seed_list]
     results = []
     for task, agent, seed in tqdm(plan, desc="benchmark", unit="run", disable=not progress):

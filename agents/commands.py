@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -24,21 +26,38 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
     p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=256, help="rollout episodes per evaluation")
-    p.add_argument("--out", default="bench_results", help="output folder (finished runs are kept and skipped)")
+    p.add_argument("--out", default="bench_results",
+                   help="output folder (finished runs are skipped; an interrupted run resumes from its checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_bench)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The `textrl bench` command line that repeats (and so resumes) this benchmark."""
+    parts = ["textrl", "bench", "--tasks", ",".join(args.tasks), "--agents", ",".join(args.agents),
+             "--seeds", str(args.seeds)]
+    for flag, value in (("--steps", args.steps), ("--eval-interval", args.eval_interval)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--eval-episodes", str(args.eval_episodes), "--out", args.out]
+    if args.no_progress:
+        parts.append("--no-progress")
+    return shlex.join(parts)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from agents.benchmark import format_table, run_benchmark, summarize
 
-    for name in args.agents:
-        if name not in AGENTS:
-            raise SystemExit(f"textrl bench: unknown agent '{name}'; choose from {', '.join(AGENTS)}")
     started = time.perf_counter()
-    results = run_benchmark(args.agents, args.tasks, args.seeds, args.out, total_steps=args.steps,
-                            eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
-                            progress=not args.no_progress)
+    try:
+        results = run_benchmark(args.agents, args.tasks, args.seeds, args.out, total_steps=args.steps,
+                                eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
+                                progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ntextrl bench: interrupted; finished runs are in {Path(args.out) / 'runs'} and the checkpoints of "
+              f"the interrupted one in {Path(args.out) / 'work'}; to resume where it stopped run the same command: "
+              f"{resume_command(args)}", file=sys.stderr)
+        return 130
     print(format_table(summarize(results)))
     out = Path(args.out)
     print(f"wrote {out / 'runs.csv'}, {out / 'table.md'}, {out / 'scores.png'} "

@@ -19,7 +19,7 @@ from textrl.runs import RunLock
 from textrl.tasks import get_task
 from textrl.trainer import ResumeWarning
 
-SMALL = "textrl/randomwalks/mixed-v0"
+SMALL = "textrl/randomwalks/mixed-v1"
 
 
 def _data():

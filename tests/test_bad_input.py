@@ -3,6 +3,9 @@
 The table is the contract: a row without a case here, or a case whose message drifted, fails.
 """
 
+import contextlib
+import io
+import os
 import re
 from pathlib import Path
 
@@ -10,12 +13,14 @@ import bad_checkpoints
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import textrl
 from agents import BCAgent, ILQLAgent
 from textrl import (
+    PackedDataset,
     default_config,
     default_ilql_config,
     from_samples,
@@ -24,7 +29,10 @@ from textrl import (
     make_dataset,
     task_config,
 )
+from textrl.cli import main
 from textrl.config import ModelConfig, TokenizerConfig
+from textrl.data import pack
+from textrl.data.store import datasets_root, folder_of
 from textrl.models import load_backbone, load_tokenizer_from_path
 from textrl.tasks import get_task
 
@@ -88,6 +96,60 @@ def _step_after_end(tmp):
     env.step(3)
 
 
+def _with_root(tmp, call):
+    """Run `call` with a datasets root of its own, so the case leaves nothing in the module's root."""
+    previous = os.environ["MINARI_DATASETS_PATH"]
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp / "datasets")
+    try:
+        return call()
+    finally:
+        os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def _small_build_under_the_standard_id(tmp):
+    def run():
+        small = make_dataset("textrl/maze/expert-v1", num_episodes=3, progress=False)
+        standard = datasets_root() / "textrl/maze/expert-v1"
+        folder_of(small).rename(standard)  # as an older textrl stored a small build under the plain id
+        make_dataset("textrl/maze/expert-v1", progress=False)
+    _with_root(tmp, run)
+
+
+def _damaged_cache(damage):
+    def run(tmp):
+        def build():
+            ds = from_samples(["a b", "a a"], [1.0, 0.0], _tok(), "bad/cache-v0")
+            pack(ds)
+            cache = next((folder_of(ds) / "packed").glob("*/info.json")).parent
+            tokens = next(p for p in (cache / "tensors").rglob("tokens*") if p.suffix != ".json")
+            damage(tokens)
+            PackedDataset.load(cache)
+        _with_root(tmp, build)
+    return run
+
+
+def _rw_obs():
+    env = gymnasium.make("textrl/RandomWalks-v0")
+    return env.reset(seed=0)[0]
+
+
+def _diverged(tmp):
+    agent = _fitted(tmp)
+    with torch.no_grad():
+        for p in agent.model.parameters():
+            p.fill_(float("nan"))
+    agent.act(_rw_obs())
+
+
+def _cli(*argv):
+    def run(tmp):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main([*argv, "--out", str(tmp / "bench")])
+        raise RuntimeError(f"exit {code}: {err.getvalue()}")
+    return run
+
+
 CASES = {
     "unknown config key (top level)": lambda tmp: default_ilql_config().update({"trian": {}}),
     "unknown config key (nested)": lambda tmp: default_ilql_config().update({"method.gen_kwargs.max_tokens": 4}),
@@ -146,6 +208,31 @@ CASES = {
     "disk full while checkpointing": bad_checkpoints.disk_full,
     "Ctrl-C during fit": bad_checkpoints.ctrl_c,
     "fresh run over this run's own checkpoints (a warning)": bad_checkpoints.fresh_run_into_own_checkpoints,
+    "dataset id that climbs out of the datasets root": lambda tmp: load("../../../escape/x-v0"),
+    "absolute path as a dataset id": lambda tmp: textrl.pack("/no/such/folder/x-v0"),
+    "backslashes in a dataset id": lambda tmp: load("textrl\\randomwalks\\random-v1"),
+    "standard id already built with another size": _small_build_under_the_standard_id,
+    "size in the id and num_episodes disagree": lambda tmp: make_dataset("textrl/randomwalks/random-n20-v1",
+                                                                         num_episodes=25),
+    "negative dataset seed": lambda tmp: make_dataset("textrl/randomwalks/random-v1", seed=-1),
+    "packed cache file garbled": _damaged_cache(lambda f: f.write_bytes(bytes([255]) * f.stat().st_size)),
+    "packed cache file truncated or emptied": _damaged_cache(lambda f: f.write_bytes(b"")),
+    "generate with an empty prompt": lambda tmp: _fitted(tmp).generate([""]),
+    "generate with words outside the vocabulary": lambda tmp: _fitted(tmp).generate(["2 xyz"]),
+    "generate with a prompt that fills the model's positions": lambda tmp: _fitted(tmp).generate(["2 " * 10]),
+    "generate with a prompt that is not a string": lambda tmp: _fitted(tmp).generate([3]),
+    "act on an observation of another task": lambda tmp: _fitted(tmp).act(
+        gymnasium.make("textrl/Maze-v0").reset(seed=0)[0]),
+    "temperature that underflows": lambda tmp: default_ilql_config().update({"method.gen_kwargs.temperature": 1e-45}),
+    "weights that diverged, at act or eval": _diverged,
+    "scheduler kwarg of the wrong type": lambda tmp: default_ilql_config().update({"scheduler.kwargs.T_max": "ten"}),
+    "scheduler kwarg out of range": lambda tmp: default_ilql_config().update({"scheduler.kwargs.T_max": 0}),
+    "unknown scheduler kwarg": lambda tmp: default_ilql_config().update({"scheduler.kwargs": {"T_maxx": 10}}),
+    "bench --seeds 0": _cli("bench", "--seeds", "0"),
+    "bench with negative seeds": _cli("bench", "--seeds", "-1"),
+    "bench --steps 0": _cli("bench", "--steps", "0"),
+    "bench with an unknown agent": _cli("bench", "--agents", "bc,nope"),
+    "bench with an unknown task": _cli("bench", "--tasks", "chess"),
 }
 
 

@@ -86,7 +86,7 @@ def test_a_second_pack_reads_nothing_from_minari(maze, monkeypatch: pytest.Monke
     real_read = pack_module.read_packed_arrays
     monkeypatch.setattr(pack_module, "read_packed_arrays", lambda *a, **k: reads.append(1) or real_read(*a, **k))
     monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("Minari's episodes were read"))
-    again = pack(MAZE)
+    again = pack(maze.spec.dataset_id)
     assert reads == []
     assert (again.batch(torch.arange(60)) == first.batch(torch.arange(60))).all()
     monkeypatch.undo()
@@ -272,8 +272,52 @@ def test_damaged_files_are_rejected(maze, tmp_path: Path) -> None:
 
 def test_a_damaged_cache_gets_a_clear_error(maze, tmp_path: Path) -> None:
     copy = _copy(maze, tmp_path / "copy")
-    pack(copy)
-    (info,) = (copy / "packed").glob("*/info.json")
-    info.write_text("{")
+    good = pack(copy).batch(np.arange(60))
+    (cache,) = (copy / "packed").glob("*/info.json")
+    cache = cache.parent
+    cache.joinpath("info.json").write_text("{")
     with pytest.raises(ValueError, match="packed cache .* is unreadable.*delete the folder"):
+        PackedDataset.load(cache)
+    with pytest.warns(UserWarning, match="is unreadable.*repacking it"):
+        assert (pack(copy).batch(np.arange(60)) == good).all()
+
+
+def _tokens_file(cache: Path) -> Path:
+    (path,) = [p for p in (cache / "tensors").rglob("tokens*") if p.is_file() and p.suffix != ".json"]
+    return path
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: f.write_bytes(b""), "has 0 bytes, not the"),
+    (lambda f: f.write_bytes(f.read_bytes()[:-7]), "truncated or emptied"),
+    (lambda f: f.write_bytes(bytes([255]) * f.stat().st_size), "does not match its checksum"),
+    (lambda f: f.unlink(), "lacks tensors/"),
+])
+def test_emptied_truncated_garbled_or_missing_cache_files_are_refused_or_repacked(maze, tmp_path: Path, damage,
+                                                                                  message: str) -> None:
+    copy = _copy(maze, tmp_path / "copy")
+    good = pack(copy)
+    expected = good.batch(np.arange(60))
+    cache = next((copy / "packed").glob("*/info.json")).parent
+    damage(_tokens_file(cache))
+    with pytest.raises(ValueError, match=message):
+        PackedDataset.load(cache)
+    with pytest.warns(UserWarning, match=f"{message}.*repacking it from the dataset"):
+        repacked = pack(copy)
+    batch = repacked.batch(np.arange(60))
+    assert (batch == expected).all() and int(batch["input_ids"].max()) < repacked.vocab_size
+    PackedDataset.load(cache)  # the rebuilt cache passes its own check
+
+
+def test_a_cache_without_checksums_is_repacked(maze, tmp_path: Path) -> None:
+    copy = _copy(maze, tmp_path / "copy")
+    pack(copy)
+    info_path = next((copy / "packed").glob("*/info.json"))
+    info = json.loads(info_path.read_text())
+    del info["checksums"]
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="records no checksums"):
+        PackedDataset.load(info_path.parent)
+    with pytest.warns(UserWarning, match="records no checksums"):
         pack(copy)
+    assert "checksums" in json.loads(info_path.read_text())

@@ -12,12 +12,13 @@ import dataclasses
 import math
 import os
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from textrl.optim import OPTIMIZERS, SCHEDULERS, check_class_kwargs
+from textrl.optim import OPTIMIZERS, SCHEDULERS, build_scheduler, check_class_kwargs
 from textrl.validation import ConfigError, Section, build_section, merge, unknown_key
 
 __all__ = [
@@ -165,6 +166,28 @@ class SchedulerConfig(Section):
 
     def _check(self) -> None:
         check_class_kwargs(self._path, "scheduler", self.name, SCHEDULERS, self.kwargs, "torch.optim.lr_scheduler")
+        _try_scheduler(self)
+
+
+def _try_scheduler(config: SchedulerConfig) -> None:
+    """Build the schedule over a throwaway optimizer and take two steps, so a value of the wrong type or
+    range (T_max: 'ten', T_max: 0, ...) is reported when the config is made, not when fit starts."""
+    import torch
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": a dry run
+            scheduler = build_scheduler(optimizer, config)
+            scheduler.step()
+            scheduler.step()
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
+        raise ConfigError(f"scheduler.kwargs = {config.kwargs!r} do not make a {config.name} schedule: {e}") from e
+
+
+MIN_TEMPERATURE = 1e-6
+"""The smallest sampling temperature accepted: below it 1/temperature nears float32's range and the
+result is greedy decoding anyway, which temperature 0 says plainly."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +209,9 @@ class GenerationConfig(Section):
     def _check(self) -> None:
         self._require("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1")
         self._require("top_k", self.top_k >= 0, "must be 0 (no top-k filter) or positive")
-        self._require("temperature", self.temperature >= 0 and math.isfinite(self.temperature),
-                      "must be >= 0 (0 means greedy)")
+        self._require("temperature", self.temperature == 0 or (MIN_TEMPERATURE <= self.temperature < math.inf),
+                      f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}; a smaller one only underflows to greedy "
+                      "decoding: use 0")
         betas = self.beta if isinstance(self.beta, list) else [self.beta]
         self._require("beta", len(betas) > 0 and all(math.isfinite(b) for b in betas),
                       "must be a finite number or a non-empty list of them")

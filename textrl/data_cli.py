@@ -19,11 +19,24 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_staging() -> None:
+    """Remove the staging folders of killed builds and name the ones still in use or of unknown owner."""
+    from textrl.data.store import clean_staging_leftovers, staging_leftovers
+
+    for path in clean_staging_leftovers():
+        print(f"removed {path}: the staging folder of a build that was killed")
+    for path, alive in staging_leftovers():
+        why = ("a build in progress" if alive else
+               "its builder cannot be checked from here (another host or an older textrl); delete it if no build runs")
+        print(f"staging folder {path}: {why}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print the local datasets, then the task datasets that `build` can make."""
+    """Print the local datasets, then the task datasets that `build` can make, and leftovers of killed builds."""
     from textrl.data import load, local_dataset_ids, task_dataset_ids
     from textrl.data.store import datasets_root
 
+    _list_staging()
     local = local_dataset_ids()
     print(f"local datasets under {datasets_root()}:" if local else f"no local datasets under {datasets_root()}")
     for dataset_id in local:
@@ -80,8 +93,10 @@ def add_data_subcommands(subparsers: argparse._SubParsersAction) -> None:
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = actions.add_parser("build", help="build a task dataset such as textrl/randomwalks/random-v1")
     p.add_argument("dataset_id", metavar="ID", help="textrl/<task>/<tier>-v1 (see `textrl data list`)")
-    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default: the tier's default)")
-    p.add_argument("--seed", type=int, default=None, help="collection seed (default: the fixed dataset seed)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="number of episodes (default 1000; another size builds the id ...-nN-vN)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="collection seed (default 0; another seed builds the id ...-sS-vN)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
     p = actions.add_parser("list", help="list local datasets and the task datasets that can be built")

@@ -4,13 +4,15 @@ Packing streams the hdf5 file episode by episode with h5py's low-level reads (ab
 than the high-level API) straight into preallocated arrays; no episode is kept as a Python
 object. The cache is a memory-mapped TensorDict under `<dataset>/packed/<key>/`, where the key
 hashes the data files and the packing options, so a changed dataset is repacked and an
-unchanged one is opened in milliseconds without touching Minari.
+unchanged one is opened in milliseconds without touching Minari. `info.json` records the size and
+sha256 checksum of every cache file; a cache that fails the check on opening is rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,13 @@ from h5py import h5d, h5g, h5s
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from textrl.data.packed import PackedDataset, normalizer, vocab_fingerprint
+from textrl.data.packed import (
+    DamagedCacheError,
+    PackedDataset,
+    file_checksums,
+    normalizer,
+    vocab_fingerprint,
+)
 from textrl.data.store import TOKENIZER_DIR, env_id_of, folder_of, load, load_tokenizer
 from textrl.io import atomic_directory, atomic_write_text
 
@@ -197,6 +205,18 @@ def _tokenizer_facts(dataset: minari.MinariDataset) -> tuple[int | None, str | N
     return tok.pad_token_id, vocab_fingerprint(tok)
 
 
+def _open_cache(cache: Path, reward_normalization: str) -> PackedDataset | None:
+    """The cached packing if it exists and passes its size and checksum check; None (with a warning
+    when a damaged one is found) means it must be built."""
+    if not cache.exists():
+        return None
+    try:
+        return PackedDataset.load(cache, reward_normalization)
+    except DamagedCacheError as e:
+        warnings.warn(f"{e}; repacking it from the dataset", stacklevel=3)
+        return None
+
+
 def pack(dataset: Any, reward_normalization: str = "none", pad_token_id: int | None = None,
          progress: bool = False) -> PackedDataset:
     """The packed form of a dataset (object, id or folder): opened from its cache, or built once and cached.
@@ -212,7 +232,8 @@ def pack(dataset: Any, reward_normalization: str = "none", pad_token_id: int | N
         raise ValueError(f"pad_token_id {pad_token_id} is outside the dataset's vocabulary [0, {vocab})")
     options = {"pad_token_id": pad_token_id}
     cache = folder_of(dataset) / CACHE_DIR / content_key(dataset, options)
-    if not (cache / "info.json").is_file():
+    packed = _open_cache(cache, reward_normalization)
+    if packed is None:
         tok_pad, fingerprint = _tokenizer_facts(dataset)
         pad = pad_token_id if pad_token_id is not None else (tok_pad if tok_pad is not None else 0)
         arrays = read_packed_arrays(dataset, vocab, max_length, progress)
@@ -221,6 +242,6 @@ def pack(dataset: Any, reward_normalization: str = "none", pad_token_id: int | N
                     "dataset_id": dataset.spec.dataset_id, "pack_version": PACK_VERSION}
         with atomic_directory(cache) as tmp:
             TensorDict({k: torch.from_numpy(v) for k, v in arrays.items()}, batch_size=[]).memmap_(tmp / "tensors")
-            (tmp / "info.json").write_text(json.dumps(info))
-    return PackedDataset.load(cache, reward_normalization)
-
+            (tmp / "info.json").write_text(json.dumps({**info, "checksums": file_checksums(tmp)}))
+        packed = PackedDataset.load(cache, reward_normalization)
+    return packed

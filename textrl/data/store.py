@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -29,7 +30,9 @@ from textrl.rollout import Episode
 
 TOKENIZER_DIR = "tokenizer"
 BUILD_INFO = "textrl.json"
-_ID = re.compile(r"^[A-Za-z0-9_.]{2,}(/[A-Za-z0-9_.\-]+)*/[A-Za-z0-9_.\-]+-v\d+$")
+# Every segment starts with a letter or digit, so no id can hold '.', '..', an absolute path or a drive.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]+(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*/[A-Za-z0-9][A-Za-z0-9_.\-]*-v\d+$")
+STAGING_PREFIX = ".staging-"
 
 
 def datasets_root() -> Path:
@@ -40,17 +43,73 @@ def datasets_root() -> Path:
 
 
 def check_dataset_id(dataset_id: str) -> None:
-    """Raise a clear error unless `dataset_id` looks like `namespace/name-vN`."""
+    """Raise a clear error unless `dataset_id` is `namespace/name-vN`, a path that stays under the datasets root."""
+    if isinstance(dataset_id, str) and not _ID.match(dataset_id):
+        parts = re.split(r"[/\\]", dataset_id)
+        if ".." in parts or "." in parts or dataset_id.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", dataset_id):
+            raise ValueError(
+                f"dataset id {dataset_id!r} is a path that leaves the datasets root ('..', '.', or an absolute path): "
+                "a dataset id is 'namespace/name-vN'; to open a dataset folder elsewhere pass a pathlib.Path"
+            )
+        if "\\" in dataset_id:
+            raise ValueError(f"dataset id {dataset_id!r} contains a backslash: a dataset id is 'namespace/name-vN' "
+                             "with '/' between its parts")
     if not isinstance(dataset_id, str) or not _ID.match(dataset_id):
         raise ValueError(
             f"malformed dataset id {dataset_id!r}: expected 'namespace/name-vN' such as "
-            "'textrl/randomwalks/random-v0' (namespace of 2+ characters, a version number at the end)"
+            "'textrl/randomwalks/random-v1' (namespace of 2+ characters, each part starting with a letter or digit, "
+            "a version number at the end)"
         )
 
 
 def dataset_dir(dataset_id: str) -> Path:
-    """The folder of a dataset id under the datasets root."""
+    """The folder of a dataset id under the datasets root (the id is checked first: it never leaves the root)."""
+    check_dataset_id(dataset_id)
     return datasets_root() / dataset_id
+
+
+def _host() -> str:
+    """This machine's name as it appears in staging folder names (no '-' or '@')."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def staging_prefix() -> str:
+    """The name prefix of a build's staging folder: it records the building process (pid@host),
+    so a later run can tell the leftovers of a killed build from a build still in progress."""
+    return f"{STAGING_PREFIX}{os.getpid()}@{_host()}-"
+
+
+def _owner_alive(name: str) -> bool | None:
+    """Whether the process that made a staging folder still runs: None when that cannot be told
+    (no pid recorded, or another host)."""
+    m = re.match(rf"^{re.escape(STAGING_PREFIX)}(\d+)@([^-]+)-", name)
+    if not m or m[2] != _host():
+        return None
+    try:
+        os.kill(int(m[1]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: the pid exists under another user
+        return True
+    return True
+
+
+def staging_leftovers() -> list[tuple[Path, bool | None]]:
+    """The staging folders under the datasets root and whether their builder still runs (None: unknown)."""
+    root = datasets_root()
+    if not root.is_dir():
+        return []
+    return [(p, _owner_alive(p.name)) for p in sorted(root.glob(f"{STAGING_PREFIX}*")) if p.is_dir()]
+
+
+def clean_staging_leftovers() -> list[Path]:
+    """Remove the staging folders of builds whose process is gone (killed builds); return what was removed."""
+    removed = []
+    for path, alive in staging_leftovers():
+        if alive is False:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def episode_buffer(index: int, episode: Episode) -> EpisodeBuffer:
@@ -87,7 +146,7 @@ def write_dataset(
         raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it or bump the version")
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=root))
     previous = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(staging)
     try:
@@ -161,14 +220,18 @@ def _check_hdf5(dataset: minari.MinariDataset) -> None:
 
 
 def load(dataset: Any) -> minari.MinariDataset:
-    """A Minari dataset from a `MinariDataset`, a local dataset id, or a dataset folder."""
+    """A Minari dataset from a `MinariDataset`, a local dataset id, or a dataset folder.
+
+    A string shaped like an id (`namespace/name-vN`) always means a dataset under the datasets
+    root; any other string naming an existing folder, or a `pathlib.Path`, is opened as a folder.
+    """
     if isinstance(dataset, minari.MinariDataset):
         return dataset
-    if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and os.path.isdir(dataset)):
+    if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and not _ID.match(dataset)
+                                             and os.path.isdir(dataset)):
         return open_dataset(dataset)
     if not isinstance(dataset, str):
         raise TypeError(f"expected a MinariDataset, a dataset id or a folder, got {type(dataset).__name__}")
-    check_dataset_id(dataset)
     folder = dataset_dir(dataset)
     if not folder.is_dir():
         known = ", ".join(local_dataset_ids()) or "none"

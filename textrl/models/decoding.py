@@ -13,21 +13,44 @@ from typing import Any, Callable, Optional
 import torch
 
 from textrl.models.value_model import is_seq2seq, last_hidden_and_lm, transformers_model
+from textrl.trainer import NonFiniteLossError
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """score_fn(hidden [B, H], logits [B, V]) -> scores [B, V]; higher is preferred."""
 
 
+class NonFiniteScoresError(NonFiniteLossError):
+    """The next-token scores hold NaN or +inf (or no finite entry): the model's weights have diverged."""
+
+
+def check_scores(scores: torch.Tensor) -> None:
+    """Raise `NonFiniteScoresError` unless every row has finite scores (-inf marks a banned token and is fine)."""
+    bad = scores.isnan().any(-1) | scores.isposinf().any(-1) | scores.isneginf().all(-1)
+    if bad.any():
+        raise NonFiniteScoresError(
+            f"the model's next-token scores are NaN or infinite in {int(bad.sum())} of {len(bad)} rows: its weights "
+            "have diverged (look at the training loss; lower optimizer.kwargs.lr, set train.max_grad_norm, or load "
+            "an earlier checkpoint)"
+        )
+
+
 def sample_next(scores: torch.Tensor, top_k: int, temperature: float,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """One token per row: keep the top-k scores, divide by the temperature, sample (0 = greedy)."""
+    """One token per row: keep the top-k scores, divide by the temperature, sample (0 = greedy).
+
+    The scores are shifted so their maximum is 0 before dividing, so a tiny temperature tends to
+    greedy instead of overflowing (one below float32's smallest normal number is greedy outright);
+    non-finite scores raise `NonFiniteScoresError`.
+    """
     scores = scores.float()
-    if temperature == 0:
+    check_scores(scores)
+    if temperature < torch.finfo(torch.float32).smallest_normal:
         return scores.argmax(-1)
     if 0 < top_k < scores.shape[-1]:
         kth = scores.topk(top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
-    probs = torch.softmax(scores / temperature, dim=-1)
+    shifted = scores - scores.amax(-1, keepdim=True)
+    probs = torch.softmax(shifted / temperature, dim=-1)
     if generator is not None and generator.device != probs.device:
         return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
