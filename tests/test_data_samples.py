@@ -197,3 +197,18 @@ def test_readme_bring_your_own_text_agent_learns_to_stop(tmp_path: Path, monkeyp
     with torch.no_grad():
         logits = agent.model.backbone(**enc).logits[:, -1]
     assert logits.argmax(-1).tolist() == [tok.eos_token_id] * 2  # after the reply, EOS is the likeliest token
+
+
+def test_a_vocabulary_over_256_tokens_packs_and_batches() -> None:
+    """Token ids above 255 are stored uint16 by Minari but packed in a dtype torch can gather (int16)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>"] + [f"w{i}" for i in range(298)]
+    core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    ds = from_samples([["w3", "w297 w5"]], [1.0], tok, "imported/wide-v0", progress=False)
+    assert ds.observation_space["input_ids"].dtype == np.uint16
+    batch = pack(ds).batch([0])
+    assert batch["input_ids"][0].tolist() == [5, 299, 7, 1]

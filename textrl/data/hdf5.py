@@ -29,8 +29,11 @@ class EpisodeFile:
 
     def __init__(self, path: Path) -> None:
         self.file = h5py.File(path, "w", libver=("v110", "latest"))
+        self._groups = h5p.create(h5p.GROUP_CREATE)
+        self._groups.set_obj_track_times(False)  # no timestamps: smaller headers, and equal data gives equal files
         self._compact = h5p.create(h5p.DATASET_CREATE)
         self._compact.set_layout(h5d.COMPACT)
+        self._compact.set_obj_track_times(False)
         self._scalar = h5s.create(h5s.SCALAR)
         self._int64 = h5t.py_create(np.dtype(np.int64))
         self._str = h5t.py_create(h5py.string_dtype("utf-8"), logical=True)
@@ -50,6 +53,7 @@ class EpisodeFile:
             plist = self._compact
         else:
             plist = h5p.create(h5p.DATASET_CREATE)
+            plist.set_obj_track_times(False)
             row = max(values.nbytes // max(len(values), 1), 1)
             plist.set_chunk((max(1, min(len(values), CHUNK_BYTES // row)), *values.shape[1:]))
             plist.set_deflate(GZIP_LEVEL)
@@ -66,19 +70,19 @@ class EpisodeFile:
               terminations: np.ndarray, truncations: np.ndarray, options: dict[str, str]) -> None:
         """Append one episode (ids are sequential), with the dtypes Minari's writer would keep."""
         index = self.episodes
-        group = h5g.create(self.file.id, f"episode_{index}".encode())
+        group = h5g.create(self.file.id, f"episode_{index}".encode(), gcpl=self._groups)
         self._attr(group, "id", index)
         self._attr(group, "total_steps", len(actions))
         for key, value in options.items():
             self._attr(group, f"options/{key}", value)
-        obs = h5g.create(group, b"observations")
+        obs = h5g.create(group, b"observations", gcpl=self._groups)
         for key, value in observations.items():
             self._array(obs, key.encode(), np.asarray(value))
         self._array(group, b"actions", np.asarray(actions, dtype=np.int64))
         self._array(group, b"rewards", np.asarray(rewards, dtype=np.float64))
         self._array(group, b"terminations", np.asarray(terminations, dtype=bool))
         self._array(group, b"truncations", np.asarray(truncations, dtype=bool))
-        h5g.create(group, b"infos")  # Minari writes an empty infos group and reads it back as {}
+        h5g.create(group, b"infos", gcpl=self._groups)  # Minari writes an empty infos group and reads it back as {}
         self.episodes += 1
         self.steps += len(actions)
 

@@ -29,7 +29,7 @@ from textrl.data.packed import PackBuilder, PackedDataset, normalizer, vocab_fin
 from textrl.data.store import TOKENIZER_DIR, env_id_of, folder_of, load, load_tokenizer
 from textrl.io import atomic_directory, atomic_write_text
 
-PACK_VERSION = 2
+PACK_VERSION = 3  # 3: token ids of vocabularies over 256 are int16/int32 (torch cannot gather uint16)
 CACHE_DIR = "packed"
 DIGESTS = "digests.json"
 

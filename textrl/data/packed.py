@@ -47,6 +47,11 @@ class _Growing:
         return self.data[:self.size].copy()
 
 
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest dtype torch can gather from for token ids below `vocab_size` (torch lacks uint16 indexing)."""
+    return np.dtype(np.uint8 if vocab_size <= 2**8 else np.int16 if vocab_size <= 2**15 else np.int32)
+
+
 class PackBuilder:
     """The flat arrays of a packed dataset, grown one checked episode at a time.
 
@@ -56,7 +61,7 @@ class PackBuilder:
 
     def __init__(self, vocab_size: int, max_length: int) -> None:
         self.pos_dtype = np.int16 if max_length < 2**15 else np.int32
-        self.tokens = _Growing(np.min_scalar_type(vocab_size - 1))
+        self.tokens = _Growing(token_dtype(vocab_size))
         self.action_ixs = _Growing(self.pos_dtype)
         self.rewards = _Growing(np.float32)
         self.token_offsets: list[int] = [0]  # per-episode values: Python lists append fastest
