@@ -130,6 +130,8 @@ def test_streamed_samples_from_a_generator_or_pairs(capsys: pytest.CaptureFixtur
     pairs = from_samples(iter(zip(lines, [0.0, 1.0, 2.0])), None, tok, "imported/pairs-v0", max_length=8,
                          progress=False)
     assert [ep.rewards[-1] for ep in pairs.iterate_episodes()] == [0.0, 1.0, 2.0]
+    arrays = from_samples(np.array(lines), np.array([0.0, 1.0, 2.0]), tok, "imported/arrays-v0", progress=False)
+    assert arrays.observation_space["input_ids"].shape == (5,) and arrays.total_episodes == 3
     with pytest.raises(ValueError, match="max_length is required when samples is an iterator"):
         from_samples(iter(lines), [1.0] * 3, tok, "imported/stream-v1", progress=False)
     with pytest.raises(ValueError, match="rewards go on after 2 items"):

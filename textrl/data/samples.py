@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sized
 from itertools import zip_longest
 from typing import Any
 
@@ -201,23 +201,24 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
                  ref_max_score: float | None = None, progress: bool = True) -> minari.MinariDataset:
     """A Minari dataset of the samples as token episodes (agent tokens are actions), written atomically.
 
-    `samples` is a list or any iterable (e.g. a generator over a file, read once and streamed);
-    `rewards` is a parallel list or iterable, or None when `samples` yields `(sample, reward)`
-    pairs. `max_length` is the observation width: by default the longest sample, which needs a
-    list (an iterator is read only once, so give `max_length`). Reference scores default to the
+    `samples` is a list (or array, Series, any sized collection) or any iterable, e.g. a
+    generator over a file, read once and streamed; `rewards` is a parallel collection or
+    iterable, or None when `samples` yields `(sample, reward)` pairs. `max_length` is the
+    observation width: by default the longest sample, which needs a sized collection (an
+    iterator is read only once, so give `max_length`). Reference scores default to the
     lowest and highest reward. With `progress`, a bar runs and the rate and size are printed.
     """
     if isinstance(samples, str):
         raise TypeError("samples must be a sequence of samples, got a single string: wrap it in a list")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an int >= 2 (a prompt and an output token), got {max_length!r}")
-    if isinstance(samples, Sequence) and isinstance(rewards, Sequence) and len(samples) != len(rewards):
+    if isinstance(samples, Sized) and isinstance(rewards, Sized) and len(samples) != len(rewards):
         raise ValueError(f"got {len(samples)} samples but {len(rewards)} rewards: give exactly one reward per sample")
     check_tokenizer(tokenizer)
     encoder = _Encoder(tokenizer)
     items: Iterable[tuple[Turns, float]] = _encoded(_pairs(samples, rewards), encoder)
     if max_length is None:
-        if not isinstance(samples, Sequence):
+        if not isinstance(samples, Sized):
             raise ValueError("max_length is required when samples is an iterator (it is read once, so the longest "
                              "sample is not known in advance): pass max_length")
         items = list(items)
@@ -233,7 +234,7 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     seen = {"n": 0, "lo": math.inf, "hi": -math.inf}
 
     def chunks() -> Iterator[list[Episode]]:
-        total = len(samples) if isinstance(samples, Sequence) else None
+        total = len(samples) if isinstance(samples, Sized) else None
         with tqdm(total=total, desc=f"import {dataset_id}", unit="sample", disable=not progress) as bar:
             for turns, reward in items:
                 size = sum(len(t) for t in turns)
