@@ -1,5 +1,6 @@
 """The bulk hdf5 writer is read by Minari exactly like Minari's own writer, and its packed cache equals a repack."""
 
+import importlib
 import shutil
 import warnings
 from pathlib import Path
@@ -85,3 +86,11 @@ def test_imported_samples_read_back_as_minaris_writer_would_write_them() -> None
                         "imported/layout-v1", progress=False)
     _assert_same_episodes(minari.load_dataset("imported/layout-v1"), _minari_copy(ours, "copy/samples-v1"))
     _assert_cache_equals_repack(ours)
+
+
+def test_pack_opens_the_writers_cache_without_reading_hdf5(monkeypatch: pytest.MonkeyPatch) -> None:
+    pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
+    dataset = make_dataset("textrl/maze/mixed-v1", num_episodes=20, progress=False)
+    monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("the hdf5 file was read"))
+    packed = pack("textrl/maze/mixed-v1")
+    assert len(packed) == 20 and packed.num_actions == dataset.total_steps
