@@ -134,7 +134,6 @@ def written_line(dataset: minari.MinariDataset, seconds: float, unit: str = "epi
             f"({n / max(seconds, 1e-9):.0f} {unit}/s), {size / 2**20:.1f} MiB at {folder}")
 
 
-
 def open_dataset(path: str | os.PathLike) -> minari.MinariDataset:
     """Open the Minari dataset in a folder (the one holding `data/`), with a clear error if it is not one."""
     path = Path(path)
