@@ -23,7 +23,10 @@ def test_build_list_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     out = capsys.readouterr().out
     assert "no local datasets" in out and RW in out
     assert main(["data", "build", RW, "--episodes", "30", "--seed", "2", "--quiet"]) == 0
-    assert f"{SIZED}: 30 episodes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{SIZED}: wrote 30 episodes (" in out and "episodes/s), " in out and " MiB at " in out
+    assert main(["data", "build", SIZED, "--quiet"]) == 0
+    assert f"{SIZED}: already built, 30 episodes" in capsys.readouterr().out
     assert main(["data", "list"]) == 0
     assert f"  {SIZED}  30 episodes" in capsys.readouterr().out
     assert main(["data", "show", SIZED, "--examples", "2"]) == 0

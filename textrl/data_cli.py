@@ -10,12 +10,15 @@ import numpy as np
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build a task dataset (or find it already built) and print where it is."""
-    from textrl.data import make_dataset
-    from textrl.data.store import folder_of
+    import time
 
+    from textrl.data import make_dataset
+    from textrl.data.store import dataset_dir, folder_of, written_line
+
+    existed, start = dataset_dir(args.dataset_id).exists(), time.perf_counter()
     dataset = make_dataset(args.dataset_id, num_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
-    print(f"{dataset.spec.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps "
-          f"at {folder_of(dataset)}")
+    print(f"{dataset.spec.dataset_id}: already built, {dataset.total_episodes} episodes, {dataset.total_steps} "
+          f"steps at {folder_of(dataset)}" if existed else written_line(dataset, time.perf_counter() - start))
     return 0
 
 

@@ -1,8 +1,10 @@
 """Pack a Minari token dataset once into flat tensors, cached beside it and keyed by its content.
 
-Packing streams the hdf5 file episode by episode with h5py's low-level reads (about 4x faster
-than the high-level API) straight into preallocated arrays; no episode is kept as a Python
-object. The cache is a memory-mapped TensorDict under `<dataset>/packed/<key>/`, where the key
+A dataset textrl writes gets its cache in the same pass as its hdf5 file (`write_cache`), so
+`pack` only opens it. Any other dataset is packed once by streaming its hdf5 file episode by
+episode with h5py's low-level reads (about 4x faster than the high-level API, yet only about
+1,000 to 2,000 episodes/s: Minari's per-episode groups are the bottleneck); no episode is kept
+as a Python object. The cache is a memory-mapped TensorDict under `<dataset>/packed/<key>/`, where the key
 hashes the data files and the packing options, so a changed dataset is repacked and an
 unchanged one is opened in milliseconds without touching Minari. `info.json` records the size and
 sha256 checksum of every cache file; a cache that fails the check on opening is rebuilt.
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 
 from textrl.data.packed import (
     DamagedCacheError,
+    PackBuilder,
     PackedDataset,
     file_checksums,
     normalizer,
@@ -35,7 +38,7 @@ from textrl.data.packed import (
 from textrl.data.store import TOKENIZER_DIR, env_id_of, folder_of, load, load_tokenizer
 from textrl.io import atomic_directory, atomic_write_text
 
-PACK_VERSION = 2
+PACK_VERSION = 3  # 3: token ids of vocabularies over 256 are int16/int32 (torch cannot gather uint16)
 CACHE_DIR = "packed"
 DIGESTS = "digests.json"
 
@@ -119,23 +122,6 @@ class _Episodes:
         return out[0]
 
 
-class _Growing:
-    """A preallocated 1-d array that doubles when full (tokens per episode are not known in advance)."""
-
-    def __init__(self, capacity: int, dtype: Any) -> None:
-        self.data = np.empty(max(capacity, 16), dtype)
-        self.size = 0
-
-    def extend(self, values: np.ndarray) -> None:
-        end = self.size + len(values)
-        if end > len(self.data):
-            grown = np.empty(max(end, 2 * len(self.data)), self.data.dtype)
-            grown[:self.size] = self.data[:self.size]
-            self.data = grown
-        self.data[self.size:end] = values
-        self.size = end
-
-
 def read_packed_arrays(dataset: minari.MinariDataset, vocab: int, max_length: int,
                        progress: bool = False) -> dict[str, np.ndarray]:
     """Stream the dataset's episodes into flat, compact arrays (checking each episode on the way)."""
@@ -144,21 +130,14 @@ def read_packed_arrays(dataset: minari.MinariDataset, vocab: int, max_length: in
         raise ValueError(f"{dataset.storage.data_path}: packing reads Minari's hdf5 format, one main_data.hdf5; "
                          f"found {[f.name for f in files]}")
     indices = np.asarray(dataset.episode_indices, dtype=np.int64)
-    n, steps = len(indices), int(dataset.total_steps)
-    pos_dtype = np.int16 if max_length < 2**15 else np.int32
-    tokens = _Growing(steps + 4 * n, np.min_scalar_type(vocab - 1))
-    action_ixs = np.empty(steps, pos_dtype)
-    rewards = np.empty(steps, np.float32)
-    token_offsets = np.zeros(n + 1, np.int64)
-    action_offsets = np.zeros(n + 1, np.int64)
-    terminated = np.zeros(n, bool)
-    returns = np.zeros(n, np.float32)
+    steps = int(dataset.total_steps)
+    builder = PackBuilder(vocab, max_length)
     try:
         episodes = _Episodes(files[0])
     except OSError as e:
         raise ValueError(f"cannot open {files[0]} ({e}): the file is damaged or truncated; rebuild the dataset") from e
-    with episodes.file, tqdm(total=n, desc="pack", unit="ep", disable=not progress) as bar:
-        for row, i in enumerate(indices):
+    with episodes.file, tqdm(total=len(indices), desc="pack", unit="ep", disable=not progress) as bar:
+        for i in indices:
             try:
                 group = episodes.group(i)
                 lengths = episodes.read(group, b"observations/length")
@@ -169,31 +148,14 @@ def read_packed_arrays(dataset: minari.MinariDataset, vocab: int, max_length: in
             except (KeyError, OSError, ValueError) as e:
                 raise ValueError(f"episode {i} of {files[0]} cannot be read ({e}): the file is damaged or truncated; "
                                  "rebuild the dataset") from e
-            t = len(acts)
-            if t == 0 or len(lengths) != t + 1 or len(rew) != t or len(term) != t:
-                raise ValueError(f"episode {i} has {len(lengths)} observations, {t} actions, {len(rew)} rewards and "
-                                 f"{len(term)} terminations: expected T+1, T, T and T with T >= 1")
-            final = final_row[: int(lengths[-1])]
-            pos = lengths[:-1].astype(np.int64) - 1
-            if ((pos < 0) | (pos + 1 >= len(final))).any() or (final[pos + 1] != acts).any():
-                raise ValueError(f"episode {i}: its actions are not the tokens that follow each observation's context "
-                                 "(observation lengths and actions disagree)")
-            a0, a1 = action_offsets[row], action_offsets[row] + t
-            if a1 > steps:
+            builder.add(f"episode {i}", lengths, final_row, acts, rew, term)
+            if builder.action_offsets[-1] > steps:
                 raise ValueError(f"the dataset holds more steps than its metadata's total_steps={steps}: it is damaged")
-            tokens.extend(final)
-            action_ixs[a0:a1] = pos
-            rewards[a0:a1] = rew
-            returns[row] = rew.sum(dtype=np.float64)
-            terminated[row] = bool(term[-1])
-            token_offsets[row + 1] = tokens.size
-            action_offsets[row + 1] = a1
             bar.update()
-    if action_offsets[-1] != steps:
-        raise ValueError(f"the episodes hold {action_offsets[-1]} steps but the metadata says {steps}: the dataset "
-                         "is damaged; rebuild it")
-    return {"tokens": tokens.data[:tokens.size].copy(), "token_offsets": token_offsets, "action_ixs": action_ixs,
-            "action_offsets": action_offsets, "rewards": rewards, "returns": returns, "terminated": terminated}
+    if builder.action_offsets[-1] != steps:
+        raise ValueError(f"the episodes hold {builder.action_offsets[-1]} steps but the metadata says {steps}: the "
+                         "dataset is damaged; rebuild it")
+    return builder.arrays()
 
 
 def _tokenizer_facts(dataset: minari.MinariDataset) -> tuple[int | None, str | None]:
@@ -234,14 +196,21 @@ def pack(dataset: Any, reward_normalization: str = "none", pad_token_id: int | N
     cache = folder_of(dataset) / CACHE_DIR / content_key(dataset, options)
     packed = _open_cache(cache, reward_normalization)
     if packed is None:
-        tok_pad, fingerprint = _tokenizer_facts(dataset)
-        pad = pad_token_id if pad_token_id is not None else (tok_pad if tok_pad is not None else 0)
-        arrays = read_packed_arrays(dataset, vocab, max_length, progress)
-        info = {"num_episodes": len(arrays["returns"]), "vocab_size": vocab, "max_length": max_length,
-                    "pad_token_id": int(pad), "vocab_fingerprint": fingerprint, "env_id": env_id_of(dataset),
-                    "dataset_id": dataset.spec.dataset_id, "pack_version": PACK_VERSION}
-        with atomic_directory(cache) as tmp:
-            TensorDict({k: torch.from_numpy(v) for k, v in arrays.items()}, batch_size=[]).memmap_(tmp / "tensors")
-            (tmp / "info.json").write_text(json.dumps({**info, "checksums": file_checksums(tmp)}))
+        write_cache(dataset, read_packed_arrays(dataset, vocab, max_length, progress), pad_token_id)
         packed = PackedDataset.load(cache, reward_normalization)
     return packed
+
+
+def write_cache(dataset: minari.MinariDataset, arrays: dict[str, np.ndarray], pad_token_id: int | None = None) -> Path:
+    """Store packed arrays as the dataset's cache under the key `pack(dataset, pad_token_id=...)` looks for."""
+    vocab, max_length = check_spaces(dataset)
+    cache = folder_of(dataset) / CACHE_DIR / content_key(dataset, {"pad_token_id": pad_token_id})
+    tok_pad, fingerprint = _tokenizer_facts(dataset)
+    pad = pad_token_id if pad_token_id is not None else (tok_pad if tok_pad is not None else 0)
+    info = {"num_episodes": len(arrays["returns"]), "vocab_size": vocab, "max_length": max_length,
+            "pad_token_id": int(pad), "vocab_fingerprint": fingerprint, "env_id": env_id_of(dataset),
+            "dataset_id": dataset.spec.dataset_id, "pack_version": PACK_VERSION}
+    with atomic_directory(cache) as tmp:
+        TensorDict({k: torch.from_numpy(v) for k, v in arrays.items()}, batch_size=[]).memmap_(tmp / "tensors")
+        (tmp / "info.json").write_text(json.dumps({**info, "checksums": file_checksums(tmp)}))
+    return cache

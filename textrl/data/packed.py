@@ -12,12 +12,12 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 
-Normalization = Literal["none", "zscore", "scale"]
 NORMALIZATIONS = ("none", "zscore", "scale")
 
 Batch = TensorDict
@@ -25,6 +25,84 @@ Batch = TensorDict
 
 BATCH_KEYS = ("input_ids", "attention_mask", "action_ixs", "state_ixs", "action_mask", "rewards", "notdone",
               "returns")
+
+
+class _Growing:
+    """A 1-d array that doubles its storage when full (tokens per episode are not known in advance)."""
+
+    def __init__(self, dtype: Any, capacity: int = 1024) -> None:
+        self.data = np.empty(max(capacity, 16), dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.size + len(values)
+        if end > len(self.data):
+            grown = np.empty(max(end, 2 * len(self.data)), self.data.dtype)
+            grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        self.data[self.size:end] = values
+        self.size = end
+
+    def array(self) -> np.ndarray:
+        return self.data[:self.size].copy()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest dtype torch can gather from for token ids below `vocab_size` (torch lacks uint16 indexing)."""
+    return np.dtype(np.uint8 if vocab_size <= 2**8 else np.int16 if vocab_size <= 2**15 else np.int32)
+
+
+class PackBuilder:
+    """The flat arrays of a packed dataset, grown one checked episode at a time.
+
+    Fed by `pack` (reading an hdf5 file) and by the dataset writer (in the same pass as the hdf5
+    file, so a dataset textrl writes is packed without being read back).
+    """
+
+    def __init__(self, vocab_size: int, max_length: int) -> None:
+        self.pos_dtype = np.int16 if max_length < 2**15 else np.int32
+        self.tokens = _Growing(token_dtype(vocab_size))
+        self.action_ixs = _Growing(self.pos_dtype)
+        self.rewards = _Growing(np.float32)
+        self.token_offsets: list[int] = [0]  # per-episode values: Python lists append fastest
+        self.action_offsets: list[int] = [0]
+        self.terminated: list[bool] = []
+        self.returns: list[float] = []
+
+    def add(self, name: str, lengths: np.ndarray, final_row: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+            terminations: np.ndarray) -> None:
+        """Append one episode from its observation lengths, last observation row, actions, rewards and ends."""
+        t = len(actions)
+        if t == 0 or len(lengths) != t + 1 or len(rewards) != t or len(terminations) != t:
+            raise ValueError(f"{name} has {len(lengths)} observations, {t} actions, {len(rewards)} rewards and "
+                             f"{len(terminations)} terminations: expected T+1, T, T and T with T >= 1")
+        final = final_row[: int(lengths[-1])]
+        pos = lengths[:-1].astype(np.int64) - 1
+        if ((pos < 0) | (pos + 1 >= len(final))).any() or (final[pos + 1] != actions).any():
+            raise ValueError(f"{name}: its actions are not the tokens that follow each observation's context "
+                             "(observation lengths and actions disagree)")
+        rewards32 = np.asarray(rewards, dtype=np.float32)
+        total = np.float32(np.sum(rewards, dtype=np.float64))
+        if not (np.isfinite(rewards32).all() and np.isfinite(total)):
+            raise ValueError(f"{name} has a reward or return that is not finite in float32 (|r| < 3.4e38), the dtype "
+                             "rewards are trained in: rescale the rewards")
+        self.tokens.extend(final)
+        self.action_ixs.extend(pos.astype(self.pos_dtype))
+        self.rewards.extend(rewards32)
+        self.returns.append(float(total))
+        self.terminated.append(bool(terminations[-1]))
+        self.token_offsets.append(self.tokens.size)
+        self.action_offsets.append(self.action_ixs.size)
+
+    def __len__(self) -> int:
+        return len(self.returns)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The packed arrays: tokens, token_offsets, action_ixs, action_offsets, rewards, returns, terminated."""
+        return {"tokens": self.tokens.array(), "token_offsets": np.array(self.token_offsets, np.int64),
+                "action_ixs": self.action_ixs.array(), "action_offsets": np.array(self.action_offsets, np.int64),
+                "rewards": self.rewards.array(), "returns": np.array(self.returns, np.float32),
+                "terminated": np.array(self.terminated, bool)}
 
 
 def vocab_fingerprint(tokenizer: Any) -> str:

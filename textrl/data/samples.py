@@ -1,122 +1,263 @@
 """Import trlx-style offline data: `samples` (strings or alternating prompt/output turns) and one reward each.
 
-Each sample becomes one episode. In a turn list, even turns (0, 2, ...) are prompt or environment
-text (observations) and odd turns are the agent's output (actions); a plain string's first token
-is the prompt and the rest is output (as trlx does, where that first token is usually a BOS).
-Tokens are encoded without special tokens. The reward sits on the last action token and every
-episode terminates. Samples longer than `max_length` tokens are rejected, not cut, so no reward
-is attached to text the agent did not write. There is no env to roll out in, so the dataset has
-no env spec; its spaces follow docs/architecture.md with the tokenizer's size as vocabulary.
+Each sample becomes one episode, tokenized as trlx's offline (ILQL) pipeline does:
+- a string is the agent's output after a one-token prompt, the BOS token: `[BOS] + string`;
+  a tokenizer without a BOS token (GPT-2 style) starts with its EOS token instead, as trlx does;
+- in a turn list `[prompt, output, prompt, output, ...]` even turns are prompt or environment
+  text (observations) and odd turns the agent's output (actions);
+- the EOS token is appended to the last output (unless it already ends with EOS), so the agent
+  learns to stop; the reward sits on that last action and every episode terminates.
+Text is encoded without other special tokens. Text the tokenizer cannot represent (characters
+it maps to its unk or pad token, or drops) is an error naming the sample and the characters:
+the pad token is never a trained action. When pad and EOS are one token (GPT-2), only the EOS
+that ends the sample (and the BOS stand-in) may use that id. Samples longer than `max_length`
+tokens are rejected, not cut, so no reward is attached to text the agent did not write. There
+is no env to roll out in, so the dataset has no env spec; its spaces follow
+docs/architecture.md with the tokenizer's size as vocabulary.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sized
+from itertools import zip_longest
 from typing import Any
 
 import minari
 import numpy as np
 from gymnasium import spaces
+from tqdm.auto import tqdm
 
-from textrl.data.store import write_dataset
+from textrl.data.store import write_dataset, written_line
 from textrl.rollout import Episode
 
-CHUNK = 2000
+CHUNK = 512  # samples tokenized in one call
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MISSING = object()
+
+Turns = list[list[int]]
 
 
-def _turns(sample: Any, index: int, tokenizer: Any) -> list[list[int]]:
-    """Token ids of each turn of a sample, checked."""
+def check_tokenizer(tokenizer: Any) -> None:
+    """Raise a clear error unless `tokenizer` is a transformers tokenizer with pad and EOS tokens."""
+    if type(tokenizer).__module__.startswith("tokenizers"):
+        raise TypeError(
+            "from_samples needs a transformers tokenizer, got a raw tokenizers.Tokenizer. Wrap it and name its "
+            "pad and end-of-sequence tokens: `from transformers import PreTrainedTokenizerFast; tokenizer = "
+            "PreTrainedTokenizerFast(tokenizer_object=tok, pad_token='<pad>', eos_token='<eos>')` (use the "
+            f"tokens of your vocabulary; its special tokens: {_special_tokens(tokenizer)})")
+    if not callable(tokenizer) or not hasattr(tokenizer, "pad_token_id"):
+        raise TypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (e.g. to its eos token)")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token, which ends every imported sample (so agents learn to "
+                         "stop): set tokenizer.eos_token")
+
+
+def _special_tokens(tokenizer: Any) -> list[str]:
+    """The special tokens a raw tokenizers.Tokenizer declares (to suggest pad/eos names)."""
+    try:
+        return [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special]
+    except AttributeError:
+        return []
+
+
+class _Encoder:
+    """Turns samples into checked token turns, a chunk of samples per tokenizer call."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+        self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id
+        self.bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos
+        self.bad = {i for i in (tokenizer.unk_token_id, self.pad) if i is not None}
+        self.offsets = bool(getattr(tokenizer, "is_fast", False))
+
+    def encode(self, samples: list[Any], first: int) -> list[Turns]:
+        """Token turns of samples numbered from `first`, with EOS after the last output."""
+        texts: list[str] = []
+        for k, sample in enumerate(samples):
+            texts.extend(_texts(sample, first + k))
+        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=self.offsets)
+        out, pos = [], 0
+        for k, sample in enumerate(samples):
+            n = 1 if isinstance(sample, str) else len(sample)
+            turns = [self._checked(enc, pos + j, texts[pos + j], first + k, last=j == n - 1) for j in range(n)]
+            pos += n
+            out.append(self._finish(turns, isinstance(sample, str), first + k))
+        return out
+
+    def _checked(self, enc: Any, row: int, text: str, index: int, last: bool) -> list[int]:
+        """One text's ids; an error naming the characters the tokenizer maps to unk/pad or drops."""
+        ids = list(enc["input_ids"][row])
+        if last and ids and ids[-1] == self.eos:
+            ids.pop()  # the sample already ends with EOS: it is not doubled
+        bad = [j for j, t in enumerate(ids) if t in self.bad]
+        if not self.offsets:
+            if bad:
+                raise ValueError(f"sample {index}: the tokenizer maps part of {text!r} to its unk/pad token (ids "
+                                 f"{sorted({ids[j] for j in bad})}): clean the text or use a tokenizer that covers it")
+            return ids
+        offsets = enc["offset_mapping"][row]
+        chars = [text[offsets[j][0]:offsets[j][1]] or self.tok.convert_ids_to_tokens(ids[j]) for j in bad]
+        covered = np.zeros(len(text), bool)
+        for s, e in offsets:
+            covered[s:e] = True
+        dropped = [text[i] for i in np.flatnonzero(~covered) if not text[i].isspace()]
+        if dropped:  # offsets shift past a dropped character: name what the decoded ids lack, if anything
+            chars += sorted(set(text) - set(self.tok.decode(ids)) - set(" \t\n\r")) or dropped
+        if chars:
+            raise ValueError(f"sample {index}: the tokenizer cannot represent {sorted(set(chars))} in {text[:80]!r} "
+                             "(mapped to its unk or pad token, or dropped): clean the text or use a tokenizer that "
+                             "covers these characters")
+        return ids
+
+    def _finish(self, turns: Turns, plain: bool, index: int) -> Turns:
+        """[BOS] before a string's output; EOS after the last output; checks of the turn structure."""
+        if plain:
+            if not turns[0]:
+                raise ValueError(f"sample {index} has 0 tokens: a string sample is the agent's output after BOS")
+            return [[self.bos], turns[0] + [self.eos]]
+        if not turns[0]:
+            raise ValueError(f"sample {index}: the first prompt turn is empty; the agent needs a context to start from")
+        if not any(turns[1::2]):
+            raise ValueError(f"sample {index} has no output tokens: every output turn is empty")
+        turns[-1] = turns[-1] + [self.eos]
+        return turns
+
+
+def _texts(sample: Any, index: int) -> list[str]:
+    """The texts of a sample, checked: one string, or an even number (>= 2) of turns."""
     if isinstance(sample, str):
-        ids = tokenizer(sample, add_special_tokens=False)["input_ids"]
-        if len(ids) < 2:
-            raise ValueError(f"sample {index} has {len(ids)} token(s); a string sample needs a prompt token and "
-                             "at least one output token (or pass [prompt, output] turns)")
-        return [ids[:1], ids[1:]]
+        return [sample]
     if not isinstance(sample, (list, tuple)) or not all(isinstance(t, str) for t in sample):
         raise TypeError(f"sample {index} must be a string or a list of strings (alternating prompt/output turns)")
     if len(sample) < 2 or len(sample) % 2:
         raise ValueError(f"sample {index} has {len(sample)} turns; a turn list alternates prompt and output and "
                          "ends with an output, so it has an even number (>= 2) of turns")
-    turns = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in sample]
-    if not turns[0]:
-        raise ValueError(f"sample {index}: the first prompt turn is empty; the agent needs a context to start from")
-    if not any(turns[1::2]):
-        raise ValueError(f"sample {index} has no output tokens: every output turn is empty")
-    return turns
+    return list(sample)
 
 
-def _episode(turns: list[list[int]], reward: float, max_length: int, pad: int, dtype: np.dtype,
-             tokenizer: Any) -> Episode:
-    """The episode of one sample: observations before each action, actions, the reward at the end."""
-    context: list[int] = []
-    observations, actions = [], []
-    for k, turn in enumerate(turns):
-        for tok in turn:
-            if k % 2:
-                observations.append(list(context))
-                actions.append(tok)
-            context.append(tok)
-    observations.append(context)
-    ids = np.full((len(observations), max_length), pad, dtype=dtype)
-    for i, o in enumerate(observations):
-        ids[i, :len(o)] = o
-    t = len(actions)
+def _reward(value: Any, index: int) -> float:
+    """A sample's reward as a float that stays finite in float32 (the dtype rewards are trained in)."""
+    try:
+        reward = float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"rewards must be one number per sample; sample {index} has {value!r} ({e})") from e
+    if not math.isfinite(reward) or abs(reward) > FLOAT32_MAX:
+        raise ValueError(f"rewards must be finite (within float32's range, |r| <= 3.4e38, the dtype they are trained "
+                         f"in); sample {index} has {value!r}")
+    return reward
+
+
+def _pairs(samples: Iterable[Any], rewards: Iterable[Any] | None) -> Iterator[tuple[Any, float]]:
+    """(sample, reward) pairs from two parallel iterables, or from an iterable of pairs."""
+    if rewards is None:
+        for i, item in enumerate(samples):
+            if not (isinstance(item, tuple) and len(item) == 2 and not isinstance(item[1], str)):
+                raise TypeError(f"with rewards=None, samples must yield (sample, reward) pairs; item {i} is "
+                                f"{type(item).__name__}: pass rewards, or yield (sample, reward) tuples")
+            yield item[0], _reward(item[1], i)
+        return
+    for i, (sample, reward) in enumerate(zip_longest(samples, rewards, fillvalue=_MISSING)):
+        if sample is _MISSING or reward is _MISSING:
+            longer = "rewards" if sample is _MISSING else "samples"
+            raise ValueError(f"samples and rewards differ in length: {longer} go on after {i} items; give exactly one "
+                             "reward per sample")
+        yield sample, _reward(reward, i)
+
+
+def _encoded(pairs: Iterator[tuple[Any, float]], encoder: _Encoder) -> Iterator[tuple[Turns, float]]:
+    """(token turns, reward) of each sample, tokenized a chunk at a time."""
+    done = 0
+    while True:
+        chunk = [p for _, p in zip(range(CHUNK), pairs)]
+        if not chunk:
+            return
+        turns = encoder.encode([s for s, _ in chunk], done)
+        yield from zip(turns, (r for _, r in chunk))
+        done += len(chunk)
+
+
+def _episode(turns: Turns, reward: float, max_length: int, pad: int, dtype: np.dtype, tokenizer: Any) -> Episode:
+    """The episode of one sample: the context before each action, actions, the reward at the end."""
+    tokens = np.fromiter((t for turn in turns for t in turn), np.int64)
+    agent = np.concatenate([np.full(len(turn), k % 2 == 1) for k, turn in enumerate(turns)])
+    positions = np.flatnonzero(agent)
+    lengths = np.append(positions, len(tokens)).astype(np.int32)  # the context before each action, then all
+    ids = np.where(np.arange(max_length) < lengths[:, None], np.pad(tokens, (0, max_length - len(tokens)))[None, :],
+                   pad).astype(dtype)
+    t = len(positions)
     rewards = np.zeros(t)
     rewards[-1] = reward
-    return Episode({"input_ids": ids, "length": np.array([len(o) for o in observations], dtype=np.int32)},
-                   np.array(actions), rewards, np.arange(t) == t - 1, np.zeros(t, dtype=bool),
-                   tokenizer.decode(turns[0]), tokenizer.decode(context))
+    return Episode({"input_ids": ids, "length": lengths}, tokens[positions], rewards, np.arange(t) == t - 1,
+                   np.zeros(t, dtype=bool), tokenizer.decode(turns[0]), tokenizer.decode(tokens.tolist()))
 
 
-def from_samples(samples: Sequence[Any], rewards: Sequence[float], tokenizer: Any, dataset_id: str,
-                 max_length: int | None = None, description: str = "",
-                 ref_min_score: float | None = None, ref_max_score: float | None = None) -> minari.MinariDataset:
+def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokenizer: Any, dataset_id: str,
+                 max_length: int | None = None, description: str = "", ref_min_score: float | None = None,
+                 ref_max_score: float | None = None, progress: bool = True) -> minari.MinariDataset:
     """A Minari dataset of the samples as token episodes (agent tokens are actions), written atomically.
 
-    `max_length` (default: the longest sample) is the observation width; reference scores
-    default to the lowest and highest reward in the data.
+    `samples` is a list (or array, Series, any sized collection) or any iterable, e.g. a
+    generator over a file, read once and streamed; `rewards` is a parallel collection or
+    iterable, or None when `samples` yields `(sample, reward)` pairs. `max_length` is the
+    observation width: by default the longest sample, which needs a sized collection (an
+    iterator is read only once, so give `max_length`). Reference scores default to the
+    lowest and highest reward. With `progress`, a bar runs and the rate and size are printed.
     """
     if isinstance(samples, str):
         raise TypeError("samples must be a sequence of samples, got a single string: wrap it in a list")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an int >= 2 (a prompt and an output token), got {max_length!r}")
-    if len(samples) != len(rewards):
+    if isinstance(samples, Sized) and isinstance(rewards, Sized) and len(samples) != len(rewards):
         raise ValueError(f"got {len(samples)} samples but {len(rewards)} rewards: give exactly one reward per sample")
-    if len(samples) == 0:
-        raise ValueError("no samples: give at least one sample and its reward")
-    try:
-        rewards = [float(r) for r in rewards]
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"rewards must be one number per sample ({e})") from e
-    bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
-    if bad:
-        raise ValueError(f"rewards must be finite; samples {bad[:10]} have NaN or infinite rewards")
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (e.g. to its eos token)")
-    all_turns = [_turns(s, i, tokenizer) for i, s in enumerate(samples)]
-    longest = max(sum(len(t) for t in turns) for turns in all_turns)
-    max_length = longest if max_length is None else max_length
-    too_long = [i for i, turns in enumerate(all_turns) if sum(len(t) for t in turns) > max_length]
-    if too_long:
-        raise ValueError(f"samples {too_long[:10]} are longer than max_length={max_length} tokens: raise max_length "
-                         "or shorten them (they are not truncated, so rewards stay attached to real outputs)")
+    check_tokenizer(tokenizer)
+    encoder = _Encoder(tokenizer)
+    items: Iterable[tuple[Turns, float]] = _encoded(_pairs(samples, rewards), encoder)
+    if max_length is None:
+        if not isinstance(samples, Sized):
+            raise ValueError("max_length is required when samples is an iterator (it is read once, so the longest "
+                             "sample is not known in advance): pass max_length")
+        items = list(items)
+        max_length = max((sum(len(t) for t in turns) for turns, _ in items), default=2)
     vocab = len(tokenizer)
     dtype = np.min_scalar_type(vocab - 1)
     obs_space = spaces.Dict({"input_ids": spaces.Box(0, vocab - 1, (max_length,), dtype),
                              "length": spaces.Box(0, max_length, (), np.int32)})
+    metadata: dict[str, Any] = {
+        "algorithm_name": "imported-samples", "author": "textrl", "author_email": "textrl@users.noreply.github.com",
+        "code_permalink": "https://github.com/textrl/textrl", "requirements": ["textrl"],
+    }
+    seen = {"n": 0, "lo": math.inf, "hi": -math.inf}
 
     def chunks() -> Iterator[list[Episode]]:
-        for start in range(0, len(samples), CHUNK):
-            yield [_episode(t, r, max_length, tokenizer.pad_token_id, dtype, tokenizer)
-                   for t, r in zip(all_turns[start:start + CHUNK], rewards[start:start + CHUNK])]
+        total = len(samples) if isinstance(samples, Sized) else None
+        with tqdm(total=total, desc=f"import {dataset_id}", unit="sample", disable=not progress) as bar:
+            for turns, reward in items:
+                size = sum(len(t) for t in turns)
+                if size > max_length:
+                    raise ValueError(f"sample {seen['n']} is longer than max_length={max_length} tokens ({size}): "
+                                     "raise max_length or shorten it (samples are not truncated, so rewards stay "
+                                     "attached to real outputs)")
+                yield [_episode(turns, reward, max_length, encoder.pad, dtype, tokenizer)]
+                seen["n"] += 1
+                seen["lo"], seen["hi"] = min(seen["lo"], reward), max(seen["hi"], reward)
+                bar.update()
+        if seen["n"] == 0:
+            raise ValueError("no samples: give at least one sample and its reward")
+        metadata.update(  # read by write_dataset after the last chunk
+            description=description or f"{seen['n']} samples imported with textrl.from_samples",
+            ref_min_score=float(seen["lo"] if ref_min_score is None else ref_min_score),
+            ref_max_score=float(seen["hi"] if ref_max_score is None else ref_max_score))
+        info["num_episodes"] = seen["n"]  # build_info, too, is written after the last chunk
 
-    metadata = {
-        "algorithm_name": "imported-samples", "author": "textrl", "author_email": "textrl@users.noreply.github.com",
-        "code_permalink": "https://github.com/textrl/textrl",
-        "description": description or f"{len(samples)} samples imported with textrl.from_samples",
-        "ref_min_score": float(min(rewards) if ref_min_score is None else ref_min_score),
-        "ref_max_score": float(max(rewards) if ref_max_score is None else ref_max_score), "requirements": ["textrl"],
-    }
-    info = {"source": "samples", "num_episodes": len(samples), "max_length": max_length}
-    return write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info)
+    start = time.perf_counter()
+    info: dict[str, Any] = {"source": "samples", "max_length": max_length}
+    dataset = write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info)
+    if progress:
+        print(written_line(dataset, time.perf_counter() - start, "samples"))
+    return dataset
+

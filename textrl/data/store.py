@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,10 +21,11 @@ from typing import Any
 
 import h5py
 import minari
-import numpy as np
 from gymnasium import spaces
-from minari.data_collector import EpisodeBuffer
 
+from textrl.data.hdf5 import EpisodeFile
+from textrl.data.packed import PackBuilder
+from textrl.io import make_temp_dir
 from textrl.rollout import Episode
 
 TOKENIZER_DIR = "tokenizer"
@@ -112,20 +112,6 @@ def clean_staging_leftovers() -> list[Path]:
     return removed
 
 
-def episode_buffer(index: int, episode: Episode) -> EpisodeBuffer:
-    """A Minari buffer of one episode; the prompt and decoded text go in its (per-episode) options."""
-    return EpisodeBuffer(
-        id=index,
-        options={"prompt": episode.prompt, "text": episode.text},
-        observations={k: np.asarray(v) for k, v in episode.observations.items()},
-        actions=np.asarray(episode.actions, dtype=np.int64),
-        rewards=np.asarray(episode.rewards, dtype=np.float64),
-        terminations=np.asarray(episode.terminations, dtype=bool),
-        truncations=np.asarray(episode.truncations, dtype=bool),
-        infos={},
-    )
-
-
 def write_dataset(
     dataset_id: str,
     chunks: Iterable[list[Episode]],
@@ -135,44 +121,53 @@ def write_dataset(
     metadata: dict[str, Any],
     build_info: dict[str, Any],
 ) -> minari.MinariDataset:
-    """Write episode chunks as a Minari dataset, atomically: staged in a temporary root, then renamed.
+    """Write episode chunks as a Minari dataset with its packed cache, atomically (staged, then renamed).
 
-    An interrupted write leaves no dataset under `dataset_id` (and nothing blocking the id);
-    `build_info` (how it was made) is saved as `textrl.json` beside the data.
+    Episodes go straight into Minari's hdf5 layout (`textrl.data.hdf5`) and, in the same pass,
+    into the packed arrays that `pack` would read back, so the cost per episode is flat and
+    packing costs nothing later. `metadata` (Minari's dataset metadata) is read after the last
+    chunk, so a streaming caller may fill in what it learns on the way. An interrupted write
+    leaves no dataset under `dataset_id` (and nothing blocking the id); `build_info` (how it
+    was made) is saved as `textrl.json` beside the data.
     """
+    from textrl.data.pack import write_cache  # pack imports this module
+
     check_dataset_id(dataset_id)
     final = dataset_dir(dataset_id)
     if final.exists():
         raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it or bump the version")
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=root))
+    staging = make_temp_dir(root, staging_prefix())
     previous = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(staging)
     try:
-        dataset = None
-        index = 0
+        builder = PackBuilder(int(action_space.n), int(observation_space["input_ids"].shape[0]))
+        episodes = EpisodeFile(staging / "episodes.hdf5")
+        try:
+            for chunk in chunks:
+                for ep in chunk:
+                    builder.add(f"episode {episodes.episodes}", ep.observations["length"],
+                                ep.observations["input_ids"][-1], ep.actions, ep.rewards, ep.terminations)
+                    episodes.write(ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
+                                   {"prompt": ep.prompt, "text": ep.text})
+        finally:
+            episodes.close()
+        if episodes.episodes == 0:
+            raise ValueError(f"dataset {dataset_id}: no episodes to write")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Minari warns about fields we deliberately leave empty
-            for chunk in chunks:
-                buffers = [episode_buffer(index + i, ep) for i, ep in enumerate(chunk)]
-                index += len(buffers)
-                if dataset is None:
-                    dataset = minari.create_dataset_from_buffers(
-                        dataset_id, buffers, observation_space=observation_space, action_space=action_space,
-                        **metadata,
-                    )
-                else:
-                    dataset.update_dataset_from_buffer(buffers)
-        if dataset is None:
-            raise ValueError(f"dataset {dataset_id}: no episodes to write")
+            dataset = minari.create_dataset_from_buffers(dataset_id, [], observation_space=observation_space,
+                                                         action_space=action_space, **metadata)
+        os.replace(staging / "episodes.hdf5", Path(dataset.storage.data_path) / "main_data.hdf5")
         # Minari keeps reference scores only when it has an eval env: store them for env-less data too.
         refs = {k: float(metadata[k]) for k in ("ref_min_score", "ref_max_score") if metadata.get(k) is not None}
-        missing = {k: v for k, v in refs.items() if k not in dataset.storage.metadata}
-        if missing:
-            dataset.storage.update_metadata(missing)
+        dataset.storage.update_metadata({"total_episodes": episodes.episodes, "total_steps": episodes.steps,
+                                         **{k: v for k, v in refs.items() if k not in dataset.storage.metadata}})
+        dataset.storage.update_metadata({"dataset_size": dataset.storage.get_size()})
         tokenizer.save_pretrained(str(staging / dataset_id / TOKENIZER_DIR))
         (staging / dataset_id / BUILD_INFO).write_text(json.dumps(build_info, indent=1))
+        write_cache(open_dataset(staging / dataset_id), builder.arrays())
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staging / dataset_id, final)
@@ -187,6 +182,15 @@ def write_dataset(
             os.environ["MINARI_DATASETS_PATH"] = previous
         shutil.rmtree(staging, ignore_errors=True)
     return open_dataset(final)
+
+
+def written_line(dataset: minari.MinariDataset, seconds: float, unit: str = "episodes") -> str:
+    """One line saying what a write produced: count, steps, rate and size on disk."""
+    folder = folder_of(dataset)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    n = dataset.total_episodes
+    return (f"{dataset.spec.dataset_id}: wrote {n} {unit} ({dataset.total_steps} steps) in {seconds:.1f} s "
+            f"({n / max(seconds, 1e-9):.0f} {unit}/s), {size / 2**20:.1f} MiB at {folder}")
 
 
 def open_dataset(path: str | os.PathLike) -> minari.MinariDataset:

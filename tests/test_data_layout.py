@@ -1,0 +1,96 @@
+"""The bulk hdf5 writer is read by Minari exactly like Minari's own writer, and its packed cache equals a repack."""
+
+import importlib
+import shutil
+import warnings
+from pathlib import Path
+
+import minari
+import numpy as np
+import pytest
+from minari.data_collector import EpisodeBuffer
+
+from textrl.data import from_samples, make_dataset, pack
+from textrl.data.pack import CACHE_DIR
+from textrl.data.store import folder_of
+from textrl.tasks import TASKS, get_task
+
+
+@pytest.fixture(autouse=True)
+def _fresh_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+
+
+def _minari_copy(dataset: minari.MinariDataset, dataset_id: str) -> minari.MinariDataset:
+    """The same episodes written by Minari's own writer (`create_dataset_from_buffers`)."""
+    metas = list(dataset.storage.get_episode_metadata(range(dataset.total_episodes)))
+    buffers = [EpisodeBuffer(id=ep.id, options=meta["options"], observations=ep.observations, actions=ep.actions,
+                             rewards=ep.rewards, terminations=ep.terminations, truncations=ep.truncations, infos={})
+               for ep, meta in zip(dataset.iterate_episodes(), metas)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return minari.create_dataset_from_buffers(dataset_id, buffers, observation_space=dataset.observation_space,
+                                                  action_space=dataset.action_space)
+
+
+def _assert_same_episodes(ours: minari.MinariDataset, theirs: minari.MinariDataset) -> None:
+    assert (ours.total_episodes, ours.total_steps) == (theirs.total_episodes, theirs.total_steps)
+    assert ours.observation_space == theirs.observation_space and ours.action_space == theirs.action_space
+    for a, b in zip(ours.iterate_episodes(), theirs.iterate_episodes(), strict=True):
+        assert a.id == b.id and a.infos == b.infos == {}
+        assert a.observations.keys() == b.observations.keys()
+        for key in a.observations:
+            assert a.observations[key].dtype == b.observations[key].dtype
+            np.testing.assert_array_equal(a.observations[key], b.observations[key])
+        for field in ("actions", "rewards", "terminations", "truncations"):
+            x, y = getattr(a, field), getattr(b, field)
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)
+    n = ours.total_episodes
+    ours_meta = list(ours.storage.get_episode_metadata(range(n)))
+    theirs_meta = list(theirs.storage.get_episode_metadata(range(n)))
+    assert ours_meta == theirs_meta
+    assert all(isinstance(m["options"]["text"], str) and m["total_steps"] > 0 for m in ours_meta)
+
+
+def _assert_cache_equals_repack(dataset: minari.MinariDataset) -> None:
+    cached = pack(dataset)
+    shutil.rmtree(folder_of(dataset) / CACHE_DIR)
+    repacked = pack(dataset)
+    assert cached.info == repacked.info
+    for key in cached.td.keys():
+        assert cached.td[key].dtype == repacked.td[key].dtype
+        assert (cached.td[key] == repacked.td[key]).all(), key
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_task_reads_back_as_minaris_writer_would_write_it(task: str) -> None:
+    tier = next(iter(get_task(task).tiers))
+    ours = make_dataset(f"textrl/{task}/{tier}-v1", num_episodes=25, progress=False)
+    assert next(folder_of(ours).glob(f"{CACHE_DIR}/*/info.json")), "the writer did not leave a packed cache"
+    _assert_same_episodes(minari.load_dataset(f"textrl/{task}/{tier}-v1"), _minari_copy(ours, f"copy/{task}-v1"))
+    _assert_cache_equals_repack(ours)
+
+
+def test_imported_samples_read_back_as_minaris_writer_would_write_them() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>", "<bos>", "q", "a", "b", "user", "bot"]
+    core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+    # Long enough samples that their observations are stored chunked and compressed, not compact.
+    long = " ".join(["a", "b"] * 200)
+    ours = from_samples(["q a b", ["user q", "a b", "user", "bot a"], long], [1.0, -0.5, 2.0], tok,
+                        "imported/layout-v1", progress=False)
+    _assert_same_episodes(minari.load_dataset("imported/layout-v1"), _minari_copy(ours, "copy/samples-v1"))
+    _assert_cache_equals_repack(ours)
+
+
+def test_pack_opens_the_writers_cache_without_reading_hdf5(monkeypatch: pytest.MonkeyPatch) -> None:
+    pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
+    dataset = make_dataset("textrl/maze/mixed-v1", num_episodes=20, progress=False)
+    monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("the hdf5 file was read"))
+    packed = pack("textrl/maze/mixed-v1")
+    assert len(packed) == 20 and packed.num_actions == dataset.total_steps
