@@ -134,7 +134,8 @@ class WordleTask(Task):
         self._code_order = np.argsort(codes)
         self._sorted_codes = codes[self._code_order]
         self.max_length = 1 + max_guesses * WORD_LENGTH + (max_guesses - 1) * (WORD_LENGTH + 1)
-        self._solved: dict[tuple[bytes, int], tuple[float, int]] = {}
+        self._solved: dict[tuple[bytes, int], tuple[float, int]] = {}  # (candidates, guesses left) -> search
+        self._best: dict[bytes, int] = {}  # packed candidate mask + guesses left -> best guess
         q = float(self.vocab_size) ** -WORD_LENGTH
         self.ref_min_score = -sum((1.0 - q) ** t for t in range(1, max_guesses + 1))
         self.ref_max_score = float(-np.mean(self.optimal_costs()))
@@ -157,6 +158,18 @@ class WordleTask(Task):
     @cached_property
     def _invalid_tokens(self) -> np.ndarray:
         return np.array([self.token_to_id[INVALID]] * WORD_LENGTH + [self.token_to_id[SEP]])
+
+    @cached_property
+    def _prefix_codes(self) -> np.ndarray:
+        """[5, W]: the code of each word's first k letters (sum of letter * 26**i), for k = 0..4."""
+        powers = 26 ** np.arange(WORD_LENGTH)
+        return np.stack([self.letters[:, :k] @ powers[:k] for k in range(WORD_LENGTH)])
+
+    @staticmethod
+    def _prefix_code(typed: np.ndarray) -> np.ndarray:
+        """The code of each row's typed letters (-1 past them); -2 when one is not a letter (26: fits no word)."""
+        ok = (typed < 26).all(1)
+        return np.where(ok, np.maximum(typed, 0) @ (26 ** np.arange(WORD_LENGTH)), -2)
 
     def word_index(self, letters: np.ndarray) -> np.ndarray:
         """Index in the list of each row of letter indices [..., 5] (-1 = not a word of the list)."""
@@ -201,7 +214,7 @@ class WordleTask(Task):
     # ------------------------------------------------------------------ reading observations
 
     def _read(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidates [N, W] bool, typed letters of the current guess [N, 5] (-1 past them), letter k [N], guesses left [N]."""
+        """Candidates [N, W], typed letters of the guess [N, 5] (26 not a letter, -1 past them), letter k, guesses left."""
         ids = np.asarray(obs["input_ids"], dtype=np.int64)
         length = np.asarray(obs["length"], dtype=np.int64)
         turns, k = (length - 1) // TURN, (length - 1) % TURN
@@ -220,6 +233,7 @@ class WordleTask(Task):
         start = 1 + turns * TURN
         cols = start[:, None] + np.arange(WORD_LENGTH)
         typed = np.take_along_axis(ids, np.minimum(cols, ids.shape[1] - 1), 1) - self._letter0
+        typed = np.where((typed >= 0) & (typed < 26), typed, 26)  # 26: not a letter
         typed = np.where(np.arange(WORD_LENGTH)[None] < k[:, None], typed, -1)
         return cand, typed, np.minimum(k, WORD_LENGTH - 1), np.maximum(self.max_guesses - turns, 1)
 
@@ -298,10 +312,16 @@ class WordleTask(Task):
 
     def _best_guesses(self, cand: np.ndarray, guesses_left: np.ndarray) -> np.ndarray:
         """The optimal guess of each row (candidate mask [N, W], guesses left [N]); one search per distinct row."""
-        rows = np.concatenate([cand, guesses_left[:, None]], axis=1).astype(np.int64)
-        unique, inverse = np.unique(rows, axis=0, return_inverse=True)
-        best = np.array([self.best_guess(np.flatnonzero(u[:-1]), int(u[-1])) for u in unique])
-        return best[inverse.reshape(-1)]
+        rows = np.concatenate([np.packbits(cand, axis=1), guesses_left[:, None].astype(np.uint8)], axis=1)
+        unique, inverse = np.unique(np.ascontiguousarray(rows).view(f"V{rows.shape[1]}").ravel(), return_inverse=True)
+        best = []
+        for u in unique:
+            key = u.tobytes()
+            if key not in self._best:
+                row = np.frombuffer(key, dtype=np.uint8)
+                self._best[key] = self.best_guess(np.flatnonzero(np.unpackbits(row[:-1])[:cand.shape[1]]), int(row[-1]))
+            best.append(self._best[key])
+        return np.array(best, dtype=np.int64)[inverse.reshape(-1)]
 
     def _word_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator, epsilon: float) -> np.ndarray:
         """The next letter of a guess drawn, per guess, from (1 - eps) * optimal + eps * exploration.
@@ -313,7 +333,7 @@ class WordleTask(Task):
         """
         cand, typed, k, left = self._read(obs)
         n, num_words = cand.shape
-        match = ((self.letters[None] == typed[:, None]) | (typed[:, None] < 0)).all(-1)  # [N, W]
+        match = self._prefix_codes[k] == self._prefix_code(typed)[:, None]  # [N, W]: words that fit the typed letters
         weights = np.zeros((n, num_words))
         if epsilon < 1:
             weights[np.arange(n), self._best_guesses(cand, left)] = 1.0 - epsilon
