@@ -7,7 +7,7 @@ slang (the file header gives the exact rule). It is both the answer list and the
 
 The optimal policy is exact: a memoised branch-and-bound search over candidate sets (the words
 still consistent with the feedback) and guesses left, any list word being a possible guess. The
-whole search takes about 5 s; its first guess ("trade" with 6 guesses) is kept as a constant
+whole search takes a few seconds; its first guess ("trade" with 6 guesses) is kept as a constant
 that a test re-derives, so building the task only solves the candidate sets after that guess
 (about 0.1 s) to get the exact optimal mean return, -1.8675 (2.8675 guesses on average).
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import string
 from functools import cached_property
 from importlib import resources
-from typing import Any
 
 import numpy as np
 
@@ -30,7 +29,7 @@ MARKS = (GREY, YELLOW, GREEN)  # mark value m in a feedback pattern (sum of m_i 
 NUM_PATTERNS = 3**WORD_LENGTH
 TURN = 2 * WORD_LENGTH + 1  # tokens per completed turn: 5 letters, 5 marks, the separator
 STEP_REWARD, SOLVE_REWARD = -1.0, 0.0
-OPENING = "trade"  # the optimal first guess with 6 guesses (the full search, about 5 s, is in the tests)
+OPENING = "trade"  # the optimal first guess with 6 guesses (the full search, a few seconds, is in the tests)
 EXPLORE_CONSISTENT = 0.5  # the exploration word is a uniform consistent word with this probability
 
 
@@ -103,7 +102,8 @@ class WordleTask(Task):
     truncates; only an outside wrapper (a TimeLimit) can.
 
     ## Arguments
-    `max_guesses` (default 6): the guess budget.
+    `max_guesses` (default 6): the guess budget, e.g. `gymnasium.make("textrl/Wordle-v0", max_guesses=4)`;
+    the context then holds at most 1 + 11 * max_guesses - 6 tokens.
 
     ## Reference scores
     `ref_max_score` = -1.8675, the exact optimal mean return over the 400 words (memoised search
@@ -213,7 +213,7 @@ class WordleTask(Task):
 
     # ------------------------------------------------------------------ reading observations
 
-    def _read(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _read(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates [N, W], typed letters of the guess [N, 5] (26 not a letter, -1 past them), letter k, guesses left."""
         ids = np.asarray(obs["input_ids"], dtype=np.int64)
         length = np.asarray(obs["length"], dtype=np.int64)
@@ -362,7 +362,7 @@ class WordleTask(Task):
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
 
-        def policy(obs: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+        def policy(obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
             return self._word_policy(obs, rng, epsilon)
 
         policy.__name__ = f"{self.name}_behaviour_eps{epsilon:g}"
