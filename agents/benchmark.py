@@ -29,6 +29,7 @@ from textrl.trainer import find_checkpoint
 BENCH_DATASETS = {
     "randomwalks": "textrl/randomwalks/random-v1",
     "maze": "textrl/maze/mixed-v1",
+    "wordle": "textrl/wordle/mixed-v1",
 }
 
 

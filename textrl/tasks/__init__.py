@@ -9,11 +9,12 @@ from textrl.tasks.base import Policy, Task, Transition
 from textrl.tasks.brackets import BracketsTask
 from textrl.tasks.maze import MazePOTask, MazeTask
 from textrl.tasks.randomwalks import RandomWalksTask
+from textrl.tasks.wordle import WordleTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask, WordleTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
 
-__all__ = ["TASKS", "BracketsTask", "MazePOTask", "MazeTask", "Policy", "RandomWalksTask", "Task", "Transition", "get_task"]
+__all__ = ["TASKS", "BracketsTask", "MazePOTask", "MazeTask", "Policy", "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
 
 
 def get_task(name_or_env_id: str, **kwargs: Any) -> Task:
