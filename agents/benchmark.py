@@ -25,6 +25,7 @@ from textrl.presets import task_config
 BENCH_DATASETS = {
     "randomwalks": "textrl/randomwalks/random-v0",
     "maze": "textrl/maze/mixed-v0",
+    "endgames": "textrl/endgames/mixed-v1",
 }
 
 

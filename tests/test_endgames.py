@@ -398,3 +398,41 @@ def test_bc_and_ilql_fit_and_act(small_data, agent, tmp_path):
     env = gymnasium.make("textrl/Endgames-v0")
     obs, _ = env.reset(seed=0)
     assert env.action_space.contains(model.act(obs))
+
+
+# ---------------------------------------------------------------------- the Stockfish opponent
+
+needs_stockfish = pytest.mark.skipif(eg.find_stockfish() is None, reason="the stockfish binary is not installed "
+                                     "(apt-get install stockfish, or set STOCKFISH); .ci/run installs it")
+
+
+def test_stockfish_task_without_the_binary_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("STOCKFISH", str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match="apt-get install stockfish"):
+        eg.EndgamesStockfishTask()
+
+
+@needs_stockfish
+def test_stockfish_opponent_replies_legally_and_optimal_white_still_mates():
+    task = get_task("textrl/EndgamesStockfish-v0")
+    assert (task.ref_min_score, task.ref_max_score) == (get_task("endgames").ref_min_score, 1.0)
+    env = gymnasium.make("textrl/EndgamesStockfish-v0")
+    texts = []
+    for start in (0, len(task.starts) - 1):
+        for _ in range(2):  # the same game twice: the engine's replies are deterministic
+            prompt = task.decode(task._start_prompts[start])
+            obs, info = env.reset(options={"prompt": prompt})
+            depth = (tb.load(MATERIALS[task.starts[start][0]]).dtm_w[task.starts[start][1]] + 1) // 2
+            b = chess.Board(prompt.replace(" ", "")[:-1] + " w - - 0 1")
+            for _ in range(depth):
+                obs, reward, terminated, truncated, info = env.step(int(task.optimal_policy(
+                    {k: np.asarray(v)[None] for k, v in obs.items()}, np.random.default_rng(0))[0]))
+                moves = task.decode(obs["input_ids"][obs["length"] - (1 if terminated else 2):obs["length"]]).split()
+                for m in moves:
+                    assert chess.Move.from_uci(m) in b.legal_moves
+                    b.push_uci(m)
+                if terminated:
+                    break
+            assert (reward, terminated, truncated) == (1.0, True, False) and b.is_checkmate()
+            texts.append(info["text"])
+    assert texts[0] == texts[1] and texts[2] == texts[3]

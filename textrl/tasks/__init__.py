@@ -7,11 +7,12 @@ from typing import Any
 
 from textrl.tasks.base import Policy, Task, Transition
 from textrl.tasks.brackets import BracketsTask
-from textrl.tasks.endgames import EndgamesTask
+from textrl.tasks.endgames import EndgamesStockfishTask, EndgamesTask
 from textrl.tasks.maze import MazePOTask, MazeTask
 from textrl.tasks.randomwalks import RandomWalksTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask, EndgamesTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask, EndgamesTask,
+                                                   EndgamesStockfishTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
 
 __all__ = ["TASKS", "BracketsTask", "MazePOTask", "MazeTask", "Policy", "RandomWalksTask", "Task", "Transition", "get_task"]

@@ -6,9 +6,15 @@ come from the task's own retrograde tablebase (textrl/tasks/tablebase.py).
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
+import os
+import shutil
 from functools import cache, cached_property
 
 import chess
+import chess.engine
 import numpy as np
 
 from textrl.tasks import tablebase as tb
@@ -325,15 +331,20 @@ class EndgamesTask(Task):
         legal = (frm >= 0) & (is_king | (frm == wx)) & slots[np.arange(len(wk)), slot]
         return legal, np.where(legal & is_king, to, wk), np.where(legal & ~is_king, to, wx)
 
+    def black_reply(self, piece: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Black's king destination in these black-to-move positions (-1: no move): the tablebase's choice."""
+        return self._tables[1][piece, index].astype(np.int64)
+
     def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
         piece, bk = state["piece"], state["bk"]
         actions = np.asarray(actions, dtype=np.int64)
         legal, wk, wx = self._white_move(piece, state["wk"], state["wx"], bk, actions)
         legal &= active
-        dtm_b, reply_table, _ = self._tables
+        dtm_b = self._tables[0]
         after = tb.position_index(wk, wx, bk)
         mate = legal & (dtm_b[piece, after] == 0)
-        reply = reply_table[piece, after].astype(np.int64)
+        reply = np.full(len(actions), -1, dtype=np.int64)
+        reply[legal & ~mate] = self.black_reply(piece[legal & ~mate], after[legal & ~mate])
         stalemate = legal & ~mate & (reply < 0)
         moves = state["moves"] + active
         out_of_moves = legal & ~mate & ~stalemate & (moves >= self.max_moves)
@@ -378,3 +389,79 @@ class EndgamesTask(Task):
         pick = rng.random(len(wk)) * legal.sum(1)
         slot = np.argmax(np.cumsum(legal, axis=1) > pick[:, None], axis=1)
         return self._slot_token(wk, wx, slot)
+
+
+def find_stockfish() -> str | None:
+    """The Stockfish binary: $STOCKFISH if set, else `stockfish` on PATH, else Debian's /usr/games/stockfish."""
+    if os.environ.get("STOCKFISH"):
+        return os.environ["STOCKFISH"]
+    found = shutil.which("stockfish")
+    if found:
+        return found
+    return DEBIAN_STOCKFISH if os.access(DEBIAN_STOCKFISH, os.X_OK) else None
+
+
+DEBIAN_STOCKFISH = "/usr/games/stockfish"
+
+
+def _quit_engine(loop: asyncio.AbstractEventLoop, engine: chess.engine.UciProtocol) -> None:
+    """Stop the engine process at exit (it would also stop when its input closes)."""
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.wait_for(engine.quit(), 5))
+    loop.close()
+
+
+class EndgamesStockfishTask(EndgamesTask):
+    """Endgames against Stockfish: black's replies come from the engine instead of the tablebase.
+
+    Same rules, vocabulary, starts, rewards and ends as `textrl/Endgames-v0` (see there); only
+    black's replies differ: Stockfish's move at a fixed node budget (`nodes`, default 5000) with
+    one thread and a fresh game per query, so replies are deterministic; each is cached per
+    position. Needs the `stockfish` binary ($STOCKFISH, PATH or /usr/games/stockfish; Debian
+    package `stockfish`), and raises at construction without it.
+
+    Reference scores: `ref_max_score` = 1.0 is exact (the tablebase move mates within the
+    tablebase depth against any defence); `ref_min_score` is the tablebase opponent's figure,
+    which the uniform policy's value against Stockfish differs from by less than
+    2 (35 / 1992)^2 < 7e-4: the two opponents differ only after a legal white move (probability at
+    most 35 / 1992), and from there the values of any two positions differ by at most 2 * 35 / 1992
+    (Stockfish, like the tablebase, takes a hanging piece).
+    """
+
+    name = "endgames_stockfish"
+    env_id = "textrl/EndgamesStockfish-v0"
+
+    def __init__(self, split: str = "eval", max_moves: int = 32, nodes: int = 5000) -> None:
+        path = find_stockfish()
+        if path is None or not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            where = f"STOCKFISH={path!r} is not an executable file" if path else "no stockfish binary was found"
+            raise RuntimeError(f"{self.env_id} needs the Stockfish engine: {where}. Install it (apt-get install "
+                               "stockfish) or set STOCKFISH to the binary's path; textrl/Endgames-v0 needs no engine")
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            raise ValueError(f"nodes must be an int >= 1, got {nodes!r}")
+        super().__init__(split, max_moves)
+        self.path, self.nodes = path, nodes
+        self._replies: dict[tuple[int, int], int] = {}
+
+    @cached_property
+    def _engine(self) -> tuple[asyncio.AbstractEventLoop, chess.engine.UciProtocol]:
+        """The engine on an event loop driven from this thread (SimpleEngine's thread would hold up interpreter exit)."""
+        loop = asyncio.new_event_loop()
+        _, engine = loop.run_until_complete(chess.engine.popen_uci(self.path))
+        loop.run_until_complete(engine.configure({"Threads": 1}))
+        atexit.register(_quit_engine, loop, engine)
+        return loop, engine
+
+    def black_reply(self, piece: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Stockfish's king destination in these black-to-move positions (-1: no legal move)."""
+        out = np.empty(len(index), dtype=np.int64)
+        for r, key in enumerate(zip(piece.tolist(), index.tolist())):
+            if key not in self._replies:
+                b = board_of(*key)
+                b.turn = chess.BLACK
+                loop, engine = self._engine
+                move = (loop.run_until_complete(engine.play(b, chess.engine.Limit(nodes=self.nodes), game=object())).move
+                        if any(b.legal_moves) else None)
+                self._replies[key] = move.to_square if move is not None else -1
+            out[r] = self._replies[key]
+        return out
