@@ -367,14 +367,15 @@ class EndgamesTask(Task):
         prompt_len = np.argmax(ids == self.token_to_id[SIDE], axis=1) + 1
         start = np.array([self._parse_prompt(ids[r, :prompt_len[r]].tolist()) for r in range(len(ids))],
                          dtype=np.int64).reshape(-1, 2)
-        piece = start[:, 0]
-        wk, wx, bk = tb.split_index(start[:, 1])
+        squares = np.stack(tb.split_index(start[:, 1]))  # [3, N]: wk, wx, bk
         frm_of, to_of = self._move_squares
+        live = np.arange(ids.shape[1])[None] < length[:, None]
+        live &= np.arange(ids.shape[1])[None] >= prompt_len[:, None]
+        frm = np.where(live, frm_of[ids], -2)  # moves as from/to squares; -2: no move in this column
+        to = to_of[ids]
         for j in range(int(prompt_len.min()), int(length.max())):
-            live = (j >= prompt_len) & (j < length)
-            frm, to = frm_of[ids[:, j]], to_of[ids[:, j]]
-            wk, wx, bk = (np.where(live & (frm == sq), to, sq) for sq in (wk, wx, bk))
-        return piece, wk, wx, bk
+            squares = np.where(squares == frm[:, j], to[:, j], squares)
+        return start[:, 0], squares[0], squares[1], squares[2]
 
     def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """The tablebase's fastest mate (the first such move in slot order)."""
