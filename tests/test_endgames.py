@@ -88,6 +88,29 @@ def test_move_generation_matches_python_chess(piece):
     assert checked > 500
 
 
+def test_single_move_legality_matches_python_chess():
+    index = sample(300, 5)
+    piece = np.arange(len(index)) % 2
+    wk, wx, bk = tb.split_index(index)
+    keep = tb.is_legal(piece, wk, wx, bk, True)
+    piece, wk, wx, bk, index = piece[keep], wk[keep], wx[keep], bk[keep], index[keep]
+    frm, to = (np.append(v, -1) for v in np.divmod(np.arange(4096), 64))  # every from-to pair, and no move
+    ok = tb.white_move_is_legal(piece[:, None], wk[:, None], wx[:, None], bk[:, None], frm[None], to[None])
+    for r in range(len(index)):
+        legal = {(m.from_square, m.to_square) for m in board(int(piece[r]), int(index[r])).legal_moves}
+        assert {(int(frm[k]), int(to[k])) for k in np.flatnonzero(ok[r])} == legal
+
+
+def test_prompt_length_bound_holds_and_is_reached(task):
+    index = sample(3000, 7)
+    p = np.zeros(len(index), dtype=int)
+    legal = index[tb.is_legal(p, *tb.split_index(index), True)]
+    lengths = [len(task.prompt_of(0, int(i))) for i in legal]
+    assert max(lengths) <= eg.PROMPT_MAX
+    widest = task.prompt_of(0, int(tb.position_index(chess.B2, chess.D3, chess.F6)))  # 1K6, 3Q4, 5k2
+    assert len(widest) == eg.PROMPT_MAX == task.max_length - 2 * task.max_moves
+
+
 # ---------------------------------------------------------------------- tablebase
 
 

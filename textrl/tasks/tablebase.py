@@ -96,6 +96,18 @@ def white_moves(piece: np.ndarray, wk: np.ndarray, wx: np.ndarray, bk: np.ndarra
     return np.concatenate([king_ok, reach], axis=1)
 
 
+def white_move_is_legal(piece: np.ndarray, wk: np.ndarray, wx: np.ndarray, bk: np.ndarray, frm: np.ndarray,
+                        to: np.ndarray) -> np.ndarray:
+    """Whether white may move from `frm` to `to` (squares, -1 = no move) in legal white-to-move positions.
+
+    The same rules as `white_moves`, for one move per position (the env checks only the action).
+    """
+    t = np.maximum(to, 0)
+    king = (frm == wk) & KING[wk, t] & (t != wx) & ~KING[bk, t] & (t != bk)
+    piece_move = (frm == wx) & SLIDER[piece, wx, wk, t] & SLIDER[piece, wx, bk, t] & (t != wk) & (t != bk)
+    return (to >= 0) & (king | piece_move)
+
+
 def slot_destinations(wk: np.ndarray, wx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(from, to) squares [N, 72] of every white move slot (to = -1 for missing king slots)."""
     n = len(wk)
