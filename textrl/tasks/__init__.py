@@ -11,11 +11,11 @@ from textrl.tasks.endgames import EndgamesStockfishTask, EndgamesTask
 from textrl.tasks.maze import MazePOTask, MazeTask
 from textrl.tasks.randomwalks import RandomWalksTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask, EndgamesTask,
-                                                   EndgamesStockfishTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask,
+                                                          EndgamesTask, EndgamesStockfishTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
 
-__all__ = ["TASKS", "BracketsTask", "MazePOTask", "MazeTask", "Policy", "RandomWalksTask", "Task", "Transition", "get_task"]
+__all__ = ["TASKS", "BracketsTask", "EndgamesStockfishTask", "EndgamesTask", "MazePOTask", "MazeTask", "Policy", "RandomWalksTask", "Task", "Transition", "get_task"]
 
 
 def get_task(name_or_env_id: str, **kwargs: Any) -> Task:
