@@ -30,6 +30,7 @@ BENCH_DATASETS = {
     "randomwalks": "textrl/randomwalks/random-v1",
     "maze": "textrl/maze/mixed-v1",
     "wordle": "textrl/wordle/mixed-v1",
+    "endgames": "textrl/endgames/mixed-v1",
 }
 
 

@@ -39,7 +39,7 @@ def mc_check(returns: np.ndarray, expected: float, k: float = 4.0) -> None:
 
 
 def test_get_task_by_name_and_env_id():
-    assert set(TASKS) == {"randomwalks", "maze", "maze_po", "brackets", "wordle"}
+    assert set(TASKS) == {"randomwalks", "maze", "maze_po", "brackets", "endgames", "endgames_stockfish", "wordle"}
     assert get_task("textrl/RandomWalks-v0") is get_task("randomwalks")
     assert isinstance(get_task("textrl/Maze-v0"), MazeTask)
     assert isinstance(get_task("textrl/MazePO-v0"), MazePOTask)

@@ -17,6 +17,7 @@ _TASK_TRAIN: dict[str, dict[str, Any]] = {
     "maze": dict(batch_size=32, total_steps=400, eval_interval=100, checkpoint_interval=400),
     "maze_po": dict(batch_size=32, total_steps=400, eval_interval=100, checkpoint_interval=400),
     "wordle": dict(batch_size=32, total_steps=400, eval_interval=100, checkpoint_interval=400),
+    "endgames": dict(batch_size=32, total_steps=400, eval_interval=100, checkpoint_interval=400),
 }
 
 # Per-method settings for the tiny models (values that differ from each method's defaults).

@@ -132,13 +132,14 @@ def make_dataset(dataset_id: str, num_episodes: int | None = None, seed: int | N
     clean_staging_leftovers()
     if dataset_dir(dataset_id).exists():
         return _check_existing(load(dataset_id), info)
-    policy = task.behaviour_policy(epsilon)
+    source = task.dataset_task()  # e.g. a task's training starts; evaluation stays on `task`
+    policy = source.behaviour_policy(epsilon)
 
     def chunks() -> Iterator[list[Episode]]:
         with tqdm(total=n, desc=f"build {dataset_id}", unit="ep", disable=not progress) as bar:
             for start in range(0, n, CHUNK):
                 size = min(CHUNK, n - start)
-                yield collect_episodes(task, policy, size, seed=s * 1_000_003 + start)
+                yield collect_episodes(source, policy, size, seed=s * 1_000_003 + start)
                 bar.update(size)
 
     metadata = {

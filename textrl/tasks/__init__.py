@@ -7,14 +7,17 @@ from typing import Any
 
 from textrl.tasks.base import Policy, Task, Transition
 from textrl.tasks.brackets import BracketsTask
+from textrl.tasks.endgames import EndgamesStockfishTask, EndgamesTask
 from textrl.tasks.maze import MazePOTask, MazeTask
 from textrl.tasks.randomwalks import RandomWalksTask
 from textrl.tasks.wordle import WordleTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask, WordleTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask,
+                                                          EndgamesTask, EndgamesStockfishTask, WordleTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
 
-__all__ = ["TASKS", "BracketsTask", "MazePOTask", "MazeTask", "Policy", "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
+__all__ = ["TASKS", "BracketsTask", "EndgamesStockfishTask", "EndgamesTask", "MazePOTask", "MazeTask", "Policy",
+           "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
 
 
 def get_task(name_or_env_id: str, **kwargs: Any) -> Task:

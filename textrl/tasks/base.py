@@ -127,6 +127,10 @@ class Task(ABC):
     def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
         """Advance the episodes where `active` is True by `actions`, updating `state` in place."""
 
+    def dataset_task(self) -> Task:
+        """The task whose episodes make this task's datasets: itself, unless it holds its evaluation starts out."""
+        return self
+
     # ------------------------------------------------------------------ policies
 
     @abstractmethod
