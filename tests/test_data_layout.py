@@ -68,7 +68,7 @@ def test_every_task_reads_back_as_minaris_writer_would_write_it(task: str) -> No
     tier = next(iter(get_task(task).tiers))
     ours = make_dataset(f"textrl/{task}/{tier}-v1", num_episodes=25, progress=False)
     assert next(folder_of(ours).glob(f"{CACHE_DIR}/*/info.json")), "the writer did not leave a packed cache"
-    _assert_same_episodes(minari.load_dataset(f"textrl/{task}/{tier}-v1"), _minari_copy(ours, f"copy/{task}-v1"))
+    _assert_same_episodes(minari.load_dataset(ours.spec.dataset_id), _minari_copy(ours, f"copy/{task}-v1"))
     _assert_cache_equals_repack(ours)
 
 
@@ -92,5 +92,5 @@ def test_pack_opens_the_writers_cache_without_reading_hdf5(monkeypatch: pytest.M
     pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
     dataset = make_dataset("textrl/maze/mixed-v1", num_episodes=20, progress=False)
     monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("the hdf5 file was read"))
-    packed = pack("textrl/maze/mixed-v1")
+    packed = pack(dataset.spec.dataset_id)
     assert len(packed) == 20 and packed.num_actions == dataset.total_steps

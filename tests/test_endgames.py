@@ -391,11 +391,11 @@ def test_vector_env_matches_single_envs(task):
 
 @pytest.fixture(scope="module")
 def small_data():
-    return make_dataset("textrl/endgames/mixed-v1", num_episodes=60, progress=False)
+    return make_dataset("textrl/endgames/mixed-n60-v1", progress=False)
 
 
 def test_dataset_builds_on_the_training_starts_and_loads_with_minari(small_data, task):
-    loaded = minari.load_dataset("textrl/endgames/mixed-v1")
+    loaded = minari.load_dataset("textrl/endgames/mixed-n60-v1")
     assert loaded.total_episodes == 60
     assert env_id_of(loaded) == "textrl/Endgames-v0"
     assert loaded.storage.metadata["ref_min_score"] == task.ref_min_score

@@ -314,18 +314,18 @@ def test_single_and_vector_env_agree(task):
 
 @pytest.fixture(scope="module")
 def small_data():
-    return make_dataset("textrl/wordle/mixed-v1", num_episodes=60, progress=False)
+    return make_dataset("textrl/wordle/mixed-n60-v1", progress=False)
 
 
 def test_dataset_builds_loads_and_shows(small_data, task, capsys):
-    loaded = minari.load_dataset("textrl/wordle/mixed-v1")
+    loaded = minari.load_dataset("textrl/wordle/mixed-n60-v1")
     assert loaded.total_episodes == 60
     assert loaded.storage.metadata["ref_max_score"] == pytest.approx(REF_MAX)
     assert loaded.storage.metadata["ref_min_score"] == pytest.approx(task.ref_min_score)
     for ep in loaded.iterate_episodes():
         assert ep.terminations[-1] and not ep.truncations.any()
         assert len(ep.actions) % 5 == 0 and -6 <= ep.rewards.sum() <= 0
-    assert main(["data", "show", "textrl/wordle/mixed-v1", "--examples", "1"]) == 0
+    assert main(["data", "show", "textrl/wordle/mixed-n60-v1", "--examples", "1"]) == 0
     assert "wordle" in capsys.readouterr().out
 
 
