@@ -6,6 +6,7 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+from recorded import record_episode
 
 import textrl  # noqa: F401  (registers the env ids)
 from textrl.data import make_dataset, pack, parse_task_dataset_id
@@ -59,22 +60,8 @@ def test_maze_step_budget_is_a_termination() -> None:
 
 def _timelimit_episode(env: gymnasium.Env, seed: int) -> Episode:
     """Play 'up' until the env ends the episode ('up' never reaches the goal: it is the maze's lowest cell)."""
-    task = env.unwrapped.task
-    obs, info = env.reset(seed=seed)
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    done = False
-    while not done:
-        action = task.token_to_id["up"]
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terms.append(terminated)
-        truncs.append(truncated)
-        done = terminated or truncated
-    stacked = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-    return Episode(stacked, np.array(actions), np.array(rewards), np.array(terms), np.array(truncs),
-                   info["prompt"], info["text"])
+    up = env.unwrapped.task.token_to_id["up"]
+    return record_episode(env, seed, lambda: up)
 
 
 def test_timelimit_truncation_still_bootstraps() -> None:

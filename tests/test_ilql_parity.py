@@ -11,6 +11,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from recorded import record_episode
 
 import textrl  # noqa: F401  (registers the env ids)
 from textrl.config import ModelConfig
@@ -29,21 +30,7 @@ def _random_episode(env: gymnasium.Env, seed: int) -> Episode:
     task = env.unwrapped.task
     moves = [task.token_to_id[m] for m in ("up", "down", "left", "right")]
     rng = np.random.default_rng(seed)
-    obs, info = env.reset(seed=seed)
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    done = False
-    while not done:
-        action = int(rng.choice(moves))
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terms.append(terminated)
-        truncs.append(truncated)
-        done = terminated or truncated
-    stacked = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-    return Episode(stacked, np.array(actions), np.array(rewards), np.array(terms), np.array(truncs),
-                   info["prompt"], info["text"])
+    return record_episode(env, seed, lambda: int(rng.choice(moves)))
 
 
 @pytest.fixture(scope="module")
