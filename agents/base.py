@@ -1,4 +1,5 @@
-"""The surface every agent shares: fit, act, generate, save and load.
+"""The surface every agent shares: fit, act and generate (saving in agents/saving.py, the checks of
+what act/generate receive in agents/inputs.py, evaluation during training in agents/evaluation.py).
 
 A subclass says what its model is (`build_model`), what it minimises (`loss`), what it does
 after an optimizer step, and how it scores the next token (`next_token_scores`); the data
@@ -8,37 +9,23 @@ path, the training loop, evaluation and checkpoints are the same for all agents.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import warnings
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
 from tensordict import TensorDict
 
-from textrl.config import MethodConfig, TRLConfig, default_config, load_yaml, save_yaml
+from agents.evaluation import rollout_eval_fn
+from agents.inputs import check_observation_fits, left_padded, prompt_list, room_for_new_tokens
+from agents.saving import SavedAgent
+from textrl.config import MethodConfig, TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
 from textrl.data.store import env_id_of
-from textrl.io import (
-    DamagedFileError,
-    atomic_directory,
-    atomic_write_text,
-    verify_manifest,
-    write_manifest,
-)
 from textrl.models import ValueModel, decode, load_tokenizer_from_path, sample_next
-from textrl.models.value_model import gather_positions, last_hidden_and_lm, transformers_model
-from textrl.rollout import evaluate
+from textrl.models.value_model import gather_positions, last_hidden_and_lm
 from textrl.tasks import get_task
 from textrl.trainer import Trainer, seed_everything
-
-AGENT_FILE = "agent.json"
-CONFIG_FILE = "config.yaml"
-MODEL_DIR = "model"
-TOKENIZER_DIR = "tokenizer"
 
 
 def _in_eval_mode(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,7 +47,7 @@ def _in_eval_mode(method: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-class OfflineAgent(ABC):
+class OfflineAgent(SavedAgent, ABC):
     """Base class of the offline agents (BC, filtered BC, MC returns, CQL, ILQL)."""
 
     method_cls: ClassVar[type[MethodConfig]]
@@ -145,7 +132,7 @@ class OfflineAgent(ABC):
         if self.model is None:
             seed_everything(self.config.train.seed)  # the same seed gives the same initial weights
             self.model = self.build_model(packed.vocab_size)
-        eval_fn = self._eval_fn(task, metric_fn)
+        eval_fn = rollout_eval_fn(self, task, metric_fn)
         trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)
         return trainer.train()
 
@@ -166,35 +153,6 @@ class OfflineAgent(ABC):
             raise ValueError("tokenizer.tokenizer_path is null and a packed dataset carries no tokenizer: "
                              "pass tokenizer=... to the agent")
         return load_tokenizer(load(dataset))
-
-    def _eval_fn(self, task: Any, metric_fn: Any) -> Optional[Callable[[int, int], dict[str, np.ndarray]]]:
-        """Rollouts through the task's vector env (per-episode return and normalised score).
-
-        With a list in `gen_kwargs.beta` every beta is evaluated on the same episodes and the
-        keys get a suffix: `score@beta=4`, `return@beta=4`.
-        """
-        if task is not None and self._require_model().seq2seq:
-            warnings.warn("a seq2seq agent is not evaluated by env rollouts (observations do not mark where the "
-                          "prompt for its encoder ends): pass metric_fn to fit to evaluate it", stacklevel=3)
-            task = None
-        if task is None and metric_fn is None:
-            return None
-        beta = self.config.method.gen_kwargs.beta
-        betas = beta if isinstance(beta, list) else [None]  # None: act with the configured beta, no suffix
-
-        def run(num_episodes: int, seed: int) -> dict[str, np.ndarray]:
-            out: dict[str, np.ndarray] = {}
-            for b in betas if task is not None else []:
-                suffix = "" if b is None else f"@beta={b:g}"
-                result = evaluate(functools.partial(self.policy, beta=b), task, num_episodes=num_episodes, seed=seed)
-                returns = np.asarray(result.returns, dtype=np.float64)
-                out["return" + suffix] = returns
-                out["score" + suffix] = task.normalized_score(returns)
-            if metric_fn is not None:
-                out.update({k: np.asarray([v], dtype=np.float64) for k, v in metric_fn(self).items()})
-            return out
-
-        return run
 
     # ------------------------------------------------------------------ acting
 
@@ -227,7 +185,7 @@ class OfflineAgent(ABC):
             )
         if (length < 1).any() or (length > ids.shape[1]).any():
             raise ValueError(f"observation lengths must lie in [1, {ids.shape[1]}], got {length.tolist()}")
-        _check_observation_fits(model, ids, length)
+        check_observation_fits(model, ids, length)
         gen = self.config.method.gen_kwargs
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
@@ -266,7 +224,7 @@ class OfflineAgent(ABC):
         no prompts give no texts.
         """
         model = self._require_model()
-        prompts = _prompt_list(prompts, self.tokenizer)
+        prompts = prompt_list(prompts, self.tokenizer)
         if not prompts:
             return []
         settings = self.config.method.gen_kwargs
@@ -275,8 +233,8 @@ class OfflineAgent(ABC):
         if isinstance(settings.beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
         tok = self.tokenizer
-        enc = _left_padded(tok, list(prompts))
-        max_new_tokens = _room_for_new_tokens(model, tok, prompts, enc["attention_mask"], settings.max_new_tokens)
+        enc = left_padded(tok, list(prompts))
+        max_new_tokens = room_for_new_tokens(model, tok, prompts, enc["attention_mask"], settings.max_new_tokens)
         device = next(model.parameters()).device
         out = decode(
             model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),
@@ -286,154 +244,7 @@ class OfflineAgent(ABC):
         )
         return tok.batch_decode(out, skip_special_tokens=True)
 
-    # ------------------------------------------------------------------ save / load
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write config, tokenizer and model to `directory`, atomically."""
-        with atomic_directory(directory) as tmp:
-            self.save_pretrained(tmp)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config, tokenizer and model into an existing or new directory (used by checkpoints).
-
-        `manifest.json`, written last, records each file's sha256 so `load` can name a damaged one.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        model = self._require_model()
-        save_yaml(self.config, directory / CONFIG_FILE)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
-        model.save_pretrained(directory / MODEL_DIR)
-        atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name}))
-        write_manifest(directory)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "OfflineAgent":
-        """Restore an agent written by `save` (or a checkpoint's `agent/` folder).
-
-        Files are checked against the folder's manifest; a damaged one is named in the error.
-        """
-        directory = Path(directory)
-        if (directory / "agent" / AGENT_FILE).is_file():
-            directory = directory / "agent"
-        if not (directory / AGENT_FILE).is_file():
-            raise FileNotFoundError(
-                f"{directory} is not a saved agent: it has no {AGENT_FILE}. Pass a folder written by agent.save() "
-                "or a checkpoint's step_N folder"
-            )
-        verify_manifest(directory, "saved agent")
-        info = read_agent_info(directory / AGENT_FILE)
-        if info.get("agent") != cls.agent_name:
-            raise ValueError(
-                f"{directory} holds a '{info.get('agent')}' agent, not '{cls.agent_name}': load it with the "
-                f"matching class (agents.load_agent picks it for you)"
-            )
-        from transformers import AutoTokenizer
-
-        agent = cls(load_yaml(directory / CONFIG_FILE, complete=True))
-        if (directory / TOKENIZER_DIR).is_dir():
-            try:
-                agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
-            except Exception as e:  # tokenizers raises bare Exceptions on a garbled tokenizer.json
-                raise DamagedFileError(f"the tokenizer files in {directory / TOKENIZER_DIR} are damaged "
-                                       f"(tokenizer.json, tokenizer_config.json): {str(e)[:200]}") from e
-        agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
-        return agent
-
-
-def read_agent_info(path: Path) -> dict[str, Any]:
-    """The contents of a saved agent's agent.json; a truncated or garbled file is named as damaged."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(info, dict):
-            raise ValueError(f"expected a mapping, got {type(info).__name__}")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DamagedFileError(f"{path} is damaged ({e}): restore it or save the agent again") from None
-    return info
-
-
-def _left_padded(tokenizer: Any, prompts: list[str]) -> Any:
-    """Encode prompts padded on the left (decoding appends on the right), restoring the tokenizer's side."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
-
-
-def _model_limits(model: ValueModel) -> tuple[int, Optional[int]]:
-    """(vocabulary size, position limit or None) of a model's backbone."""
-    inner = transformers_model(model.backbone)
-    positions = getattr(inner.config.get_text_config(), "max_position_embeddings", None)
-    return inner.get_input_embeddings().num_embeddings, (None if model.seq2seq else positions)
-
-
-def _check_observation_fits(model: ValueModel, ids: np.ndarray, length: np.ndarray) -> None:
-    """Refuse observations whose token ids the model has no embedding for (another task's env) or whose
-    context is longer than the model's positions, before they reach an index error deep in torch."""
-    vocab, positions = _model_limits(model)
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"observation input_ids must be integer token ids, got dtype {ids.dtype}")
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab:
-        raise ValueError(f"the observation holds token id {high if high >= vocab else low} but the model's vocabulary "
-                         f"has {vocab} tokens (ids 0..{vocab - 1}): is it an observation of another task's env? Act "
-                         "on the env of the data the agent was trained on")
-    if positions is not None and int(length.max()) > positions:
-        raise ValueError(f"the observation's context is {int(length.max())} tokens but the model has {positions} "
-                         "positions: train a model with more positions (model.model_path) for such long episodes")
-
-
-def _prompt_list(prompts: Any, tokenizer: Any) -> list[str]:
-    """The prompts as a list of strings, with a clear error for a bare string, a non-string or no tokenizer."""
-    if isinstance(prompts, str):
-        raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
-    prompts = list(prompts)
-    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-    if bad:
-        raise TypeError(f"generate takes prompt strings; prompt {bad[0]} is of type {type(prompts[bad[0]]).__name__}")
-    if prompts and tokenizer is None:
-        raise ValueError("the agent has no tokenizer to encode prompts: pass tokenizer=... to the agent, or fit or "
-                         "load it first")
-    return prompts
-
-
-def _unknown_words(tokenizer: Any, prompt: str) -> list[str]:
-    """The words of a prompt that the tokenizer maps to its unknown token (none for byte-level tokenizers)."""
-    unk = tokenizer.unk_token_id
-    if unk is None or not tokenizer.is_fast:
-        return []
-    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-    spans = [prompt[a:b] for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if t == unk]
-    return [w for w in spans if w != tokenizer.unk_token]
-
-
-def _room_for_new_tokens(model: ValueModel, tokenizer: Any, prompts: list[str], attention_mask: torch.Tensor,
-                         max_new_tokens: int) -> int:
-    """How many tokens to generate: `max_new_tokens`, or fewer where the context would outgrow the
-    model's positions. Refuses empty prompts, words outside the vocabulary and prompts that leave no
-    room (each would otherwise fail deep in torch or generate from unknown tokens)."""
-    lengths = attention_mask.sum(1)
-    if (lengths == 0).any():
-        i = int((lengths == 0).nonzero()[0])
-        raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty: it has no tokens to continue; give each prompt at "
-                         "least one token")
-    for i, prompt in enumerate(prompts):
-        unknown = _unknown_words(tokenizer, prompt)
-        if unknown:
-            raise ValueError(f"prompt {i} has words outside the tokenizer's vocabulary: {', '.join(map(repr, unknown))} "
-                             f"(they would be read as the unknown token {tokenizer.unk_token!r}); use the tokens the "
-                             "agent was trained on")
-    _, positions = _model_limits(model)
-    longest = int(lengths.max())
-    if positions is None:
-        return max_new_tokens
-    if longest >= positions:
-        raise ValueError(f"a prompt of {longest} tokens fills the model's {positions} positions and leaves no room to "
-                         f"generate: shorten it to at most {positions - 1} tokens")
-    return min(max_new_tokens, positions - longest)
 
 
 def _task_or_none(env_id: Optional[str]) -> Any:

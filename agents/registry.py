@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agents.base import AGENT_FILE, OfflineAgent, read_agent_info
+from agents.base import OfflineAgent
 from agents.bc import BCAgent
 from agents.cql import CQLAgent
 from agents.filtered_bc import FilteredBCAgent
 from agents.ilql import ILQLAgent
 from agents.mc_returns import MCReturnsAgent
+from agents.saving import AGENT_FILE, read_agent_info
 
 AGENTS: dict[str, type[OfflineAgent]] = {
     cls.agent_name: cls for cls in (BCAgent, FilteredBCAgent, MCReturnsAgent, CQLAgent, ILQLAgent)
