@@ -372,7 +372,7 @@ class MCReturnsConfig(MethodConfig):
     policy's values (no max, no bootstrap), so nothing in training chases over-estimated actions.
     The price is at acting time: Q of a token the data never took at s is untrained, so a large
     `gen_kwargs.beta` follows noise. The task presets therefore use a small acting beta chosen on
-    validation episodes (`textrl.presets`).
+    validation episodes where it was swept, 1 elsewhere (`textrl.presets`).
 
     Attributes:
         gamma: discount factor of the returns-to-go.
