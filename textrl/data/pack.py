@@ -36,7 +36,7 @@ from textrl.data.packed import (
     vocab_fingerprint,
 )
 from textrl.data.store import TOKENIZER_DIR, env_id_of, folder_of, load, load_tokenizer
-from textrl.io import atomic_directory, atomic_write_text
+from textrl.io import atomic_directory, atomic_write_text, file_sha256
 
 PACK_VERSION = 3  # 3: token ids of vocabularies over 256 are int16/int32 (torch cannot gather uint16)
 CACHE_DIR = "packed"
@@ -66,8 +66,7 @@ def _file_digest(path: Path, memo: dict[str, Any]) -> str:
     known = memo.get(path.name)
     if known and known["stamp"] == stamp:
         return known["sha256"]
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    digest = file_sha256(path)
     memo[path.name] = {"stamp": stamp, "sha256": digest}
     return digest
 

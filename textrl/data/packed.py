@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from textrl.io import file_sha256
+
 NORMALIZATIONS = ("none", "zscore", "scale")
 
 Batch = TensorDict
@@ -140,9 +142,7 @@ def file_checksums(folder: Path) -> dict[str, list]:
     out = {}
     for path in sorted((folder / "tensors").rglob("*")):
         if path.is_file():
-            with open(path, "rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            out[path.relative_to(folder).as_posix()] = [path.stat().st_size, digest]
+            out[path.relative_to(folder).as_posix()] = [path.stat().st_size, file_sha256(path)]
     return out
 
 
