@@ -96,9 +96,13 @@ class OfflineAgent(SavedAgent, ABC):
         *,
         evaluate_every: Optional[int] = None,
         metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]] = None,
+        rollout_eval: bool = True,
         **train: Any,
     ) -> list[dict[str, Any]]:
         """Train on a Minari dataset, a dataset id, a path or a packed dataset; return the logged history.
+
+        Every `train.eval_interval` steps the agent is scored by rollouts in the dataset's env
+        (`rollout_eval=False` skips them) and by `metric_fn(agent)` (a dict of numbers), if given.
 
         Keyword arguments override `config.train` fields for this call only (e.g. `total_steps=200`):
         checkpoints written during it record them, `self.config` is as before once it returns.
@@ -109,12 +113,12 @@ class OfflineAgent(SavedAgent, ABC):
         if train:
             self.config = configured.evolve(train=train)
         try:
-            return self._fit(dataset, metric_fn)
+            return self._fit(dataset, metric_fn, rollout_eval)
         finally:
             self.config = configured
 
-    def _fit(self, dataset: Any, metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]]
-             ) -> list[dict[str, Any]]:
+    def _fit(self, dataset: Any, metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]],
+             rollout_eval: bool) -> list[dict[str, Any]]:
         """`fit` with `self.config` holding this call's settings."""
         packed, task = self._packed(dataset)
         if self.tokenizer is None:
@@ -132,7 +136,7 @@ class OfflineAgent(SavedAgent, ABC):
         if self.model is None:
             seed_everything(self.config.train.seed)  # the same seed gives the same initial weights
             self.model = self.build_model(packed.vocab_size)
-        eval_fn = rollout_eval_fn(self, task, metric_fn)
+        eval_fn = rollout_eval_fn(self, task if rollout_eval else None, metric_fn)
         trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)
         return trainer.train()
 

@@ -1,17 +1,26 @@
-"""The benchmark harness: agents x tasks x seeds, evaluated by env rollouts, written as CSV, table and plot.
+"""The benchmark harness: entries x tasks x tiers x seeds under the protocol of `agents.protocol`.
 
-Each run (task, agent, seed) is stored as its own JSON file once finished, so a finished run is
-never redone; a run checkpoints at every evaluation into `work/<task>_<agent>_<seed>/`, so an
-interrupted run resumes from its last checkpoint (`train.resume_from_checkpoint`) when the same
-benchmark is started again. A finished run keeps only its final checkpoint.
+Runs go in two phases: first every run that depends on nothing (BC, the from-scratch agents, and
+each training-knob grid point on the tuning seed), then the runs that need the first phase (the
+other seeds of a grid entry at the point chosen on validation; the agents initialised from the BC
+model of their cell and seed). `jobs` worker processes share the runs.
+
+Each finished run is stored as `runs/<key>.json` and never redone; a run checkpoints at every
+evaluation into `work/<key>/`, so an interrupted benchmark resumes each run from its last
+checkpoint when started again. A finished run keeps only its final checkpoint (the BC model the
+`*_bc` entries start from).
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import csv
 import json
+import multiprocessing
+import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -19,201 +28,317 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from agents.protocol import (
+    ENTRIES,
+    EVALUATIONS,
+    TEST_EPISODES,
+    TIERS,
+    VALIDATION_EPISODES,
+    Run,
+    Summary,
+    choose_knob,
+    run_key,
+    scoring_fn,
+    summarize_cell,
+)
 from agents.registry import AGENTS
 from textrl.data import make_dataset
+from textrl.data.build import DATASET_VERSION
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
 from textrl.trainer import find_checkpoint
 
-# The dataset tier each task is benchmarked on: random-walk data for RandomWalks, a mixed tier for the maze.
-BENCH_DATASETS = {
-    "randomwalks": "textrl/randomwalks/random-v1",
-    "maze": "textrl/maze/mixed-v1",
-    "wordle": "textrl/wordle/mixed-v1",
-    "endgames": "textrl/endgames/mixed-v1",
-}
-
 
 @dataclass(frozen=True)
-class RunResult:
-    """One (task, agent, seed) run: the evaluation curve and the final and best scores."""
+class Plan:
+    """What to run: entries, cells, seeds, and the per-run settings that override the task presets."""
 
-    task: str
-    agent: str
-    seed: int
-    steps: list[int]
-    scores: list[float]
-    seconds: float
-
-    @property
-    def final(self) -> float:
-        return self.scores[-1]
+    entries: tuple[str, ...]
+    cells: tuple[tuple[str, str], ...]  # (task, tier)
+    seeds: tuple[int, ...]
+    total_steps: Optional[int] = None
+    eval_interval: Optional[int] = None
+    validation_episodes: int = VALIDATION_EPISODES
+    test_episodes: int = TEST_EPISODES
 
     @property
-    def best(self) -> float:
-        return max(self.scores)
+    def tuning_seed(self) -> int:
+        return self.seeds[0]
 
 
-def check_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int], total_steps: Optional[int],
-               eval_interval: Optional[int], eval_episodes: int) -> list[int]:
-    """The seeds to run, after refusing every bad argument up front (before any folder is made or run started)."""
+def dataset_id(task: str, tier: str) -> str:
+    return f"textrl/{task}/{tier}-v{DATASET_VERSION}"
+
+
+def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int],
+              tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
+              eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
+              test_episodes: int = TEST_EPISODES) -> Plan:
+    """The plan, after refusing every bad argument up front (before any folder is made or run started).
+
+    Entries initialised from BC bring the `bc` entry with them.
+    """
     for name in agents:
-        if name not in AGENTS:
-            raise ValueError(f"unknown agent '{name}'; choose from {', '.join(AGENTS)}")
+        if name not in ENTRIES:
+            raise ValueError(f"unknown agent '{name}'; choose from {', '.join(ENTRIES)}")
     for name in tasks:
-        if name not in BENCH_DATASETS:
-            raise ValueError(f"unknown task '{name}'; choose from {', '.join(BENCH_DATASETS)}")
+        if name not in TIERS:
+            raise ValueError(f"unknown task '{name}'; choose from {', '.join(TIERS)}")
     if not agents or not tasks:
         raise ValueError("give at least one agent and one task (--agents, --tasks)")
     if isinstance(seeds, bool) or (isinstance(seeds, int) and seeds < 1):
         raise ValueError(f"seeds = {seeds}: give at least one seed (--seeds N runs seeds 0..N-1)")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seed_list or any(not isinstance(s, int) or s < 0 for s in seed_list):
-        raise ValueError(f"seeds = {seeds!r}: give a positive number of seeds or a list of seeds >= 0")
-    for name, value in (("steps", total_steps), ("eval interval", eval_interval), ("eval episodes", eval_episodes)):
-        if value is not None and (not isinstance(value, int) or value < 1):
+    if not seed_list or any(not isinstance(s, int) or s < 0 for s in seed_list) or len(set(seed_list)) < len(seed_list):
+        raise ValueError(f"seeds = {seeds!r}: give a positive number of seeds or a list of distinct seeds >= 0")
+    for name, value in (("steps", total_steps), ("eval interval", eval_interval),
+                        ("val episodes", validation_episodes), ("eval episodes", test_episodes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"--{name.replace(' ', '-')} {value}: the {name} must be at least 1")
-    return seed_list
+    cells = [(t, tier) for t in tasks for tier in TIERS[t] if tiers is None or tier in tiers]
+    if not cells:
+        known = sorted({tier for t in tasks for tier in TIERS[t]})
+        raise ValueError(f"tiers {', '.join(tiers or [])}: none is benchmarked on these tasks; choose from "
+                         f"{', '.join(known)}")
+    entries = list(dict.fromkeys(agents))
+    if any(ENTRIES[e].from_bc for e in entries) and "bc" not in entries:
+        entries.insert(0, "bc")
+    return Plan(tuple(entries), tuple(cells), tuple(seed_list), total_steps, eval_interval, validation_episodes,
+                test_episodes)
+
+
+# ---------------------------------------------------------------------- one run
 
 
 def _latest_checkpoint(run_dir: Path) -> Optional[Path]:
-    """The newest checkpoint of an interrupted run, or None."""
+    """The newest checkpoint of a run, or None."""
     try:
         return find_checkpoint(run_dir)
     except FileNotFoundError:
         return None
 
 
-def _eval_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-    """(steps, scores) of a run's evaluations from its metrics.jsonl, the last record of a step winning
-    (a resumed run may log a step twice; a torn last line is skipped)."""
-    scores: dict[int, float] = {}
+def bc_model_dir(work_dir: Path, task: str, tier: str, seed: int) -> Path:
+    """The transformer of a finished BC run (its final checkpoint), which the `*_bc` entries start from."""
+    last = _latest_checkpoint(work_dir / run_key(task, tier, "bc", 0, seed))
+    if last is None:
+        raise FileNotFoundError(f"the BC run of {task}/{tier} seed {seed} has no checkpoint in {work_dir}: "
+                                "run the bc entry first")
+    return last / "agent" / "model"
+
+
+def _curves(run_dir: Path) -> tuple[list[int], dict[str, list[float]], list[float], list[float]]:
+    """(steps, validation curve per acting value, test curve, chosen betas) from a run's metrics.jsonl; the
+    last record of a step wins (a resumed run may log a step twice) and a torn last line is skipped."""
+    records: dict[int, dict[str, float]] = {}
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and "eval/score" in record:
-            scores[int(record["step"])] = float(record["eval/score"])
-    steps = sorted(scores)
-    return steps, [scores[s] for s in steps]
+        if isinstance(record, dict) and "eval/test" in record:
+            records[int(record["step"])] = {k[len("eval/"):]: float(v) for k, v in record.items()
+                                            if k.startswith("eval/") and not k.endswith("_std")}
+    steps = sorted(records)
+    val: dict[str, list[float]] = {}
+    for step in steps:
+        for key, value in records[step].items():
+            if key.startswith("val"):
+                val.setdefault(key.partition("@")[2], []).append(value)
+    return (steps, val, [records[s]["test"] for s in steps],
+            [records[s]["beta"] for s in steps if "beta" in records[s]])
 
 
-def run_one(task: str, agent: str, seed: int, total_steps: Optional[int], eval_interval: Optional[int],
-            eval_episodes: int, work_dir: Path, progress: bool) -> RunResult:
-    """Train one agent on one task's benchmark dataset with one seed; evaluate (and checkpoint) along the way.
+def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int, work_dir: Path,
+              progress: bool = False) -> Run:
+    """Train one entry on one cell with one seed, scoring validation and test episodes at every evaluation.
 
     A run folder holding a checkpoint is resumed from it; one without is started afresh.
     """
-    check_plan([agent], [task], [seed], total_steps, eval_interval, eval_episodes)
-    run_dir = work_dir / f"{task}_{agent}_{seed}"
-    train: dict[str, Any] = dict(seed=seed, eval_episodes=eval_episodes, progress_bar=progress, save_best=False,
-                                 checkpoint_dir=str(run_dir), tracker="jsonl")
-    if total_steps is not None:
-        train["total_steps"] = total_steps
-    if eval_interval is not None:
-        train["eval_interval"] = eval_interval
-    config = task_config(task, agent, **train)
-    config = config.evolve(train=dict(checkpoint_interval=min(config.train.eval_interval, config.train.total_steps)))
+    e = ENTRIES[entry]
+    key = run_key(task, tier, entry, knob, seed)
+    run_dir = work_dir / key
+    train: dict[str, Any] = dict(seed=seed, progress_bar=progress, save_best=False, checkpoint_dir=str(run_dir),
+                                 tracker="jsonl")
+    if plan.total_steps is not None:
+        train["total_steps"] = plan.total_steps
+    config = task_config(task, e.agent, **train)
+    interval = plan.eval_interval or -(-config.train.total_steps // EVALUATIONS)
+    model = dict(e.model)
+    if e.from_bc:
+        model["model_path"] = str(bc_model_dir(work_dir, task, tier, seed))
+    config = config.evolve(train=dict(eval_interval=interval, checkpoint_interval=min(interval, config.train.total_steps)),
+                           method=dict(e.grid[knob]), model=model)
     last = _latest_checkpoint(run_dir)
     if last is None:
         shutil.rmtree(run_dir, ignore_errors=True)  # only logs of an attempt killed before its first checkpoint
     started = time.perf_counter()
     if last is None or int(last.name.split("_")[1]) < config.train.total_steps:
         config = config.evolve(train=dict(resume_from_checkpoint=None if last is None else str(last)))
-        AGENTS[agent](config).fit(make_dataset(BENCH_DATASETS[task]))
+        agent = AGENTS[e.agent](config)
+        agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
+                  metric_fn=scoring_fn(task, e.betas, plan.validation_episodes, plan.test_episodes))
     for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
         shutil.rmtree(old, ignore_errors=True)
-    steps, scores = _eval_curve(run_dir)
-    return RunResult(task, agent, seed, steps, scores, time.perf_counter() - started)
+    steps, val, test, betas = _curves(run_dir)
+    return Run(task, tier, entry, knob, seed, steps, val, test, betas, time.perf_counter() - started)
 
 
-def run_benchmark(
-    agents: Sequence[str],
-    tasks: Sequence[str],
-    seeds: int | Sequence[int],
-    out_dir: str | Path,
-    total_steps: Optional[int] = None,
-    eval_interval: Optional[int] = None,
-    eval_episodes: int = 256,
-    progress: bool = True,
-) -> list[RunResult]:
-    """Run every (task, agent, seed) not already finished in `out_dir`; write runs.csv, table.md, scores.png.
+def _worker_init(threads: int) -> None:
+    """A worker process: quiet, offline, and `threads` torch threads (the cores are shared among workers)."""
+    import torch
 
-    Bad arguments are refused before anything is written; an interrupted run resumes from its checkpoint.
-    """
-    seed_list = check_plan(agents, tasks, seeds, total_steps, eval_interval, eval_episodes)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(threads)
+
+
+def _run_path(out: Path, spec: tuple[str, str, str, int, int]) -> Path:
+    return out / "runs" / f"{run_key(*spec)}.json"
+
+
+def _execute(plan: Plan, specs: list[tuple[str, str, str, int, int]], out: Path, jobs: int, progress: bool,
+             done: dict[str, Run], bar: Any) -> None:
+    """Run every spec (task, tier, entry, knob, seed) not finished yet, `jobs` at a time; store each as it ends."""
+    todo = [s for s in specs if run_key(*s) not in done]
+
+    def finish(run: Run) -> None:
+        atomic_write_text(_run_path(out, (run.task, run.tier, run.entry, run.knob, run.seed)),
+                          json.dumps(run.__dict__))
+        done[run.key] = run
+        bar.update(1)
+
+    if jobs == 1:
+        for spec in todo:
+            finish(train_run(plan, *spec, work_dir=out / "work", progress=progress))
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                initargs=(threads,)) as pool:
+        futures = [pool.submit(train_run, plan, *spec, work_dir=out / "work") for spec in todo]
+        for future in cf.as_completed(futures):
+            finish(future.result())
+
+
+def _phases(plan: Plan, done: dict[str, Run]) -> tuple[list, Any]:
+    """The first phase's specs, and a function giving the second phase's once the first has run."""
+    first = []
+    for task, tier in plan.cells:
+        for name in plan.entries:
+            e = ENTRIES[name]
+            if not e.covers(task, tier) or e.from_bc:
+                continue
+            if len(e.grid) > 1:
+                first += [(task, tier, name, k, plan.tuning_seed) for k in range(len(e.grid))]
+            else:
+                first += [(task, tier, name, 0, s) for s in plan.seeds]
+
+    def second() -> list:
+        specs = []
+        for task, tier in plan.cells:
+            for name in plan.entries:
+                e = ENTRIES[name]
+                if not e.covers(task, tier):
+                    continue
+                if e.from_bc:
+                    specs += [(task, tier, name, 0, s) for s in plan.seeds]
+                elif len(e.grid) > 1:
+                    tuned = [r for r in done.values() if (r.task, r.tier, r.entry) == (task, tier, name)]
+                    knob = choose_knob(tuned, plan.tuning_seed)
+                    specs += [(task, tier, name, knob, s) for s in plan.seeds[1:]]
+        return specs
+
+    return first, second
+
+
+def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int], out_dir: str | Path,
+                  tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
+                  eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
+                  test_episodes: int = TEST_EPISODES, jobs: int = 1, progress: bool = True) -> list[Summary]:
+    """Run every run of the plan not already finished in `out_dir`; write runs.csv, table.md and a plot per
+    task; return the table's rows. Bad arguments are refused before anything is written."""
+    plan = make_plan(agents, tasks, seeds, tiers, total_steps, eval_interval, validation_episodes, test_episodes)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs {jobs}: give at least 1 worker process")
     out = Path(out_dir)
-    runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    plan = [(t, a, s) for t in tasks for a in agents for s in seed_list]
-    results = []
-    for task, agent, seed in tqdm(plan, desc="benchmark", unit="run", disable=not progress):
-        path = runs_dir / f"{task}__{agent}__{seed}.json"
-        if path.is_file():
-            results.append(RunResult(**json.loads(path.read_text())))
-            continue
-        result = run_one(task, agent, seed, total_steps, eval_interval, eval_episodes, out / "work", progress)
-        atomic_write_text(path, json.dumps(result.__dict__))
-        results.append(result)
-    write_reports(results, out)
-    return results
-
-
-def summarize(results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """Mean and std over seeds of the final and best normalised scores, per (task, agent)."""
-    rows = []
-    keys = sorted({(r.task, r.agent) for r in results}, key=lambda k: (k[0], list(AGENTS).index(k[1])))
-    for task, agent in keys:
-        group = [r for r in results if (r.task, r.agent) == (task, agent)]
-        final = np.array([r.final for r in group])
-        best = np.array([r.best for r in group])
-        rows.append(dict(task=task, agent=agent, seeds=len(group), final_mean=final.mean(), final_std=final.std(),
-                         best_mean=best.mean(), best_std=best.std()))
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    done = {p.stem: Run(**json.loads(p.read_text(encoding="utf-8"))) for p in sorted((out / "runs").glob("*.json"))}
+    for task, tier in plan.cells:  # built here once, not by two workers at a time
+        make_dataset(dataset_id(task, tier), progress=progress)
+    first, second = _phases(plan, done)
+    with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
+        bar.total = len(first)
+        _execute(plan, first, out, jobs, progress and jobs == 1, done, bar)
+        later = second()
+        bar.total += len(later)
+        _execute(plan, later, out, jobs, progress and jobs == 1, done, bar)
+    planned = {run_key(*s) for s in first + later}
+    runs = [r for k, r in done.items() if k in planned]
+    rows = summarize(runs, plan)
+    write_reports(runs, rows, out)
     return rows
 
 
-def write_reports(results: Sequence[RunResult], out_dir: str | Path) -> None:
-    """Write runs.csv (every evaluation of every run), table.md and scores.png."""
+# ---------------------------------------------------------------------- reports
+
+
+def summarize(runs: Sequence[Run], plan: Plan) -> list[Summary]:
+    """One row per (cell, entry) that ran: knobs chosen on validation, test scores at them."""
+    rows = []
+    for task, tier in plan.cells:
+        for name in plan.entries:
+            group = [r for r in runs if (r.task, r.tier, r.entry) == (task, tier, name)]
+            row = summarize_cell(group, len(ENTRIES[name].grid), plan.tuning_seed)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[Summary]) -> str:
+    """A Markdown table of test-episode normalised scores (mean ± std over seeds) with the chosen knobs."""
+    head = ("| task | tier | agent | knobs (chosen on validation) | seeds | test, final | test, best | "
+            "validation, final |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+
+    def ms(values: np.ndarray) -> str:
+        return f"{values.mean():.1f} ± {values.std():.1f}"
+
+    return head + "".join(f"| {r.task} | {r.tier} | {r.entry} | {r.knobs} | {r.seeds} | {ms(r.test_final)} | "
+                          f"{ms(r.test_best)} | {ms(r.val_final)} |\n" for r in rows)
+
+
+def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | Path) -> None:
+    """Write runs.csv (every evaluation of every run), table.md and scores_<task>.png."""
     out = Path(out_dir)
-    lines = ["task,agent,seed,step,score"]
-    for r in results:
-        lines += [f"{r.task},{r.agent},{r.seed},{s},{v:.4f}" for s, v in zip(r.steps, r.scores)]
+    lines = ["task,tier,agent,knob,seed,step,split,acting,score"]
+    for r in runs:
+        series = [("val", label, scores) for label, scores in r.val.items()]
+        series.append(("test", "chosen" if r.betas else "", r.test))
+        for split, label, scores in series:
+            lines += [f"{r.task},{r.tier},{r.entry},{r.knob},{r.seed},{s},{split},{label},{v:.4f}"
+                      for s, v in zip(r.steps, scores)]
     atomic_write_text(out / "runs.csv", "\n".join(lines) + "\n")
-    atomic_write_text(out / "table.md", format_table(summarize(results)))
-    plot_scores(results, out / "scores.png")
+    atomic_write_text(out / "table.md", format_table(rows))
+    for task in dict.fromkeys(r.task for r in rows):
+        plot_task([r for r in rows if r.task == task], out / f"scores_{task}.png")
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of normalised scores, mean +- std over seeds."""
-    head = "| task | agent | seeds | final score | best score |\n| --- | --- | --- | --- | --- |\n"
-    body = "".join(
-        f"| {r['task']} | {r['agent']} | {r['seeds']} | {r['final_mean']:.1f} ± {r['final_std']:.1f} "
-        f"| {r['best_mean']:.1f} ± {r['best_std']:.1f} |\n"
-        for r in rows
-    )
-    return head + body
-
-
-def plot_scores(results: Sequence[RunResult], path: str | Path) -> None:
-    """Score against training step, one panel per task, mean over seeds per agent."""
+def plot_task(rows: Sequence[Summary], path: str | Path) -> None:
+    """Test score against training step at the chosen knobs, one panel per tier, mean ± std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({r.task for r in results})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for agent in [a for a in AGENTS if any(r.agent == a and r.task == task for r in results)]:
-            group = [r for r in results if r.task == task and r.agent == agent]
-            steps = group[0].steps
-            curves = np.array([r.scores for r in group if r.steps == steps])
-            ax.plot(steps, curves.mean(0), marker="o", label=agent)
-            ax.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0), alpha=0.15)
-        ax.set(title=task, xlabel="training step", ylabel="normalised score")
+    tiers = list(dict.fromkeys(r.tier for r in rows))
+    fig, axes = plt.subplots(1, len(tiers), figsize=(5.5 * len(tiers), 3.8), squeeze=False)
+    for ax, tier in zip(axes[0], tiers):
+        for r in (r for r in rows if r.tier == tier):
+            mean, std = r.test_curves.mean(0), r.test_curves.std(0)
+            ax.plot(r.curve_steps, mean, marker="o", label=f"{r.entry} ({r.knobs})")
+            ax.fill_between(r.curve_steps, mean - std, mean + std, alpha=0.15)
+        ax.set(title=f"{rows[0].task}, {tier} data", xlabel="training step", ylabel="test normalised score")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = Path(path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

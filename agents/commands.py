@@ -16,51 +16,67 @@ def _csv(value: str) -> list[str]:
 
 
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
-    """Register `textrl bench`: agents x tasks x seeds, evaluated by rollouts, written as CSV/table/plot."""
-    from agents.benchmark import BENCH_DATASETS
+    """Register `textrl bench`: the benchmark protocol (agents x tasks x tiers x seeds, knobs chosen on
+    validation episodes, test scores reported), written as CSV, table and a plot per task."""
+    from agents.protocol import ENTRIES, QUICK, TIERS
 
-    p = sub.add_parser("bench", help="benchmark agents x tasks x seeds and print a table of normalised scores")
-    p.add_argument("--tasks", type=_csv, default=list(BENCH_DATASETS), help="comma-separated tasks")
-    p.add_argument("--agents", type=_csv, default=list(AGENTS), help="comma-separated agents")
-    p.add_argument("--seeds", type=int, default=4, help="number of seeds (0..N-1)")
+    p = sub.add_parser("bench", help="benchmark agents x tasks x tiers x seeds and print a table of test scores")
+    p.add_argument("--tasks", type=_csv, default=list(TIERS), help="comma-separated tasks (default: all six)")
+    p.add_argument("--agents", type=_csv, default=list(ENTRIES),
+                   help=f"comma-separated table entries (default: all of {', '.join(ENTRIES)}; the rank variants "
+                        "run on Endgames' mixed tier only)")
+    p.add_argument("--tiers", type=_csv, default=None, help="comma-separated dataset tiers (default: each task's two)")
+    p.add_argument("--seeds", type=int, default=4, help="number of seeds (0..N-1); seed 0 also tunes the grids")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
-    p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations")
-    p.add_argument("--eval-episodes", type=int, default=256, help="rollout episodes per evaluation")
+    p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations (default: 2 per run)")
+    p.add_argument("--val-episodes", type=int, default=None, help="validation episodes per evaluation (64)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="test episodes per evaluation (128)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (each gets cores / jobs torch threads)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run in minutes: {', '.join(QUICK['tasks'])}, tier {', '.join(QUICK['tiers'])}, "
+                        f"{QUICK['seeds']} seed, {QUICK['steps']} steps (unless given)")
     p.add_argument("--out", default="bench_results",
                    help="output folder (finished runs are skipped; an interrupted run resumes from its checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_bench)
 
 
-def resume_command(args: argparse.Namespace) -> str:
+def resume_command(argv: list[str]) -> str:
     """The `textrl bench` command line that repeats (and so resumes) this benchmark."""
-    parts = ["textrl", "bench", "--tasks", ",".join(args.tasks), "--agents", ",".join(args.agents),
-             "--seeds", str(args.seeds)]
-    for flag, value in (("--steps", args.steps), ("--eval-interval", args.eval_interval)):
-        if value is not None:
-            parts += [flag, str(value)]
-    parts += ["--eval-episodes", str(args.eval_episodes), "--out", args.out]
-    if args.no_progress:
-        parts.append("--no-progress")
-    return shlex.join(parts)
+    return shlex.join(["textrl", "bench", *argv])
+
+
+def _bench_settings(args: argparse.Namespace, given: set[str]) -> dict:
+    """run_benchmark's arguments: the flags, with --quick filling in what was not given."""
+    from agents.protocol import QUICK, TEST_EPISODES, VALIDATION_EPISODES
+
+    settings = dict(agents=args.agents, tasks=args.tasks, seeds=args.seeds, tiers=args.tiers,
+                    total_steps=args.steps, eval_interval=args.eval_interval,
+                    validation_episodes=VALIDATION_EPISODES if args.val_episodes is None else args.val_episodes,
+                    test_episodes=TEST_EPISODES if args.eval_episodes is None else args.eval_episodes, jobs=args.jobs)
+    if args.quick:
+        for flag, key in (("--tasks", "tasks"), ("--tiers", "tiers"), ("--seeds", "seeds"), ("--steps", "steps")):
+            if flag not in given:
+                settings["total_steps" if key == "steps" else key] = QUICK[key]
+    return settings
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from agents.benchmark import format_table, run_benchmark, summarize
+    from agents.benchmark import format_table, run_benchmark
 
+    argv = args.argv[args.argv.index("bench") + 1:]
+    settings = _bench_settings(args, {a.split("=")[0] for a in argv})
     started = time.perf_counter()
     try:
-        results = run_benchmark(args.agents, args.tasks, args.seeds, args.out, total_steps=args.steps,
-                                eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
-                                progress=not args.no_progress)
+        rows = run_benchmark(**settings, out_dir=args.out, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ntextrl bench: interrupted; finished runs are in {Path(args.out) / 'runs'} and the checkpoints of "
-              f"the interrupted one in {Path(args.out) / 'work'}; to resume where it stopped run the same command: "
-              f"{resume_command(args)}", file=sys.stderr)
+              f"the interrupted ones in {Path(args.out) / 'work'}; to resume where it stopped run the same command: "
+              f"{resume_command(argv)}", file=sys.stderr)
         return 130
-    print(format_table(summarize(results)))
+    print(format_table(rows))
     out = Path(args.out)
-    print(f"wrote {out / 'runs.csv'}, {out / 'table.md'}, {out / 'scores.png'} "
+    print(f"wrote {out / 'runs.csv'}, {out / 'table.md'} and a plot per task (scores_<task>.png) "
           f"in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -276,8 +276,13 @@ def test_start_splits_are_disjoint_up_to_symmetry_and_need_five_moves(task):
         assert not canonical["eval"] & canonical["train"]
         assert len(canonical["eval"]) == eg.EVAL_STARTS and len(canonical["train"]) == eg.TRAIN_STARTS
         assert (table.dtm_w[splits["eval"]] >= 9).all() and (table.dtm_w[splits["train"]] >= 9).all()
+        assert not set(splits["valid"].tolist()) & set(splits["test"].tolist())
+        assert sorted([*splits["valid"], *splits["test"]]) == sorted(splits["eval"])
+    valid, test = get_task("endgames", split="valid"), get_task("endgames", split="test")
+    assert len(valid.starts) == len(test.starts) == eg.EVAL_STARTS and not set(valid.starts) & set(test.starts)
+    assert valid.ref_max_score == test.ref_max_score == 1.0 and valid.ref_min_score != test.ref_min_score
     with pytest.raises(ValueError, match="split must be one of"):
-        get_task("endgames", split="test")
+        get_task("endgames", split="validation")
     with pytest.raises(ValueError, match="max_moves"):
         get_task("endgames", max_moves=0)
 

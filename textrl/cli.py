@@ -47,6 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `textrl` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that print a resume line
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -33,7 +33,9 @@ MIN_MATE = 5
 STARTS_SEED = 14
 EVAL_STARTS, TRAIN_STARTS = 128, 1024
 """Start positions per material in the evaluation and training splits."""
-SPLITS = ("eval", "train")
+SPLITS = ("eval", "train", "valid", "test")
+""""valid" and "test" are the two halves of "eval" (64 starts per material each): the benchmark chooses
+its knobs on the first and reports the second."""
 
 
 def uci_moves() -> list[str]:
@@ -78,11 +80,12 @@ def transform(index: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 @cache
 def start_positions(material: str) -> dict[str, np.ndarray]:
-    """The evaluation and training start positions of a material (flat indices, white to move).
+    """The evaluation, training, validation and test start positions of a material (flat indices, white to move).
 
     Positions with mate in MIN_MATE or more are grouped by the 8 board symmetries; a seeded
     shuffle of the groups gives EVAL_STARTS groups to evaluation and the next TRAIN_STARTS to
-    training (disjoint even up to symmetry), each represented by a seeded random symmetric image.
+    training (disjoint even up to symmetry), each represented by a seeded random symmetric image;
+    validation and test split the evaluation starts in two.
     """
     table = tb.load(material)
     candidates = np.flatnonzero(table.dtm_w >= 2 * MIN_MATE - 1)
@@ -91,7 +94,9 @@ def start_positions(material: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([STARTS_SEED, tb.MATERIALS.index(material)])
     chosen = rng.permutation(classes)[:EVAL_STARTS + TRAIN_STARTS]
     chosen = transform(chosen, rng.integers(0, 8, size=len(chosen)))
-    return {"eval": chosen[:EVAL_STARTS], "train": chosen[EVAL_STARTS:]}
+    half = EVAL_STARTS // 2
+    return {"eval": chosen[:EVAL_STARTS], "train": chosen[EVAL_STARTS:], "valid": chosen[:half],
+            "test": chosen[half:EVAL_STARTS]}
 
 
 def board_of(piece: int, index: int) -> chess.Board:
@@ -182,7 +187,8 @@ class EndgamesTask(Task):
 
     ## Starting State
     A start position drawn uniformly from the split's fixed set: 128 K+Q v K and 128 K+R v K
-    positions for "eval", 1,024 of each for "train", each a mate in 5 or more moves with best play,
+    positions for "eval" (64 + 64 for each of its halves "valid" and "test"), 1,024 of each for
+    "train", each a mate in 5 or more moves with best play,
     chosen by a seeded shuffle of the positions' symmetry classes (the splits share no position,
     nor any mirror or rotation of one).
 
@@ -192,8 +198,9 @@ class EndgamesTask(Task):
     `max_moves` white moves (0). With the budget black's reply to the last move is not played.
 
     ## Arguments
-    `split`: "eval" (default, the registered env's evaluation starts) or "train" (the starts the
-    datasets are collected on). `max_moves`: the white-move budget (default 32, twice the longest
+    `split`: "eval" (default, the registered env's evaluation starts), "train" (the starts the
+    datasets are collected on), or "valid" / "test" (the two halves of "eval", 64 starts per
+    material each: the benchmark chooses knobs on one and reports the other). `max_moves`: the white-move budget (default 32, twice the longest
     K+R v K mate, so optimal play always mates).
 
     ## Reference scores

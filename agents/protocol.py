@@ -1,0 +1,206 @@
+"""The benchmark's protocol: which runs make the table, and how each agent's knobs are chosen fairly.
+
+Every (task, tier) is a cell. Each entry of the table (an agent, possibly initialised from the BC
+model or with another Q-head rank) has at most two knobs that matter:
+- an acting knob (beta for ILQL and MC returns), scored at every evaluation without retraining;
+- a training knob grid (the filter fraction of %BC; CQL's conservative weight and target rate),
+  each point a training run on the tuning seed (the first seed); the other seeds then run the
+  point chosen.
+Knobs are chosen on validation episodes (`VALIDATION_SEED`; for Endgames the "valid" half of its
+evaluation starts), never on the test episodes (`TEST_SEED`, the "test" starts) that the table
+reports. "Final" is the test score of the last checkpoint; "best" the test score of the
+checkpoint with the best validation score (per seed). Both splits are scored at every evaluation
+with the same weights, so choosing afterwards costs no extra rollouts.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from textrl.rollout import evaluate
+from textrl.tasks import Task, get_task
+
+VALIDATION_SEED = 1_000_003
+"""Seed of the validation episodes (knobs and the best checkpoint are chosen on them)."""
+TEST_SEED = 2_000_003
+"""Seed of the test episodes (the table reports them); training seeds are 0, 1, 2, ..."""
+VALIDATION_EPISODES = 64
+TEST_EPISODES = 128
+EVALUATIONS = 2
+"""Evaluations per run (half way and at the end): the candidates for the best checkpoint."""
+
+# Each task's benchmark tiers: one low (random or medium behaviour) and the mixed one. RandomWalks'
+# random tier is trlx's data; the other tasks' random tiers are near-useless (uniform tokens
+# end a maze or chess episode within a few steps), so their low tier is medium (epsilon 0.5).
+TIERS: dict[str, tuple[str, ...]] = {
+    "randomwalks": ("random", "mixed"),
+    "maze": ("medium", "mixed"),
+    "maze_po": ("medium", "mixed"),
+    "brackets": ("medium", "mixed"),
+    "endgames": ("medium", "mixed"),
+    "wordle": ("medium", "mixed"),
+}
+QUICK = dict(tasks=("randomwalks", "maze"), tiers=("mixed",), seeds=1, steps=60)
+"""`textrl bench --quick`: a smoke run of the whole pipeline in minutes (numbers not comparable)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A column of the table: an agent, its knobs, and how its model starts."""
+
+    name: str
+    agent: str
+    betas: tuple[float, ...] = ()  # acting knob: every beta scored at every evaluation (empty: none)
+    grid: tuple[dict[str, Any], ...] = ({},)  # training knob: method settings, one run each on the tuning seed
+    from_bc: bool = False  # start from the BC run's model of the same cell and seed (the ILQL paper's recipe)
+    model: dict[str, Any] = field(default_factory=dict)  # model settings (e.g. q_head_rank)
+    tasks: Optional[tuple[str, ...]] = None  # only these tasks (None: all)
+    tiers: Optional[tuple[str, ...]] = None  # only these tiers (None: the task's)
+
+    def covers(self, task: str, tier: str) -> bool:
+        return (self.tasks is None or task in self.tasks) and (self.tiers is None or tier in self.tiers)
+
+
+ILQL_BETAS = (4.0, 16.0, 100.0)
+MC_BETAS = (0.0, 1.0, 4.0)
+ENTRIES: dict[str, Entry] = {e.name: e for e in (
+    Entry("bc", "bc"),
+    Entry("filtered_bc", "filtered_bc", grid=tuple({"fraction": f} for f in (0.1, 0.3, 0.5))),
+    Entry("cql", "cql", grid=tuple({"cql_scale": c, "target_update_rate": r} for c in (0.1, 1.0)
+                                   for r in (0.005, 0.1))),
+    Entry("mc_returns", "mc_returns", betas=MC_BETAS),
+    Entry("mc_returns_bc", "mc_returns", betas=MC_BETAS, from_bc=True),
+    Entry("ilql", "ilql", betas=ILQL_BETAS),
+    Entry("ilql_bc", "ilql", betas=ILQL_BETAS, from_bc=True),
+    # the Q-head rank at a large vocabulary (about 1.9k move tokens): trlx's full head is `ilql`
+    Entry("ilql_rank32", "ilql", betas=ILQL_BETAS, model={"q_head_rank": 32}, tasks=("endgames",), tiers=("mixed",)),
+    Entry("ilql_rank128", "ilql", betas=ILQL_BETAS, model={"q_head_rank": 128}, tasks=("endgames",),
+          tiers=("mixed",)),
+)}
+
+
+def acting_label(beta: Optional[float]) -> str:
+    """The key suffix of an acting knob value: '' (none) or 'beta=4'."""
+    return "" if beta is None else f"beta={beta:g}"
+
+
+@functools.cache
+def split_tasks(task: str) -> tuple[Task, Task]:
+    """(validation task, test task): Endgames splits its evaluation starts in two; other tasks differ by seed."""
+    if task == "endgames":
+        return get_task(task, split="valid"), get_task(task, split="test")
+    return get_task(task), get_task(task)
+
+
+def scoring_fn(task: str, betas: Sequence[float], validation_episodes: int = VALIDATION_EPISODES,
+               test_episodes: int = TEST_EPISODES) -> Any:
+    """`metric_fn` for `fit`: every beta scored on the validation episodes, then the test episodes scored
+    with the beta that did best there (so test rollouts never choose anything).
+
+    Keys: `val@beta=4` per beta (`val` without an acting knob), `test`, and `beta` (the one chosen).
+    Every training seed sees the same validation and the same test episodes.
+    """
+    valid, test = split_tasks(task)
+
+    def mean_score(split: Task, beta: Optional[float], seed: int, n: int, agent: Any) -> float:
+        result = evaluate(functools.partial(agent.policy, beta=beta), split, num_episodes=n, seed=seed)
+        return float(split.normalized_score(np.asarray(result.returns)).mean())
+
+    def score(agent: Any) -> dict[str, float]:
+        val = {b: mean_score(valid, b, VALIDATION_SEED, validation_episodes, agent) for b in betas or (None,)}
+        chosen = max(val, key=lambda b: val[b])  # the first of equals
+        out = {"val" + ("" if b is None else "@" + acting_label(b)): v for b, v in val.items()}
+        out["test"] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
+        if chosen is not None:
+            out["beta"] = chosen
+        return out
+
+    return score
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: per evaluation, the validation score of each acting value ('' or 'beta=4'),
+    the test score at the value chosen there, and that value (empty without an acting knob)."""
+
+    task: str
+    tier: str
+    entry: str
+    knob: int  # index into the entry's grid
+    seed: int
+    steps: list[int]
+    val: dict[str, list[float]]
+    test: list[float]
+    betas: list[float]
+    seconds: float
+
+    @property
+    def chosen_val(self) -> np.ndarray:
+        """The validation score at the acting value chosen at each evaluation."""
+        return np.max(np.array(list(self.val.values())), axis=0)
+
+    @property
+    def key(self) -> str:
+        return run_key(self.task, self.tier, self.entry, self.knob, self.seed)
+
+
+def run_key(task: str, tier: str, entry: str, knob: int, seed: int) -> str:
+    """The file name (without .json) of a run: `maze-mixed__cql__k2__s0`."""
+    return f"{task}-{tier}__{entry}__k{knob}__s{seed}"
+
+
+def choose_knob(runs: Sequence[Run], tuning_seed: int) -> Optional[int]:
+    """The training knob of an entry in one cell: the grid point whose tuning-seed run has the best final
+    validation score (over its acting values); None until every grid point of that seed has run."""
+    tuned = sorted((r for r in runs if r.seed == tuning_seed), key=lambda r: r.knob)
+    if not tuned:
+        return None
+    finals = [r.chosen_val[-1] for r in tuned]
+    return tuned[int(np.argmax(finals))].knob
+
+
+@dataclass(frozen=True)
+class Summary:
+    """An entry's row in one cell: the knobs chosen on validation and the test scores they give."""
+
+    task: str
+    tier: str
+    entry: str
+    knobs: str
+    seeds: int
+    test_final: np.ndarray
+    test_best: np.ndarray
+    val_final: np.ndarray
+    curve_steps: list[int]
+    test_curves: np.ndarray  # [seeds, evaluations] at the chosen knobs
+
+
+def summarize_cell(runs: Sequence[Run], grid_size: int, tuning_seed: int) -> Optional[Summary]:
+    """Choose an entry's training knob in one cell and read off its test scores (None when nothing ran).
+
+    Final: the last evaluation's test score; best: the test score of the evaluation with the best
+    validation score (per seed). The acting value chosen at the end is listed per seed.
+    """
+    if not runs:
+        return None
+    knob = choose_knob(runs, tuning_seed) if grid_size > 1 else 0
+    if knob is None:
+        knob = runs[0].knob
+    chosen = sorted((r for r in runs if r.knob == knob), key=lambda r: r.seed)
+    entry = ENTRIES[chosen[0].entry]
+    parts = [f"{k} {v:g}" for k, v in entry.grid[knob].items()]
+    if chosen[0].betas:
+        parts.append("beta " + "/".join(f"{r.betas[-1]:g}" for r in chosen))
+    return Summary(
+        task=chosen[0].task, tier=chosen[0].tier, entry=chosen[0].entry, knobs=", ".join(parts) or "-",
+        seeds=len(chosen),
+        test_final=np.array([r.test[-1] for r in chosen]),
+        test_best=np.array([r.test[int(np.argmax(r.chosen_val))] for r in chosen]),
+        val_final=np.array([r.chosen_val[-1] for r in chosen]),
+        curve_steps=chosen[0].steps,
+        test_curves=np.array([r.test for r in chosen if r.steps == chosen[0].steps]),
+    )
