@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from agents.registry import AGENTS
-
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
