@@ -10,7 +10,6 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from agents.benchmark import read_csv, run_benchmark
 from textrl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,49 +62,6 @@ def test_console_script_is_installed() -> None:
     assert "tau: 0.7" in out.stdout
 
 
-def test_benchmark_harness_writes_csv_table_and_plot_and_resumes(tmp_path) -> None:
-    results = run_benchmark(["bc", "ilql"], ["randomwalks"], 1, tmp_path, total_steps=6, eval_interval=3,
-                            eval_episodes=16, progress=False)
-    assert {(r.agent, r.seed) for r in results} == {("bc", 0), ("ilql", 0)}
-    rows = read_csv(tmp_path / "runs.csv")
-    assert {r["agent"] for r in rows} == {"bc", "ilql"} and {r["step"] for r in rows} == {"3", "6"}
-    table = (tmp_path / "table.md").read_text()
-    assert "| randomwalks | ilql | 1 |" in table and "±" in table
-    assert (tmp_path / "scores.png").read_bytes()[:4] == b"\x89PNG"
-    again = run_benchmark(["bc", "ilql"], ["randomwalks"], 1, tmp_path, total_steps=6, eval_interval=3,
-                          eval_episodes=16, progress=False)
-    assert [r.seconds for r in again] == [r.seconds for r in results]  # finished runs were not redone
-
-
-def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_path, monkeypatch) -> None:
-    from textrl.trainer import Trainer
-
-    real_save, real_load = Trainer.save_checkpoint, Trainer.load_checkpoint
-    loaded = []
-
-    def save_then_interrupt(self):
-        path = real_save(self)
-        if self.state.step == 3:
-            raise KeyboardInterrupt  # Ctrl-C right after the run's first checkpoint
-        return path
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, total_steps=6, eval_interval=3, eval_episodes=8,
-                      progress=False)
-    assert not (tmp_path / "runs" / "randomwalks__bc__0.json").exists()
-    monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
-    monkeypatch.setattr(Trainer, "load_checkpoint", lambda self, path: loaded.append(path) or real_load(self, path))
-    (result,) = run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, total_steps=6, eval_interval=3, eval_episodes=8,
-                              progress=False)
-    run = tmp_path / "work" / "randomwalks_bc_0"
-    assert [Path(p).name for p in loaded] == ["step_000003"]
-    assert result.steps == [3, 6] and len(result.scores) == 2
-    assert [p.name for p in run.glob("step_*")] == ["step_000006"]  # a finished run keeps its final checkpoint
-    trained = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line]
-    assert sorted(set(trained)) == [1, 2, 3, 4, 5, 6] and trained.count(4) == 1  # steps 1-3 were not trained again
-
-
 def test_bench_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, capsys) -> None:
     import agents.benchmark
 
@@ -118,7 +74,25 @@ def test_bench_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.endswith(f"run the same command: textrl bench --tasks maze --agents bc,ilql --seeds 2 --steps 6 "
-                        f"--eval-episodes 256 --out {out}")
+                        f"--out {out}")
+
+
+def test_bench_quick_fills_in_only_what_was_not_given() -> None:
+    from agents.commands import _bench_settings
+    from agents.protocol import QUICK
+    from textrl.cli import build_parser
+
+    def settings(*argv):
+        args = build_parser().parse_args(["bench", *argv])
+        return _bench_settings(args, {a.split("=")[0] for a in argv})
+
+    quick = settings("--quick")
+    assert (quick["tasks"], quick["tiers"], quick["seeds"], quick["total_steps"]) == (
+        QUICK["tasks"], QUICK["tiers"], QUICK["seeds"], QUICK["steps"])
+    mine = settings("--quick", "--tasks", "brackets", "--seeds", "2")
+    assert (mine["tasks"], mine["seeds"], mine["total_steps"]) == (["brackets"], 2, QUICK["steps"])
+    full = settings()
+    assert full["tiers"] is None and full["total_steps"] is None and full["seeds"] == 4 and full["jobs"] == 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -127,6 +101,8 @@ def test_bench_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypa
     (["--steps", "0"], "--steps 0: the steps must be at least 1"),
     (["--eval-episodes", "0"], "--eval-episodes 0: the eval episodes must be at least 1"),
     (["--agents", "bc,nope"], "unknown agent 'nope'; choose from"),
+    (["--jobs", "0"], "--jobs 0: give at least 1 worker process"),
+    (["--tiers", "expert"], "tiers expert: none is benchmarked on these tasks"),
     (["--tasks", "randomwalks,chess"], "unknown task 'chess'; choose from"),
 ])
 def test_bad_bench_arguments_exit_2_with_one_error_line_and_write_nothing(argv, message, tmp_path, capsys) -> None:

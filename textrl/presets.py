@@ -16,11 +16,11 @@ from textrl.tasks import get_task
 # 3 hours on a 2-core CPU; see benchmarks/RESULTS.md section 1.
 _TASK_TRAIN: dict[str, dict[str, Any]] = {
     "randomwalks": dict(batch_size=64, total_steps=400, eval_interval=100, checkpoint_interval=400),
-    "maze": dict(batch_size=32, total_steps=300, eval_interval=100, checkpoint_interval=300),
-    "maze_po": dict(batch_size=32, total_steps=300, eval_interval=100, checkpoint_interval=300),
-    "brackets": dict(batch_size=32, total_steps=300, eval_interval=100, checkpoint_interval=300),
-    "wordle": dict(batch_size=32, total_steps=300, eval_interval=100, checkpoint_interval=300),
-    "endgames": dict(batch_size=32, total_steps=200, eval_interval=100, checkpoint_interval=200),
+    "maze": dict(batch_size=32, total_steps=200, eval_interval=100, checkpoint_interval=200),
+    "maze_po": dict(batch_size=32, total_steps=200, eval_interval=100, checkpoint_interval=200),
+    "brackets": dict(batch_size=32, total_steps=200, eval_interval=100, checkpoint_interval=200),
+    "wordle": dict(batch_size=32, total_steps=200, eval_interval=100, checkpoint_interval=200),
+    "endgames": dict(batch_size=32, total_steps=150, eval_interval=75, checkpoint_interval=150),
 }
 
 # Per-method settings for the tiny models (values that differ from each method's defaults).

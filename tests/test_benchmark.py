@@ -1,0 +1,156 @@
+"""The benchmark protocol: knobs are chosen on validation episodes only, runs go in the right order, and the
+harness stores, reports and resumes them."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.benchmark import bc_model_dir, make_plan, read_csv, run_benchmark
+from agents.protocol import ENTRIES, TEST_SEED, VALIDATION_SEED, Run, choose_knob, scoring_fn, split_tasks, summarize_cell
+from textrl.config import load_yaml
+from textrl.rollout import evaluate
+from textrl.tasks import get_task
+
+
+def _run(seed: int, knob: int, val: dict, test: list, betas: list = (), entry: str = "cql") -> Run:
+    steps = [10 * (i + 1) for i in range(len(test))]
+    return Run("maze", "mixed", entry, knob, seed, steps, val, list(test), list(betas), 1.0)
+
+
+def test_the_training_knob_is_chosen_on_the_tuning_seeds_final_validation_score_never_on_test() -> None:
+    runs = [
+        _run(0, 0, {"": [50.0, 60.0]}, [10.0, 99.0]),  # the best test score, not chosen
+        _run(0, 1, {"": [90.0, 70.0]}, [80.0, 20.0]),  # best validation early, not at the end
+        _run(0, 2, {"": [40.0, 80.0]}, [30.0, 50.0]),  # the best final validation score: chosen
+        _run(1, 2, {"": [70.0, 75.0]}, [60.0, 65.0]),
+        _run(1, 0, {"": [99.0, 99.0]}, [99.0, 99.0]),  # another seed's runs do not choose
+    ]
+    assert choose_knob(runs, tuning_seed=0) == 2
+    assert choose_knob(runs, tuning_seed=3) is None
+    row = summarize_cell(runs, grid_size=4, tuning_seed=0)
+    assert row.knobs == "cql_scale 1, target_update_rate 0.005" == ", ".join(
+        f"{k} {v:g}" for k, v in ENTRIES["cql"].grid[2].items())
+    assert row.seeds == 2 and row.test_final.tolist() == [50.0, 65.0] and row.val_final.tolist() == [80.0, 75.0]
+    assert row.test_best.tolist() == [50.0, 65.0]  # the checkpoint of the best validation score, per seed
+    assert row.test_curves.tolist() == [[30.0, 50.0], [60.0, 65.0]]
+
+
+def test_the_best_checkpoint_and_the_acting_beta_come_from_validation() -> None:
+    runs = [
+        _run(0, 0, {"beta=4": [90.0, 60.0], "beta=16": [70.0, 85.0]}, [40.0, 70.0], [4.0, 16.0], "ilql"),
+        _run(1, 0, {"beta=4": [50.0, 95.0], "beta=16": [55.0, 60.0]}, [99.0, 91.0], [16.0, 4.0], "ilql"),
+    ]
+    row = summarize_cell(runs, grid_size=1, tuning_seed=0)
+    assert row.knobs == "beta 16/4"  # the beta each seed's last evaluation chose
+    assert row.val_final.tolist() == [85.0, 95.0] and row.test_final.tolist() == [70.0, 91.0]
+    assert row.test_best.tolist() == [40.0, 91.0]  # seed 0's best validation (90) was at its first evaluation
+
+
+class _Switch:
+    """A stand-in agent: the optimal policy at beta 1, uniform random moves otherwise."""
+
+    def __init__(self, task):
+        self.task, self.betas = task, []
+
+    def policy(self, obs, rng=None, *, beta=None):
+        self.betas.append((beta, len(obs["length"])))
+        rng = np.random.default_rng(0)
+        return (self.task.optimal_policy if beta == 1.0 else self.task.exploration_policy)(obs, rng)
+
+
+def test_scoring_picks_the_beta_on_validation_episodes_and_scores_test_episodes_with_it_alone() -> None:
+    task = get_task("randomwalks")
+    agent = _Switch(task)
+    scores = scoring_fn("randomwalks", (0.0, 1.0), validation_episodes=32, test_episodes=48)(agent)
+    assert set(scores) == {"val@beta=0", "val@beta=1", "test", "beta"} and scores["beta"] == 1.0
+    assert scores["val@beta=1"] > scores["val@beta=0"] + 20
+    optimal = evaluate(lambda obs, rng: task.optimal_policy(obs, rng), task, num_episodes=48, seed=TEST_SEED)
+    assert scores["test"] == pytest.approx(task.normalized_score(np.asarray(optimal.returns)).mean())
+    assert {beta for beta, envs in agent.betas if envs == 48} == {1.0}  # the test rollouts used the chosen beta
+    assert {beta for beta, envs in agent.betas if envs == 32} == {0.0, 1.0}
+    plain = scoring_fn("randomwalks", (), validation_episodes=8, test_episodes=8)(agent)
+    assert set(plain) == {"val", "test"}
+
+
+def test_validation_and_test_episodes_are_apart() -> None:
+    assert VALIDATION_SEED != TEST_SEED and min(VALIDATION_SEED, TEST_SEED) > 1000  # training seeds are 0, 1, ...
+    valid, test = split_tasks("endgames")
+    assert (valid.split, test.split) == ("valid", "test") and not set(valid.starts) & set(test.starts)
+    assert split_tasks("maze") == (get_task("maze"), get_task("maze"))
+
+
+def test_plans_refuse_bad_arguments_and_bring_the_bc_runs_the_bc_entries_start_from() -> None:
+    plan = make_plan(["ilql_bc", "cql"], ["maze", "endgames"], 2, tiers=["mixed"])
+    assert plan.entries == ("bc", "ilql_bc", "cql") and plan.cells == (("maze", "mixed"), ("endgames", "mixed"))
+    assert make_plan(["ilql"], ["randomwalks"], 1).cells == (("randomwalks", "random"), ("randomwalks", "mixed"))
+    for kwargs, message in (
+        (dict(agents=["nope"]), "unknown agent 'nope'"),
+        (dict(tasks=["chess"]), "unknown task 'chess'"),
+        (dict(seeds=[1, 1]), "distinct seeds"),
+        (dict(tiers=["expert"]), "tiers expert: none is benchmarked on these tasks; choose from medium, mixed"),
+        (dict(total_steps=0), "--steps 0"),
+        (dict(validation_episodes=0), "--val-episodes 0"),
+    ):
+        args = dict(agents=["bc"], tasks=["maze"], seeds=1) | kwargs
+        with pytest.raises(ValueError, match=message):
+            make_plan(**args)
+
+
+def test_the_harness_tunes_on_seed_0_starts_bc_entries_from_bc_and_never_redoes_a_run(tmp_path) -> None:
+    kwargs = dict(tiers=["mixed"], total_steps=4, eval_interval=2, validation_episodes=8, test_episodes=8,
+                  progress=False)
+    rows = run_benchmark(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, tmp_path, **kwargs)
+    runs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    tuned = [runs[f"randomwalks-mixed__filtered_bc__k{k}__s0"]["val"][""][-1] for k in range(3)]
+    knob = int(np.argmax(tuned))
+    assert set(runs) == {"randomwalks-mixed__bc__k0__s0", "randomwalks-mixed__bc__k0__s1",
+                         "randomwalks-mixed__filtered_bc__k0__s0", "randomwalks-mixed__filtered_bc__k1__s0",
+                         "randomwalks-mixed__filtered_bc__k2__s0", f"randomwalks-mixed__filtered_bc__k{knob}__s1",
+                         "randomwalks-mixed__ilql_bc__k0__s0", "randomwalks-mixed__ilql_bc__k0__s1"}
+    for seed in (0, 1):  # each ILQL run starts from the BC model of its own seed
+        config = load_yaml(tmp_path / "work" / f"randomwalks-mixed__ilql_bc__k0__s{seed}" / "step_000004" / "agent"
+                           / "config.yaml", complete=True)
+        assert config.model.model_path == str(bc_model_dir(tmp_path / "work", "randomwalks", "mixed", seed))
+    assert [r.entry for r in rows] == ["bc", "filtered_bc", "ilql_bc"]
+    assert rows[1].knobs == f"fraction {ENTRIES['filtered_bc'].grid[knob]['fraction']:g}"
+    assert rows[2].knobs.startswith("beta ") and rows[2].seeds == 2
+    csv_rows = read_csv(tmp_path / "runs.csv")
+    assert {r["split"] for r in csv_rows} == {"val", "test"} and {r["step"] for r in csv_rows} == {"2", "4"}
+    table = (tmp_path / "table.md").read_text()
+    assert "| randomwalks | mixed | ilql_bc | beta " in table and "±" in table
+    assert (tmp_path / "scores_randomwalks.png").read_bytes()[:4] == b"\x89PNG"
+    again = run_benchmark(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, tmp_path, **kwargs)
+    assert [r.test_final.tolist() for r in again] == [r.test_final.tolist() for r in rows]
+    assert {p.stem: json.loads(p.read_text())["seconds"] for p in (tmp_path / "runs").glob("*.json")} == {
+        k: v["seconds"] for k, v in runs.items()}  # finished runs were not redone
+
+
+def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_path, monkeypatch) -> None:
+    from textrl.trainer import Trainer
+
+    real_save, real_load = Trainer.save_checkpoint, Trainer.load_checkpoint
+    loaded = []
+
+    def save_then_interrupt(self):
+        path = real_save(self)
+        if self.state.step == 3:
+            raise KeyboardInterrupt  # Ctrl-C right after the run's first checkpoint
+        return path
+
+    kwargs = dict(tiers=["mixed"], total_steps=6, eval_interval=3, validation_episodes=4, test_episodes=4,
+                  progress=False)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
+    assert not list((tmp_path / "runs").glob("*.json"))
+    monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
+    monkeypatch.setattr(Trainer, "load_checkpoint", lambda self, path: loaded.append(path) or real_load(self, path))
+    (row,) = run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
+    run = tmp_path / "work" / "randomwalks-mixed__bc__k0__s0"
+    assert [Path(p).name for p in loaded] == ["step_000003"]
+    assert row.curve_steps == [3, 6] and row.test_curves.shape == (1, 2)
+    assert [p.name for p in run.glob("step_*")] == ["step_000006"]  # a finished run keeps its final checkpoint
+    trained = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert sorted(set(trained)) == [1, 2, 3, 4, 5, 6] and trained.count(4) == 1  # steps 1-3 were not trained again
