@@ -213,11 +213,16 @@ def _execute(plan: Plan, specs: list[tuple[str, str, str, int, int]], out: Path,
             finish(train_run(plan, *spec, work_dir=out / "work", progress=progress))
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                initargs=(threads,)) as pool:
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                  initargs=(threads,))
+    try:
         futures = [pool.submit(train_run, plan, *spec, work_dir=out / "work") for spec in todo]
         for future in cf.as_completed(futures):
             finish(future.result())
+    except BaseException:  # Ctrl-C (which reaches the workers too) or a failed run: queued runs are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _phases(plan: Plan, done: dict[str, Run]) -> tuple[list, Any]:
