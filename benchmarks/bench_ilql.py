@@ -2,13 +2,13 @@
 
 (1) training step (forward + backward + the trainer's fused AdamW): ILQL (V, two Q heads, two target
     Q heads, the full loss, Polyak sync every `--sync-every` steps) vs a plain causal-LM step
-    (`labels=input_ids`), the heads at trlx's shape or, for `small-rank128`, at `q_head_rank` 128;
+    (`labels=input_ids`), the heads at trlx's shape or, for the `-rankN` shapes, at `q_head_rank` N;
 (2) decoding: advantage-shifted sampling (`textrl.models.decode`, KV cache, score = log-probs +
     beta * (Qbar - V)) vs `model.generate(do_sample=True)` with the same top-k and length.
 Timings alternate between the two sides and report medians over `--repeats`, because a shared
 machine spreads by about 20%. Every position after the prompt is an action (the worst case).
 
-    python benchmarks/bench_ilql.py [--shapes tiny small small-rank128] [--repeats 3] [--device cpu]
+    python benchmarks/bench_ilql.py [--shapes tiny small small-rank128 endgames ...] [--repeats 3] [--device cpu]
                                     [--dtype fp32|bf16]
 
 On a GPU (`--device cuda --dtype bf16`) it also prints training tokens/s and model FLOPs utilisation.
@@ -20,7 +20,7 @@ import argparse
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,12 +50,20 @@ class Shape:
     prompt: int  # tokens before the first action
     new_tokens: int  # decoding length
     q_rank: Optional[int] = None  # model.q_head_rank: None is trlx's full Q head
+    dropout: float = 0.1  # GPT2Config's default; the task presets' tiny models train without dropout
 
+
+_SMALL = Shape("GPT-2-small shape (12x768, vocab 50257)", 12, 768, 12, 50257, 8, 64, 1, 48)
+# The Endgames benchmark's model: `textrl.presets.tiny_model_config` at the task's 1,992-token vocabulary and
+# max_length 86, the preset's batch of 32; after the 22-token board prompt, all 64 positions count as actions.
+_ENDGAMES = Shape("Endgames model (GPT-2 2x128, vocab 1992)", 2, 128, 4, 1992, 32, 86, 22, 64, dropout=0.0)
 
 SHAPES = {
     "tiny": Shape("tiny (GPT-2 2x128, vocab 50)", 2, 128, 4, 50, 128, 64, 1, 48),
-    "small": Shape("GPT-2-small shape (12x768, vocab 50257)", 12, 768, 12, 50257, 8, 64, 1, 48),
-    "small-rank128": Shape("GPT-2-small shape, q_head_rank 128", 12, 768, 12, 50257, 8, 64, 1, 48, q_rank=128),
+    "small": _SMALL,
+    "small-rank128": replace(_SMALL, name="GPT-2-small shape, q_head_rank 128", q_rank=128),
+    "endgames": _ENDGAMES,
+    **{f"endgames-rank{r}": replace(_ENDGAMES, name=f"Endgames model, q_head_rank {r}", q_rank=r) for r in (32, 128)},
 }
 
 
@@ -64,7 +72,7 @@ def build(shape: Shape, device: str, seed: int = 0) -> ValueModel:
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=shape.vocab, n_layer=shape.layers, n_embd=shape.width, n_head=shape.heads,
                         n_positions=max(1024, shape.seq + shape.new_tokens), bos_token_id=0, eos_token_id=0,
-                        pad_token_id=0)
+                        pad_token_id=0, resid_pdrop=shape.dropout, embd_pdrop=shape.dropout, attn_pdrop=shape.dropout)
     backbone = GPT2LMHeadModel._from_config(config, attn_implementation="eager")
     return ValueModel.build(backbone, q_rank=shape.q_rank).to(device)
 
@@ -206,8 +214,8 @@ def main() -> None:
         return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {args.dtype}")
-    print("| shape | batch | LM step | ILQL step | ratio | generate tok/s | ILQL decode tok/s | ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| shape | batch | Q head params | LM step | ILQL step | ratio | generate tok/s | ILQL decode tok/s | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key in args.shapes:
         shape = SHAPES[key]
         model = build(shape, device)
@@ -217,8 +225,9 @@ def main() -> None:
                                  args.repeats, args.sync_every, device)
         model.eval()
         dec_row = decode_rates(model, shape, device, args.repeats, autocast)
-        print(f"| {shape.name} | {shape.batch}x{shape.seq} | {t_lm * 1e3:.0f} ms | {t_ilql * 1e3:.0f} ms | "
-              f"{t_ilql / t_lm:.2f} | {dec_row[0]:.0f} | {dec_row[1]:.0f} | {dec_row[1] / dec_row[0]:.2f} |")
+        q_params = sum(p.numel() for p in model.heads.q_heads[0].parameters())  # each of 2 online, 2 target
+        print(f"| {shape.name} | {shape.batch}x{shape.seq} | {q_params / 1e6:.3f}M | {t_lm * 1e3:.0f} ms | "
+              f"{t_ilql * 1e3:.0f} ms | {t_ilql / t_lm:.2f} | {dec_row[0]:.0f} | {dec_row[1]:.0f} | {dec_row[1] / dec_row[0]:.2f} |")
         if device.startswith("cuda"):
             tokens_per_s = shape.batch * shape.seq / t_ilql
             name = torch.cuda.get_device_name()
