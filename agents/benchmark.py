@@ -311,8 +311,37 @@ def format_table(rows: Sequence[Summary]) -> str:
                           f"{ms(r.test_best)} | {ms(r.val_final)} |\n" for r in rows)
 
 
+BASELINES = ("bc", "filtered_bc", "cql", "mc_returns", "mc_returns_bc")
+
+
+def compare(rows: Sequence[Summary]) -> str:
+    """Per cell, ILQL (from scratch and from BC) against the best baseline by test final score: win, tie
+    or lose, a tie being a difference within two standard errors of it (4 seeds: std / 2 each)."""
+    lines = ["| task | tier | ILQL | ILQL from BC | best baseline | ILQL vs it | ILQL from BC vs it |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def verdict(a: Summary, b: Summary) -> str:
+        diff = a.test_final.mean() - b.test_final.mean()
+        se = np.sqrt(a.test_final.var() / a.seeds + b.test_final.var() / b.seeds)
+        word = "tie" if abs(diff) <= 2 * se else ("win" if diff > 0 else "lose")
+        return f"{word} ({diff:+.1f})"
+
+    for cell in dict.fromkeys((r.task, r.tier) for r in rows):
+        here = {r.entry: r for r in rows if (r.task, r.tier) == cell}
+        base = [here[b] for b in BASELINES if b in here]
+        if not base or not ({"ilql", "ilql_bc"} & set(here)):
+            continue
+        best = max(base, key=lambda r: r.test_final.mean())
+        cols = [f"{here[e].test_final.mean():.1f}" if e in here else "-" for e in ("ilql", "ilql_bc")]
+        verdicts = [verdict(here[e], best) if e in here else "-" for e in ("ilql", "ilql_bc")]
+        lines.append(f"| {cell[0]} | {cell[1]} | {cols[0]} | {cols[1]} | {best.entry} {best.test_final.mean():.1f} | "
+                     f"{verdicts[0]} | {verdicts[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | Path) -> None:
-    """Write runs.csv (every evaluation of every run), table.md and scores_<task>.png."""
+    """Write runs.csv (every evaluation of every run), table.md (the table, then ILQL against the best
+    baseline per cell) and scores_<task>.png."""
     out = Path(out_dir)
     lines = ["task,tier,agent,knob,seed,step,split,acting,score"]
     for r in runs:
@@ -322,7 +351,7 @@ def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | P
             lines += [f"{r.task},{r.tier},{r.entry},{r.knob},{r.seed},{s},{split},{label},{v:.4f}"
                       for s, v in zip(r.steps, scores)]
     atomic_write_text(out / "runs.csv", "\n".join(lines) + "\n")
-    atomic_write_text(out / "table.md", format_table(rows))
+    atomic_write_text(out / "table.md", format_table(rows) + "\n" + compare(rows))
     for task in dict.fromkeys(r.task for r in rows):
         plot_task([r for r in rows if r.task == task], out / f"scores_{task}.png")
 

@@ -3,8 +3,8 @@
 Uses a list in `method.gen_kwargs.beta` (the trainer then logs `eval/score@beta=b` per beta), so
 the betas share the training run and differ only in how the agent acts.
 
-    python benchmarks/sweep_beta.py --task maze --agent ilql --betas 0 1 4 16 100 [--seed 1] [--temperature 0]
-        [--eval-seed 12345]
+    python benchmarks/sweep_beta.py --task maze --agent ilql --betas 0 1 4 16 100 [--tier mixed] [--seed 1]
+        [--temperature 0] [--eval-seed 12345]
 
 `--eval-seed` adds a validation row: the trained agent rolled out once more per beta on episodes
 drawn with that seed, apart from the ones `fit` evaluates on (which use `train.seed`), so a beta
@@ -23,7 +23,8 @@ import warnings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agents import AGENTS
-from agents.benchmark import BENCH_DATASETS
+from agents.benchmark import dataset_id
+from agents.protocol import TIERS
 from textrl import make_dataset, task_config
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
@@ -32,7 +33,8 @@ from textrl.tasks import get_task
 def main() -> None:
     """Run the sweep and print a markdown table of normalised score per evaluation step and beta."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=sorted(BENCH_DATASETS))
+    parser.add_argument("--task", required=True, choices=sorted(TIERS))
+    parser.add_argument("--tier", default="mixed", help="dataset tier (default: mixed)")
     parser.add_argument("--agent", required=True, choices=sorted(AGENTS))
     parser.add_argument("--betas", nargs="+", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -51,7 +53,7 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             agent = AGENTS[args.agent](cfg)
-            history = agent.fit(make_dataset(BENCH_DATASETS[args.task], progress=False))
+            history = agent.fit(make_dataset(dataset_id(args.task, args.tier), progress=False))
             validation = [_validation_score(agent, args.task, b, cfg.train.eval_episodes, args.eval_seed)
                           for b in args.betas] if args.eval_seed is not None else None
     settings = cfg.method.gen_kwargs

@@ -233,6 +233,8 @@ CASES = {
     "bench --steps 0": _cli("bench", "--steps", "0"),
     "bench with an unknown agent": _cli("bench", "--agents", "bc,nope"),
     "bench with an unknown task": _cli("bench", "--tasks", "chess"),
+    "bench --jobs 0": _cli("bench", "--jobs", "0"),
+    "bench with a tier no chosen task is benchmarked on": _cli("bench", "--tasks", "maze", "--tiers", "expert"),
 }
 
 

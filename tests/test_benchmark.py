@@ -154,3 +154,18 @@ def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_p
     assert [p.name for p in run.glob("step_*")] == ["step_000006"]  # a finished run keeps its final checkpoint
     trained = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line]
     assert sorted(set(trained)) == [1, 2, 3, 4, 5, 6] and trained.count(4) == 1  # steps 1-3 were not trained again
+
+
+def test_ilql_is_compared_with_the_best_baseline_and_close_results_are_ties() -> None:
+    from agents.benchmark import compare
+    from agents.protocol import Summary
+
+    def row(entry, finals):
+        finals = np.array(finals, dtype=float)
+        return Summary("maze", "mixed", entry, "-", len(finals), finals, finals, finals, [1], finals[:, None])
+
+    rows = [row("bc", [80, 82, 78, 80]), row("cql", [90, 91, 89, 90]), row("ilql", [95, 96, 94, 95]),
+            row("ilql_bc", [91, 80, 99, 90])]
+    line = compare(rows).splitlines()[2]
+    assert line == "| maze | mixed | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |"
+    assert "lose (-10.0)" in compare([row("bc", [90, 90, 90, 90]), row("ilql", [80, 80, 80, 80])])
