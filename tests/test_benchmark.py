@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from agents.benchmark import bc_model_dir, make_plan, read_csv, run_benchmark
-from agents.protocol import ENTRIES, TEST_SEED, VALIDATION_SEED, Run, choose_knob, scoring_fn, split_tasks, summarize_cell
+from agents.protocol import (
+    ENTRIES,
+    TEST_SEED,
+    VALIDATION_SEED,
+    Run,
+    choose_knob,
+    scoring_fn,
+    split_tasks,
+    summarize_cell,
+)
 from textrl.config import load_yaml
 from textrl.rollout import evaluate
 from textrl.tasks import get_task

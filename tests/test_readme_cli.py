@@ -1,6 +1,5 @@
 """The documented uses cannot drift: README's code runs, its commands exist, CI runs its test command."""
 
-import json
 import re
 import subprocess
 import sys
