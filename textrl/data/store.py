@@ -23,7 +23,7 @@ import h5py
 import minari
 from gymnasium import spaces
 
-from textrl.data.hdf5 import EpisodeFile
+from textrl.data.background import BackgroundEpisodeFile
 from textrl.data.packed import PackBuilder
 from textrl.io import make_temp_dir
 from textrl.rollout import Episode
@@ -143,16 +143,19 @@ def write_dataset(
     os.environ["MINARI_DATASETS_PATH"] = str(staging)
     try:
         builder = PackBuilder(int(action_space.n), int(observation_space["input_ids"].shape[0]))
-        episodes = EpisodeFile(staging / "episodes.hdf5")
+        writer = BackgroundEpisodeFile(staging / "episodes.hdf5")
+        written = False
         try:
             for chunk in chunks:
                 for ep in chunk:
-                    builder.add(f"episode {episodes.episodes}", ep.observations["length"],
+                    builder.add(f"episode {len(builder)}", ep.observations["length"],
                                 ep.observations["input_ids"][-1], ep.actions, ep.rewards, ep.terminations)
-                    episodes.write(ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
-                                   {"prompt": ep.prompt, "text": ep.text})
+                    writer.write(ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
+                                 {"prompt": ep.prompt, "text": ep.text})
+            written = True
         finally:
-            episodes.close()
+            writer.close(finish=written)
+        episodes = writer.file
         if episodes.episodes == 0:
             raise ValueError(f"dataset {dataset_id}: no episodes to write")
         with warnings.catch_warnings():
