@@ -123,9 +123,11 @@ def write_dataset(
 ) -> minari.MinariDataset:
     """Write episode chunks as a Minari dataset with its packed cache, atomically (staged, then renamed).
 
-    Episodes go straight into Minari's hdf5 layout (`textrl.data.hdf5`) and, in the same pass,
-    into the packed arrays that `pack` would read back, so the cost per episode is flat and
-    packing costs nothing later. `metadata` (Minari's dataset metadata) is read after the last
+    Episodes go straight into Minari's hdf5 layout (`textrl.data.hdf5`, on a writer thread that
+    overlaps the caller's collecting or encoding: `textrl.data.background`) and, in the same
+    pass, into the packed arrays that `pack` would read back, so the cost per episode is flat
+    and packing costs nothing later. An episode's arrays must not change after its chunk is
+    yielded (they are written later). `metadata` (Minari's dataset metadata) is read after the last
     chunk, so a streaming caller may fill in what it learns on the way. An interrupted write
     leaves no dataset under `dataset_id` (and nothing blocking the id); `build_info` (how it
     was made) is saved as `textrl.json` beside the data.
