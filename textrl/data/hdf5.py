@@ -13,8 +13,8 @@ cost per episode stays flat as the file grows.
 Minari's layout needs 3 groups, 6 datasets and 4+ attributes per episode. Through h5py's
 wrappers each object costs twice what HDF5 itself spends on it (an id object, a weak-reference
 registry entry and a lock per call), so the per-episode calls go to the HDF5 library that h5py
-loaded, through ctypes, with dataspaces reused per shape: about 0.2 ms per short episode
-instead of 0.45 ms. Both paths make identical files; where that library cannot be found (an
+loaded, through ctypes, with dataspaces reused per shape: about 0.23 ms per short episode
+instead of 0.44 ms (HDF5's own work: about 25 µs per small dataset, 13 per group, 9 per attribute). Both paths make identical files; where that library cannot be found (an
 unusual h5py build), h5py's own low-level calls are used.
 """
 
