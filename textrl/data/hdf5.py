@@ -14,8 +14,9 @@ Minari's layout needs 3 groups, 6 datasets and 4+ attributes per episode. Throug
 wrappers each object costs twice what HDF5 itself spends on it (an id object, a weak-reference
 registry entry and a lock per call), so the per-episode calls go to the HDF5 library that h5py
 loaded, through ctypes, with dataspaces reused per shape: about 0.23 ms per short episode
-instead of 0.44 ms (HDF5's own work: about 25 µs per small dataset, 13 per group, 9 per attribute). Both paths make identical files; where that library cannot be found (an
-unusual h5py build), h5py's own low-level calls are used.
+instead of 0.44 ms (HDF5's own work: about 25 µs per small dataset, 13 per group, 9 per
+attribute). Both paths make identical files; where that library cannot be found (an unusual
+h5py build), h5py's own low-level calls are used.
 """
 
 from __future__ import annotations
