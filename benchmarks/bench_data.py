@@ -72,11 +72,14 @@ def _samples(source: str, n: int, words: list[str]):
 def phase_write(source: str, n: int) -> dict:
     """Write the dataset (and its packed cache): wall and CPU time of the writer, apart from task collection.
 
+    The totals include collection; CPU time is the process's (both threads); the load average
+    (start and end) says how much of the cores the run could get.
+
     For imports the rate includes tokenizing and checking the text (that is what `from_samples` costs).
     """
     from textrl.data.store import dataset_dir
 
-    t, cpu = time.perf_counter(), time.process_time()
+    t, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     if source in TEXTS:
         from textrl.data import from_samples
 
@@ -113,7 +116,7 @@ def phase_write(source: str, n: int) -> dict:
     total, cpu = time.perf_counter() - t, time.process_time() - cpu
     folder = dataset_dir(_id(source, n))
     return {"total_s": total, "write_eps_per_s": n / (total - collect_s), "write_cpu_eps_per_s": n / (cpu - collect_cpu),
-            "steps": ds.total_steps,
+            "write_cpu_s": cpu, "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}", "steps": ds.total_steps,
             "disk_mib": _du_mib(folder / "data"), "packed_mib": _du_mib(folder / "packed"),
             "write_peak_mib": _peak_mib()}
 
@@ -168,14 +171,14 @@ def run_phase(phase: str, source: str, n: int, root: Path) -> dict:
 
 def _row(source: str, n: int, f: dict) -> str:
     return (f"| {source} | {n} | {f['steps']} | {f['write_eps_per_s']:.0f} | {f['write_cpu_eps_per_s']:.0f} "
-            f"| {f['total_s']:.1f} "
+            f"| {f['total_s']:.1f} | {f['write_cpu_s']:.1f} | {f['load']} "
             f"| {f['disk_mib']:.1f} | {1024 * f['disk_mib'] / n:.2f} | {f['packed_mib']:.1f} "
             f"| {f['disk_mib'] / max(f['packed_mib'], 1e-9):.1f} | {f['write_peak_mib']:.0f} | {f['pack_s']:.2f} "
             f"| {f['pack_eps_per_s']:.0f} | {f['pack_peak_mib']:.0f} | {f['minari_read_eps_per_s']:.0f} "
             f"| {f['reload_s']:.3f} | {f['batch_tokens_per_s'] / 1e6:.2f}M | {f['reload_peak_mib']:.0f} |")
 
 
-HEADER = ("| source | episodes | steps | write (ep/s) | write (ep per CPU-s) | write total (s) | Minari data (MiB) | KiB per episode "
+HEADER = ("| source | episodes | steps | write (ep/s) | write (ep per CPU-s) | write total (s) | write total CPU (s) | load (1-min avg, start-end) | Minari data (MiB) | KiB per episode "
           "| packed (MiB) | data / packed | write peak RSS (MiB) | pack (s) | pack (ep/s) | pack peak RSS (MiB) "
           "| Minari reader (ep/s) | cached reload (s) | batch assembly (tokens/s) | reload peak RSS (MiB) |")
 

@@ -183,12 +183,16 @@ def _encoded(pairs: Iterator[tuple[Any, float]], encoder: _Encoder) -> Iterator[
 
 def _episode(turns: Turns, reward: float, max_length: int, pad: int, dtype: np.dtype, tokenizer: Any) -> Episode:
     """The episode of one sample: the context before each action, actions, the reward at the end."""
-    tokens = np.fromiter((t for turn in turns for t in turn), np.int64)
-    agent = np.concatenate([np.full(len(turn), k % 2 == 1) for k, turn in enumerate(turns)])
-    positions = np.flatnonzero(agent)
-    lengths = np.append(positions, len(tokens)).astype(np.int32)  # the context before each action, then all
-    ids = np.where(np.arange(max_length) < lengths[:, None], np.pad(tokens, (0, max_length - len(tokens)))[None, :],
-                   pad).astype(dtype)
+    flat, agent = [], []  # small per-sample arrays: Python lists, then one numpy conversion each
+    for k, turn in enumerate(turns):
+        if k % 2:
+            agent.extend(range(len(flat), len(flat) + len(turn)))
+        flat.extend(turn)
+    tokens, positions = np.array(flat, np.int64), np.array(agent, np.int64)
+    lengths = np.array([*agent, len(flat)], np.int32)  # the context before each action, then all
+    row = np.full(max_length, pad, np.int64)
+    row[:len(flat)] = tokens
+    ids = np.where(np.arange(max_length) < lengths[:, None], row, pad).astype(dtype)
     t = len(positions)
     rewards = np.zeros(t)
     rewards[-1] = reward

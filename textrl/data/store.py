@@ -23,7 +23,7 @@ import h5py
 import minari
 from gymnasium import spaces
 
-from textrl.data.hdf5 import EpisodeFile
+from textrl.data.background import BackgroundEpisodeFile
 from textrl.data.packed import PackBuilder
 from textrl.io import make_temp_dir
 from textrl.rollout import Episode
@@ -123,9 +123,11 @@ def write_dataset(
 ) -> minari.MinariDataset:
     """Write episode chunks as a Minari dataset with its packed cache, atomically (staged, then renamed).
 
-    Episodes go straight into Minari's hdf5 layout (`textrl.data.hdf5`) and, in the same pass,
-    into the packed arrays that `pack` would read back, so the cost per episode is flat and
-    packing costs nothing later. `metadata` (Minari's dataset metadata) is read after the last
+    Episodes go straight into Minari's hdf5 layout (`textrl.data.hdf5`, on a writer thread that
+    overlaps the caller's collecting or encoding: `textrl.data.background`) and, in the same
+    pass, into the packed arrays that `pack` would read back, so the cost per episode is flat
+    and packing costs nothing later. An episode's arrays must not change after its chunk is
+    yielded (they are written later). `metadata` (Minari's dataset metadata) is read after the last
     chunk, so a streaming caller may fill in what it learns on the way. An interrupted write
     leaves no dataset under `dataset_id` (and nothing blocking the id); `build_info` (how it
     was made) is saved as `textrl.json` beside the data.
@@ -143,16 +145,19 @@ def write_dataset(
     os.environ["MINARI_DATASETS_PATH"] = str(staging)
     try:
         builder = PackBuilder(int(action_space.n), int(observation_space["input_ids"].shape[0]))
-        episodes = EpisodeFile(staging / "episodes.hdf5")
+        writer = BackgroundEpisodeFile(staging / "episodes.hdf5")
+        written = False
         try:
             for chunk in chunks:
                 for ep in chunk:
-                    builder.add(f"episode {episodes.episodes}", ep.observations["length"],
+                    builder.add(f"episode {len(builder)}", ep.observations["length"],
                                 ep.observations["input_ids"][-1], ep.actions, ep.rewards, ep.terminations)
-                    episodes.write(ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
-                                   {"prompt": ep.prompt, "text": ep.text})
+                    writer.write(ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
+                                 {"prompt": ep.prompt, "text": ep.text})
+            written = True
         finally:
-            episodes.close()
+            writer.close(finish=written)
+        episodes = writer.file
         if episodes.episodes == 0:
             raise ValueError(f"dataset {dataset_id}: no episodes to write")
         with warnings.catch_warnings():
