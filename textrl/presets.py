@@ -33,12 +33,12 @@ _METHOD: dict[str, dict[str, Any]] = {
     "filtered_bc": dict(gen_kwargs=dict(top_k=0, temperature=1.0)),
 }
 
-# Per-task overrides of the method settings above. MC returns' acting beta is chosen per task on
-# validation episodes (evaluation seed 12345, apart from fit's), from 0, 1, 4, 16, 100 with
+# Per-task overrides of the method settings above: MC returns' acting beta (its Q of tokens the data
+# never took is untrained, so a large beta follows noise), chosen on validation episodes with
 # `python benchmarks/sweep_beta.py --task T --agent mc_returns --betas 0 1 4 16 100 --eval-seed 12345`
-# (benchmarks/RESULTS.md): its Q of tokens the data never took is untrained, so a large beta follows
-# noise. RandomWalks: beta 4 (validation 79.0; beta 100 gave 20.7); Maze: beta 0 (88.5; beta 100 -7.9).
-# Tasks not swept yet act with beta 1.
+# (RandomWalks with `--tier random`): RandomWalks 4 (validation 79.0; beta 100 gave 20.7), Maze 0
+# (88.5; beta 100 -7.9); other tasks act with 1. `textrl bench` does not use these acting betas: it
+# chooses every agent's beta per run on its own validation episodes (agents/protocol.py).
 _TASK_METHOD: dict[str, dict[str, dict[str, Any]]] = {
     "randomwalks": {"mc_returns": dict(gen_kwargs=dict(beta=4.0))},
     "maze": {"mc_returns": dict(gen_kwargs=dict(beta=0.0))},
