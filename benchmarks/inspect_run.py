@@ -1,6 +1,7 @@
 """Why a benchmark run scores what it scores: its test rollouts and, for Q-learning agents, its Q/V statistics.
 
     python benchmarks/inspect_run.py BENCH_OUT/work/<task>-<tier>__<agent>__k<K>__s<S> [--beta B] [--episodes 128]
+        [--temperature T]
 
 Loads the run's final checkpoint and prints (1) the test rollouts at the beta the run chose last
 (or `--beta`): score, episode lengths, how episodes end (the last reward's values), three example
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("run", help="a run folder under the benchmark's work/ folder")
     parser.add_argument("--beta", type=float, default=None, help="default: the beta the run chose last")
     parser.add_argument("--episodes", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=None, help="act with this temperature (0: greedy) "
+                        "instead of the run's")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
@@ -43,6 +46,8 @@ def main() -> None:
     cell, entry = name.split("__")[:2]
     task_name, tier = cell.rsplit("-", 1)
     agent = load_agent(find_checkpoint(args.run))
+    if args.temperature is not None:
+        agent.config = agent.config.evolve(method=dict(gen_kwargs=dict(temperature=args.temperature)))
     beta = args.beta
     if beta is None and entry not in ("bc", "filtered_bc", "cql"):
         records = [json.loads(line) for line in open(os.path.join(args.run, "metrics.jsonl"), encoding="utf-8")]
@@ -52,7 +57,7 @@ def main() -> None:
     returns = np.array([e.rewards.sum() for e in episodes])
     lengths = np.array([len(e.actions) for e in episodes])
     ends = collections.Counter(float(e.rewards[-1]) for e in episodes)
-    print(f"{name}: beta {beta}, {args.episodes} test episodes: score {test.normalized_score(returns).mean():.1f}, "
+    print(f"{name}: beta {beta}, temperature {agent.config.method.gen_kwargs.temperature:g}, {args.episodes} test episodes: score {test.normalized_score(returns).mean():.1f}, "
           f"return {returns.mean():.3f}, length median {np.median(lengths):.0f} (min {lengths.min()}, "
           f"max {lengths.max()})")
     print("last reward of each episode: " + ", ".join(f"{k:g}: {v}" for k, v in sorted(ends.items())))
