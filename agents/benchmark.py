@@ -63,10 +63,12 @@ class Plan:
 
     @property
     def tuning_seed(self) -> int:
+        """The seed on which every training-grid point runs (the first)."""
         return self.seeds[0]
 
 
 def dataset_id(task: str, tier: str) -> str:
+    """The task dataset a cell trains on, e.g. `textrl/maze/mixed-v1`."""
     return f"textrl/{task}/{tier}-v{DATASET_VERSION}"
 
 
@@ -194,6 +196,7 @@ def _worker_init(threads: int) -> None:
 
 
 def _run_path(out: Path, spec: tuple[str, str, str, int, int]) -> Path:
+    """Where a finished run (task, tier, entry, knob, seed) is stored."""
     return out / "runs" / f"{run_key(*spec)}.json"
 
 

@@ -62,6 +62,7 @@ class Entry:
     tiers: Optional[tuple[str, ...]] = None  # only these tiers (None: the task's)
 
     def covers(self, task: str, tier: str) -> bool:
+        """Whether this entry runs on the cell (task, tier)."""
         return (self.tasks is None or task in self.tasks) and (self.tiers is None or tier in self.tiers)
 
 
@@ -155,7 +156,7 @@ def run_key(task: str, tier: str, entry: str, knob: int, seed: int) -> str:
 
 def choose_knob(runs: Sequence[Run], tuning_seed: int) -> Optional[int]:
     """The training knob of an entry in one cell: the grid point whose tuning-seed run has the best final
-    validation score (over its acting values); None until every grid point of that seed has run."""
+    validation score (at the beta chosen there); None when the tuning seed has no run yet."""
     tuned = sorted((r for r in runs if r.seed == tuning_seed), key=lambda r: r.knob)
     if not tuned:
         return None
