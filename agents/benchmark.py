@@ -195,19 +195,13 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_path(out: Path, spec: tuple[str, str, str, int, int]) -> Path:
-    """Where a finished run (task, tier, entry, knob, seed) is stored."""
-    return out / "runs" / f"{run_key(*spec)}.json"
-
-
 def _execute(plan: Plan, specs: list[tuple[str, str, str, int, int]], out: Path, jobs: int, progress: bool,
              done: dict[str, Run], bar: Any) -> None:
     """Run every spec (task, tier, entry, knob, seed) not finished yet, `jobs` at a time; store each as it ends."""
     todo = [s for s in specs if run_key(*s) not in done]
 
     def finish(run: Run) -> None:
-        atomic_write_text(_run_path(out, (run.task, run.tier, run.entry, run.knob, run.seed)),
-                          json.dumps(run.__dict__))
+        atomic_write_text(out / "runs" / f"{run.key}.json", json.dumps(run.__dict__))
         done[run.key] = run
         bar.update(1)
 
@@ -228,35 +222,35 @@ def _execute(plan: Plan, specs: list[tuple[str, str, str, int, int]], out: Path,
     pool.shutdown()
 
 
-def _phases(plan: Plan, done: dict[str, Run]) -> tuple[list, Any]:
-    """The first phase's specs, and a function giving the second phase's once the first has run."""
-    first = []
+def _first_phase(plan: Plan) -> list[tuple[str, str, str, int, int]]:
+    """The runs that need no other run: every seed of a knob-free entry, every grid point on the tuning seed."""
+    specs = []
     for task, tier in plan.cells:
         for name in plan.entries:
             e = ENTRIES[name]
             if not e.covers(task, tier) or e.from_bc:
                 continue
             if len(e.grid) > 1:
-                first += [(task, tier, name, k, plan.tuning_seed) for k in range(len(e.grid))]
+                specs += [(task, tier, name, k, plan.tuning_seed) for k in range(len(e.grid))]
             else:
-                first += [(task, tier, name, 0, s) for s in plan.seeds]
+                specs += [(task, tier, name, 0, s) for s in plan.seeds]
+    return specs
 
-    def second() -> list:
-        specs = []
-        for task, tier in plan.cells:
-            for name in plan.entries:
-                e = ENTRIES[name]
-                if not e.covers(task, tier):
-                    continue
-                if e.from_bc:
-                    specs += [(task, tier, name, 0, s) for s in plan.seeds]
-                elif len(e.grid) > 1:
-                    tuned = [r for r in done.values() if (r.task, r.tier, r.entry) == (task, tier, name)]
-                    knob = choose_knob(tuned, plan.tuning_seed)
-                    specs += [(task, tier, name, knob, s) for s in plan.seeds[1:]]
-        return specs
 
-    return first, second
+def _second_phase(plan: Plan, done: dict[str, Run]) -> list[tuple[str, str, str, int, int]]:
+    """The runs that need the first phase: the BC-initialised entries, and a grid's other seeds at its chosen point."""
+    specs = []
+    for task, tier in plan.cells:
+        for name in plan.entries:
+            e = ENTRIES[name]
+            if not e.covers(task, tier):
+                continue
+            if e.from_bc:
+                specs += [(task, tier, name, 0, s) for s in plan.seeds]
+            elif len(e.grid) > 1:
+                tuned = [r for r in done.values() if (r.task, r.tier, r.entry) == (task, tier, name)]
+                specs += [(task, tier, name, choose_knob(tuned, plan.tuning_seed), s) for s in plan.seeds[1:]]
+    return specs
 
 
 def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int], out_dir: str | Path,
@@ -273,11 +267,11 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
     done = {p.stem: Run(**json.loads(p.read_text(encoding="utf-8"))) for p in sorted((out / "runs").glob("*.json"))}
     for task, tier in plan.cells:  # built here once, not by two workers at a time
         make_dataset(dataset_id(task, tier), progress=progress)
-    first, second = _phases(plan, done)
+    first = _first_phase(plan)
     with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
         bar.total = len(first)
         _execute(plan, first, out, jobs, progress and jobs == 1, done, bar)
-        later = second()
+        later = _second_phase(plan, done)
         bar.total += len(later)
         _execute(plan, later, out, jobs, progress and jobs == 1, done, bar)
     planned = {run_key(*s) for s in first + later}
