@@ -43,7 +43,7 @@ from agents.protocol import (
 )
 from agents.registry import AGENTS
 from textrl.data import make_dataset
-from textrl.data.build import DATASET_VERSION
+from textrl.data.build import task_dataset_id
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
 from textrl.trainer import find_checkpoint
@@ -69,7 +69,7 @@ class Plan:
 
 def dataset_id(task: str, tier: str) -> str:
     """The task dataset a cell trains on, e.g. `textrl/maze/mixed-v1`."""
-    return f"textrl/{task}/{tier}-v{DATASET_VERSION}"
+    return task_dataset_id(task, tier)
 
 
 def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int],

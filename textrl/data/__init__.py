@@ -6,6 +6,7 @@ from textrl.data.build import (
     DEFAULT_SEED,
     make_dataset,
     parse_task_dataset_id,
+    task_dataset_id,
     task_dataset_ids,
 )
 from textrl.data.pack import pack
@@ -28,5 +29,6 @@ __all__ = [
     "make_dataset",
     "pack",
     "parse_task_dataset_id",
+    "task_dataset_id",
     "task_dataset_ids",
 ]

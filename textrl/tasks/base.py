@@ -54,6 +54,11 @@ class Task(ABC):
     env_id: ClassVar[str]
     # Older ids of this env -> what changed since; they are registered only to be refused with that reason.
     retired_env_ids: ClassVar[dict[str, str]] = {}
+    # The version of this task's dataset ids (`textrl/<task>/<tier>-vN`), bumped when the data changes, and
+    # why each older version is refused.
+    dataset_version: ClassVar[int] = 1
+    retired_dataset_versions: ClassVar[dict[int, str]] = {
+        0: "was built with step limits as truncations (a task's own limits are terminations since -v1)"}
     max_length: int
     ref_min_score: float
     ref_max_score: float
