@@ -31,12 +31,15 @@ from tqdm.auto import tqdm
 from agents.protocol import (
     ENTRIES,
     EVALUATIONS,
+    GATE_POINTS,
     TEST_EPISODES,
     TIERS,
     VALIDATION_EPISODES,
     Run,
     Summary,
     choose_knob,
+    converged,
+    data_score,
     run_key,
     scoring_fn,
     summarize_cell,
@@ -265,8 +268,8 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     done = {p.stem: Run(**json.loads(p.read_text(encoding="utf-8"))) for p in sorted((out / "runs").glob("*.json"))}
-    for task, tier in plan.cells:  # built here once, not by two workers at a time
-        make_dataset(dataset_id(task, tier), progress=progress)
+    data = {(task, tier): data_score(task, make_dataset(dataset_id(task, tier), progress=progress))
+            for task, tier in plan.cells}  # built here once, not by two workers at a time
     first = _first_phase(plan)
     with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
         bar.total = len(first)
@@ -277,7 +280,7 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
     planned = {run_key(*s) for s in first + later}
     runs = [r for k, r in done.items() if k in planned]
     rows = summarize(runs, plan)
-    write_reports(runs, rows, out)
+    write_reports(runs, rows, out, data)
     return rows
 
 
@@ -296,26 +299,42 @@ def summarize(runs: Sequence[Run], plan: Plan) -> list[Summary]:
     return rows
 
 
-def format_table(rows: Sequence[Summary]) -> str:
-    """A Markdown table of test-episode normalised scores (mean ± std over seeds) with the chosen knobs."""
-    head = ("| task | tier | agent | knobs (chosen on validation) | seeds | test, final | test, best | "
-            "validation, final |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+def _gate(rows: Sequence[Summary], cell: tuple[str, str], data: dict[tuple[str, str], float]) -> Optional[bool]:
+    """The sanity gate of a cell (None when its BC or data score is missing)."""
+    bc = next((r for r in rows if (r.task, r.tier, r.entry) == (*cell, "bc")), None)
+    return converged(bc, data.get(cell))
+
+
+def format_table(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]] = None) -> str:
+    """A Markdown table of test-episode normalised scores (mean ± std over seeds) with the chosen knobs; each
+    cell opens with its data's own score and the sanity gate (BC within GATE_POINTS of it)."""
+    data = data or {}
+    lines = ["| task | tier | agent | knobs (chosen on validation) | seeds | test, final | test, best | "
+             "validation, final |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def ms(values: np.ndarray) -> str:
         return f"{values.mean():.1f} ± {values.std():.1f}"
 
-    return head + "".join(f"| {r.task} | {r.tier} | {r.entry} | {r.knobs} | {r.seeds} | {ms(r.test_final)} | "
-                          f"{ms(r.test_best)} | {ms(r.val_final)} |\n" for r in rows)
+    gate = {None: "no BC run", True: "converged", False: "**not converged**"}
+    for cell in dict.fromkeys([*data, *((r.task, r.tier) for r in rows)]):
+        if cell in data:
+            lines.append(f"| {cell[0]} | {cell[1]} | data | the dataset's own episodes; BC within {GATE_POINTS:g}: "
+                         f"{gate[_gate(rows, cell, data)]} | - | {data[cell]:.1f} | - | - |")
+        lines += [f"| {r.task} | {r.tier} | {r.entry} | {r.knobs} | {r.seeds} | {ms(r.test_final)} | "
+                  f"{ms(r.test_best)} | {ms(r.val_final)} |" for r in rows if (r.task, r.tier) == cell]
+    return "\n".join(lines) + "\n"
 
 
 BASELINES = ("bc", "filtered_bc", "cql", "mc_returns", "mc_returns_bc")
 
 
-def compare(rows: Sequence[Summary]) -> str:
+def compare(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]] = None) -> str:
     """Per cell, ILQL (from scratch and from BC) against the best baseline by test final score: win, tie
-    or lose, a tie being a difference within two standard errors of it (4 seeds: std / 2 each)."""
-    lines = ["| task | tier | ILQL | ILQL from BC | best baseline | ILQL vs it | ILQL from BC vs it |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    or lose, a tie being a difference within two standard errors of it (4 seeds: std / 2 each). A cell
+    whose BC misses the sanity gate is "not converged" and its verdicts are marked "not counted"."""
+    data = data or {}
+    lines = ["| task | tier | data | ILQL | ILQL from BC | best baseline | ILQL vs it | ILQL from BC vs it |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def verdict(a: Summary, b: Summary) -> str:
         diff = a.test_final.mean() - b.test_final.mean()
@@ -331,16 +350,23 @@ def compare(rows: Sequence[Summary]) -> str:
         best = max(base, key=lambda r: r.test_final.mean())
         cols = [f"{here[e].test_final.mean():.1f}" if e in here else "-" for e in ("ilql", "ilql_bc")]
         verdicts = [verdict(here[e], best) if e in here else "-" for e in ("ilql", "ilql_bc")]
-        lines.append(f"| {cell[0]} | {cell[1]} | {cols[0]} | {cols[1]} | {best.entry} {best.test_final.mean():.1f} | "
-                     f"{verdicts[0]} | {verdicts[1]} |")
+        if _gate(rows, cell, data) is False:
+            verdicts = [f"not counted: not converged, {v}" if v != "-" else v for v in verdicts]
+        shown = f"{data[cell]:.1f}" if cell in data else "-"
+        lines.append(f"| {cell[0]} | {cell[1]} | {shown} | {cols[0]} | {cols[1]} | {best.entry} "
+                     f"{best.test_final.mean():.1f} | {verdicts[0]} | {verdicts[1]} |")
     return "\n".join(lines) + "\n"
 
 
-def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | Path) -> None:
-    """Write runs.csv (every evaluation of every run), table.md (the table, then ILQL against the best
-    baseline per cell) and scores_<task>.png."""
+def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | Path,
+                  data: Optional[dict[tuple[str, str], float]] = None) -> None:
+    """Write runs.csv (every evaluation of every run, and per cell the data's own score as agent `data`,
+    seed 0, step 0, split `test`), table.md (the table, then ILQL against the best baseline per cell)
+    and scores_<task>.png."""
     out = Path(out_dir)
+    data = data or {}
     lines = ["task,tier,agent,knob,seed,step,split,acting,score"]
+    lines += [f"{task},{tier},data,0,0,0,test,,{score:.4f}" for (task, tier), score in data.items()]
     for r in runs:
         series = [("val", label, scores) for label, scores in r.val.items()]
         series.append(("test", "chosen" if r.betas else "", r.test))
@@ -348,7 +374,7 @@ def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | P
             lines += [f"{r.task},{r.tier},{r.entry},{r.knob},{r.seed},{s},{split},{label},{v:.4f}"
                       for s, v in zip(r.steps, scores)]
     atomic_write_text(out / "runs.csv", "\n".join(lines) + "\n")
-    atomic_write_text(out / "table.md", format_table(rows) + "\n" + compare(rows))
+    atomic_write_text(out / "table.md", format_table(rows, data) + "\n" + compare(rows, data))
     for task in dict.fromkeys(r.task for r in rows):
         plot_task([r for r in rows if r.task == task], out / f"scores_{task}.png")
 

@@ -60,20 +60,20 @@ def _bench_settings(args: argparse.Namespace, given: set[str]) -> dict:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from agents.benchmark import format_table, run_benchmark
+    from agents.benchmark import run_benchmark
 
     argv = args.argv[args.argv.index("bench") + 1:]
     settings = _bench_settings(args, {a.split("=")[0] for a in argv})
     started = time.perf_counter()
     try:
-        rows = run_benchmark(**settings, out_dir=args.out, progress=not args.no_progress)
+        run_benchmark(**settings, out_dir=args.out, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ntextrl bench: interrupted; finished runs are in {Path(args.out) / 'runs'} and the checkpoints of "
               f"the interrupted ones in {Path(args.out) / 'work'}; to resume where it stopped run the same command: "
               f"{resume_command(argv)}", file=sys.stderr)
         return 130
-    print(format_table(rows))
     out = Path(args.out)
+    print((out / "table.md").read_text(encoding="utf-8"))
     print(f"wrote {out / 'runs.csv'}, {out / 'table.md'} and a plot per task (scores_<task>.png) "
           f"in {time.perf_counter() - started:.0f} s")
     return 0

@@ -11,6 +11,11 @@ evaluation starts), never on the test episodes (`TEST_SEED`, the "test" starts) 
 reports. "Final" is the test score of the last checkpoint; "best" the test score of the
 checkpoint with the best validation score (per seed). Both splits are scored at every evaluation
 with the same weights, so choosing afterwards costs no extra rollouts.
+
+A sanity gate comes before any verdict, as offline-RL benchmarks use it: each cell shows the
+data's own normalised score (`data_score`), and BC must reach within `GATE_POINTS` of it
+(`converged`). A cell whose BC misses is "not converged": its budget, not the methods, decides
+its scores, so its verdicts are not counted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from textrl.data import pack
 from textrl.rollout import evaluate
 from textrl.tasks import Task, get_task
 
@@ -44,6 +50,8 @@ TIERS: dict[str, tuple[str, ...]] = {
     "endgames": ("medium", "mixed"),
     "wordle": ("medium", "mixed"),
 }
+GATE_POINTS = 5.0
+"""BC's test score (final, mean over seeds) must be at least the data's score minus this."""
 QUICK = dict(tasks=("randomwalks", "maze"), tiers=("mixed",), seeds=1, steps=60)
 """`textrl bench --quick`: a smoke run of the whole pipeline in minutes (numbers not comparable)."""
 
@@ -205,3 +213,16 @@ def summarize_cell(runs: Sequence[Run], grid_size: int, tuning_seed: int) -> Opt
         curve_steps=chosen[0].steps,
         test_curves=np.array([r.test for r in chosen if r.steps == chosen[0].steps]),
     )
+
+
+def data_score(task: str, dataset: Any) -> float:
+    """The normalised score of a dataset's own episodes (mean return), on the test split's reference scores."""
+    returns = pack(dataset).returns.double().numpy()
+    return float(split_tasks(task)[1].normalized_score(returns.mean()))
+
+
+def converged(bc: Optional[Summary], data: Optional[float]) -> Optional[bool]:
+    """The sanity gate of a cell: BC's final test score within `GATE_POINTS` of the data's (None: unknown)."""
+    if bc is None or data is None:
+        return None
+    return bool(bc.test_final.mean() >= data - GATE_POINTS)

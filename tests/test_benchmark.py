@@ -126,8 +126,17 @@ def test_the_harness_tunes_on_seed_0_starts_bc_entries_from_bc_and_never_redoes_
     assert rows[1].knobs == f"fraction {ENTRIES['filtered_bc'].grid[knob]['fraction']:g}"
     assert rows[2].knobs.startswith("beta ") and rows[2].seeds == 2
     csv_rows = read_csv(tmp_path / "runs.csv")
-    assert {r["split"] for r in csv_rows} == {"val", "test"} and {r["step"] for r in csv_rows} == {"2", "4"}
+    (data,) = [r for r in csv_rows if r["agent"] == "data"]
+    from agents.protocol import data_score
+    from textrl.data import make_dataset
+    assert float(data["score"]) == pytest.approx(data_score("randomwalks", make_dataset("textrl/randomwalks/mixed-v1")),
+                                                 abs=1e-4) and 80 < float(data["score"]) < 100
+    assert (data["seed"], data["step"], data["split"]) == ("0", "0", "test")
+    runs_csv = [r for r in csv_rows if r["agent"] != "data"]
+    assert {r["split"] for r in runs_csv} == {"val", "test"} and {r["step"] for r in runs_csv} == {"2", "4"}
     table = (tmp_path / "table.md").read_text()
+    assert f"| randomwalks | mixed | data | the dataset's own episodes; BC within 5: **not converged** | - | " \
+           f"{float(data['score']):.1f} |" in table  # 4 steps of BC are far from the data
     assert "| randomwalks | mixed | ilql_bc | beta " in table and "±" in table
     assert (tmp_path / "scores_randomwalks.png").read_bytes()[:4] == b"\x89PNG"
     again = run_benchmark(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, tmp_path, **kwargs)
@@ -176,5 +185,26 @@ def test_ilql_is_compared_with_the_best_baseline_and_close_results_are_ties() ->
     rows = [row("bc", [80, 82, 78, 80]), row("cql", [90, 91, 89, 90]), row("ilql", [95, 96, 94, 95]),
             row("ilql_bc", [91, 80, 99, 90])]
     line = compare(rows).splitlines()[2]
-    assert line == "| maze | mixed | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |"
+    assert line == "| maze | mixed | - | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |"
+    assert compare(rows, {("maze", "mixed"): 85.0}).splitlines()[2] == (
+        "| maze | mixed | 85.0 | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |")  # BC 80 is within 5 of 85
     assert "lose (-10.0)" in compare([row("bc", [90, 90, 90, 90]), row("ilql", [80, 80, 80, 80])])
+
+
+def test_a_cell_whose_bc_misses_its_data_by_more_than_5_is_not_converged_and_its_verdicts_do_not_count() -> None:
+    from agents.benchmark import compare, format_table
+    from agents.protocol import Summary, converged
+
+    def row(entry, finals):
+        finals = np.array(finals, dtype=float)
+        return Summary("wordle", "mixed", entry, "-", len(finals), finals, finals, finals, [1], finals[:, None])
+
+    bc, ilql = row("bc", [10, 12, 8, 10]), row("ilql", [30, 30, 30, 30])
+    assert converged(bc, 15.0) and not converged(bc, 15.1) and converged(None, 15.0) is None
+    data = {("wordle", "mixed"): 93.3}
+    line = compare([bc, ilql], data).splitlines()[2]
+    assert line == "| wordle | mixed | 93.3 | 30.0 | - | bc 10.0 | not counted: not converged, win (+20.0) | - |"
+    table = format_table([bc, ilql], data).splitlines()
+    assert table[2] == ("| wordle | mixed | data | the dataset's own episodes; BC within 5: **not converged** | - | "
+                        "93.3 | - | - |") and table[3].startswith("| wordle | mixed | bc |")
+    assert "converged | - | 12.0 |" in format_table([bc], {("wordle", "mixed"): 12.0})
