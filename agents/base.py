@@ -167,10 +167,12 @@ class OfflineAgent(SavedAgent, ABC):
 
     @torch.no_grad()
     @_in_eval_mode
-    def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None) -> Any:
+    def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None,
+            temperature: Optional[float] = None) -> Any:
         """The next token for an env observation (an int) or a batch of them (an int64 array).
 
-        The network runs in eval mode (no dropout), whatever mode training left it in.
+        `beta` and `temperature` override `gen_kwargs` for this call (temperature 0: greedy). The
+        network runs in eval mode (no dropout), whatever mode training left it in.
         """
         model = self._require_model()
         if model.seq2seq:
@@ -202,14 +204,17 @@ class OfflineAgent(SavedAgent, ABC):
         attention_mask = (positions < lengths[:, None]).long()
         hidden, logits = self._last_hidden_and_logits(model, input_ids, attention_mask, lengths - 1)
         scores = self.next_token_scores(hidden, logits, beta)
-        tokens = sample_next(scores, top_k=gen.top_k, temperature=gen.temperature, generator=self.generator)
+        temperature = gen.temperature if temperature is None else temperature
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
+            raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature!r}")
+        tokens = sample_next(scores, top_k=gen.top_k, temperature=temperature, generator=self.generator)
         tokens = tokens.cpu().numpy().astype(np.int64)
         return int(tokens[0]) if single else tokens
 
     def policy(self, obs: dict[str, np.ndarray], rng: Optional[np.random.Generator] = None, *,
-               beta: Optional[float] = None) -> np.ndarray:
+               beta: Optional[float] = None, temperature: Optional[float] = None) -> np.ndarray:
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
-        return self.act(obs, beta=beta)
+        return self.act(obs, beta=beta, temperature=temperature)
 
     def _last_hidden_and_logits(
         self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor

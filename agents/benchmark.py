@@ -132,9 +132,10 @@ def bc_model_dir(work_dir: Path, task: str, tier: str, seed: int) -> Path:
     return last / "agent" / "model"
 
 
-def _curves(run_dir: Path) -> tuple[list[int], dict[str, list[float]], list[float], list[float]]:
-    """(steps, validation curve per acting value, test curve, chosen betas) from a run's metrics.jsonl; the
-    last record of a step wins (a resumed run may log a step twice) and a torn last line is skipped."""
+def _curves(run_dir: Path) -> tuple[list[int], dict[str, list[float]], list[float], list[float], list[float]]:
+    """(steps, validation curve per acting value, test curve, chosen betas, chosen temperatures) from a run's
+    metrics.jsonl; the last record of a step wins (a resumed run may log a step twice) and a torn last line
+    is skipped."""
     records: dict[int, dict[str, float]] = {}
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         try:
@@ -151,7 +152,8 @@ def _curves(run_dir: Path) -> tuple[list[int], dict[str, list[float]], list[floa
             if key.startswith("val"):
                 val.setdefault(key.partition("@")[2], []).append(value)
     return (steps, val, [records[s]["test"] for s in steps],
-            [records[s]["beta"] for s in steps if "beta" in records[s]])
+            [records[s]["beta"] for s in steps if "beta" in records[s]],
+            [records[s]["temperature"] for s in steps if "temperature" in records[s]])
 
 
 def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int, work_dir: Path,
@@ -182,11 +184,11 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
         config = config.evolve(train=dict(resume_from_checkpoint=None if last is None else str(last)))
         agent = AGENTS[e.agent](config)
         agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
-                  metric_fn=scoring_fn(task, e.betas, plan.validation_episodes, plan.test_episodes))
+                  metric_fn=scoring_fn(task, e.betas, e.temperatures, plan.validation_episodes, plan.test_episodes))
     for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
         shutil.rmtree(old, ignore_errors=True)
-    steps, val, test, betas = _curves(run_dir)
-    return Run(task, tier, entry, knob, seed, steps, val, test, betas, time.perf_counter() - started)
+    steps, val, test, betas, temperatures = _curves(run_dir)
+    return Run(task, tier, entry, knob, seed, steps, val, test, betas, time.perf_counter() - started, temperatures)
 
 
 def _worker_init(threads: int) -> None:
@@ -369,7 +371,7 @@ def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | P
     lines += [f"{task},{tier},data,0,0,0,test,,{score:.4f}" for (task, tier), score in data.items()]
     for r in runs:
         series = [("val", label, scores) for label, scores in r.val.items()]
-        series.append(("test", "chosen" if r.betas else "", r.test))
+        series.append(("test", "chosen" if r.betas or r.temperatures else "", r.test))
         for split, label, scores in series:
             lines += [f"{r.task},{r.tier},{r.entry},{r.knob},{r.seed},{s},{split},{label},{v:.4f}"
                       for s, v in zip(r.steps, scores)]

@@ -2,7 +2,9 @@
 
 Every (task, tier) is a cell. Each entry of the table (an agent, possibly initialised from the BC
 model or with another Q-head rank) has at most two knobs that matter:
-- an acting knob (beta for ILQL and MC returns), scored at every evaluation without retraining;
+- an acting knob, scored at every evaluation without retraining: the acting temperature (greedy
+  or 1) of every agent that samples (BC, %BC, MC returns, ILQL; CQL acts greedily), crossed with
+  beta for ILQL and MC returns;
 - a training knob grid (the filter fraction of %BC; CQL's conservative weight and target rate),
   each point a training run on the tuning seed (the first seed); the other seeds then run the
   point chosen.
@@ -50,6 +52,8 @@ TIERS: dict[str, tuple[str, ...]] = {
     "endgames": ("medium", "mixed"),
     "wordle": ("medium", "mixed"),
 }
+TEMPERATURES = (0.0, 1.0)
+"""Acting temperatures chosen among on validation (0: greedy; 1: sampling from the policy as trained)."""
 GATE_POINTS = 5.0
 """BC's test score (final, mean over seeds) must be at least the data's score minus this."""
 QUICK = dict(tasks=("randomwalks", "maze"), tiers=("mixed",), seeds=1, steps=60)
@@ -63,6 +67,7 @@ class Entry:
     name: str
     agent: str
     betas: tuple[float, ...] = ()  # acting knob: every beta scored at every evaluation (empty: none)
+    temperatures: tuple[float, ...] = TEMPERATURES  # acting knob, crossed with betas (empty: the preset's)
     grid: tuple[dict[str, Any], ...] = ({},)  # training knob: method settings, one run each on the tuning seed
     from_bc: bool = False  # start from the BC run's model of the same cell and seed (the ILQL paper's recipe)
     model: dict[str, Any] = field(default_factory=dict)  # model settings (e.g. q_head_rank)
@@ -80,7 +85,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("bc", "bc"),
     Entry("filtered_bc", "filtered_bc", grid=tuple({"fraction": f} for f in (0.1, 0.3, 0.5))),
     Entry("cql", "cql", grid=tuple({"cql_scale": c, "target_update_rate": r} for c in (0.1, 1.0)
-                                   for r in (0.005, 0.1))),
+                                   for r in (0.005, 0.1)), temperatures=()),  # greedy (its preset)
     Entry("mc_returns", "mc_returns", betas=MC_BETAS),
     Entry("mc_returns_bc", "mc_returns", betas=MC_BETAS, from_bc=True),
     Entry("ilql", "ilql", betas=ILQL_BETAS),
@@ -92,9 +97,9 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
 )}
 
 
-def acting_label(beta: Optional[float]) -> str:
-    """The key suffix of an acting knob value: '' (none) or 'beta=4'."""
-    return "" if beta is None else f"beta={beta:g}"
+def acting_label(beta: Optional[float], temperature: Optional[float] = None) -> str:
+    """The key suffix of an acting knob value: '' (none), 'beta=4', 'temperature=0' or 'beta=4,temperature=0'."""
+    return ",".join(f"{name}={v:g}" for name, v in (("beta", beta), ("temperature", temperature)) if v is not None)
 
 
 @functools.cache
@@ -105,27 +110,33 @@ def split_tasks(task: str) -> tuple[Task, Task]:
     return get_task(task), get_task(task)
 
 
-def scoring_fn(task: str, betas: Sequence[float], validation_episodes: int = VALIDATION_EPISODES,
-               test_episodes: int = TEST_EPISODES) -> Any:
-    """`metric_fn` for `fit`: every beta scored on the validation episodes, then the test episodes scored
-    with the beta that did best there (so test rollouts never choose anything).
+def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] = (),
+               validation_episodes: int = VALIDATION_EPISODES, test_episodes: int = TEST_EPISODES) -> Any:
+    """`metric_fn` for `fit`: every acting value (beta x temperature) scored on the validation episodes,
+    then the test episodes scored with the value that did best there (so test rollouts never choose anything).
 
-    Keys: `val@beta=4` per beta (`val` without an acting knob), `test`, and `beta` (the one chosen).
-    Every training seed sees the same validation and the same test episodes.
+    Keys: `val@beta=4,temperature=0` per value (`val` without an acting knob), `test`, and `beta` and
+    `temperature` (the ones chosen, where the entry has them). Every training seed sees the same
+    validation and the same test episodes.
     """
     valid, test = split_tasks(task)
+    values = [(b, t) for b in (betas or (None,)) for t in (temperatures or (None,))]
 
-    def mean_score(split: Task, beta: Optional[float], seed: int, n: int, agent: Any) -> float:
-        result = evaluate(functools.partial(agent.policy, beta=beta), split, num_episodes=n, seed=seed)
+    def mean_score(split: Task, value: tuple[Optional[float], Optional[float]], seed: int, n: int,
+                   agent: Any) -> float:
+        beta, temperature = value
+        result = evaluate(functools.partial(agent.policy, beta=beta, temperature=temperature), split,
+                          num_episodes=n, seed=seed)
         return float(split.normalized_score(np.asarray(result.returns)).mean())
 
     def score(agent: Any) -> dict[str, float]:
-        val = {b: mean_score(valid, b, VALIDATION_SEED, validation_episodes, agent) for b in betas or (None,)}
-        chosen = max(val, key=lambda b: val[b])  # the first of equals
-        out = {"val" + ("" if b is None else "@" + acting_label(b)): v for b, v in val.items()}
+        val = {v: mean_score(valid, v, VALIDATION_SEED, validation_episodes, agent) for v in values}
+        chosen = max(val, key=lambda v: val[v])  # the first of equals
+        out = {"val" + ("@" + acting_label(*v) if acting_label(*v) else ""): s for v, s in val.items()}
         out["test"] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
-        if chosen is not None:
-            out["beta"] = chosen
+        for name, v in zip(("beta", "temperature"), chosen):
+            if v is not None:
+                out[name] = v
         return out
 
     return score
@@ -146,6 +157,7 @@ class Run:
     test: list[float]
     betas: list[float]
     seconds: float
+    temperatures: list[float] = field(default_factory=list)  # chosen per evaluation (empty: not a knob)
 
     @property
     def chosen_val(self) -> np.ndarray:
@@ -204,6 +216,8 @@ def summarize_cell(runs: Sequence[Run], grid_size: int, tuning_seed: int) -> Opt
     parts = [f"{k} {v:g}" for k, v in entry.grid[knob].items()]
     if chosen[0].betas:
         parts.append("beta " + "/".join(f"{r.betas[-1]:g}" for r in chosen))
+    if chosen[0].temperatures:
+        parts.append("temperature " + "/".join(f"{r.temperatures[-1]:g}" for r in chosen))
     return Summary(
         task=chosen[0].task, tier=chosen[0].tier, entry=chosen[0].entry, knobs=", ".join(parts) or "-",
         seeds=len(chosen),
