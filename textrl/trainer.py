@@ -577,11 +577,9 @@ class Trainer:
                               f"and this run ends at step {last} (train.total_steps={cfg.total_steps}, "
                               f"train.epochs={cfg.epochs}). Raise train.total_steps to train further",
                               ResumeWarning, stacklevel=2)
-                return self.history
+                return self._finish()
             try:
                 self._loop(last)
-                if self.shards is not None:  # the agent leaves training whole, on every process
-                    self.learner.model = self.shards.plain_copy()
             except KeyboardInterrupt:
                 if self.accelerator.is_main_process:
                     print(self._interrupted_line(), file=sys.stderr, flush=True)
@@ -589,6 +587,12 @@ class Trainer:
         finally:
             if lock is not None:
                 lock.release()
+        return self._finish()
+
+    def _finish(self) -> list[dict[str, Any]]:
+        """The logged history; under `train.fsdp` the learner gets its model back whole, on every process."""
+        if self.shards is not None:
+            self.learner.model = self.shards.plain_copy()
         return self.history
 
     def _interrupted_line(self) -> str:

@@ -2,8 +2,8 @@
 
 usage: train_tiny.py OUT_DIR TOTAL_STEPS [resume] [--fsdp] [--check-sync]
 
-Writes, on the main process, OUT_DIR/final.pt (the trained state dict) and OUT_DIR/agent (the saved
-agent). --fsdp shards the model (train.fsdp). --check-sync gathers the target and online Q heads
+Writes, on the main process, OUT_DIR/final.pt (the trained state dict), OUT_DIR/agent (the saved
+agent) and OUT_DIR/processes.txt (how many processes trained). --fsdp shards the model (train.fsdp). --check-sync gathers the target and online Q heads
 around every optimizer step and writes OUT_DIR/sync.json: per step, whether the parameters were
 sharded, how far the targets moved and how far they are from the Polyak average
 rate * Q + (1 - rate) * Qbar_before on sync steps (from Qbar_before on the others).
@@ -58,7 +58,9 @@ def main() -> None:
     agent.fit(make_dataset("textrl/randomwalks/mixed-v1", num_episodes=64, progress=False))
     import accelerate
 
-    if accelerate.PartialState().is_main_process:
+    state = accelerate.PartialState()
+    if state.is_main_process:
+        (out / "processes.txt").write_text(str(state.num_processes))
         torch.save(agent.model.state_dict(), out / "final.pt")
         agent.save(out / "agent")
         if "--check-sync" in sys.argv:
