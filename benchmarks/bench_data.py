@@ -92,7 +92,7 @@ def phase_write(source: str, n: int) -> dict:
         from gymnasium import spaces
 
         from textrl.data.build import CHUNK
-        from textrl.data.store import write_dataset
+        from textrl.data.writer import write_dataset
         from textrl.env import observation_space
         from textrl.rollout import collect_episodes
         from textrl.tasks import get_task

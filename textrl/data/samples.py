@@ -29,7 +29,8 @@ import numpy as np
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from textrl.data.store import write_dataset, written_line
+from textrl.data.store import written_line
+from textrl.data.writer import write_dataset
 from textrl.rollout import Episode
 
 CHUNK = 512  # samples tokenized in one call
