@@ -13,7 +13,6 @@ from minari.data_collector import EpisodeBuffer
 from textrl.data import from_samples, make_dataset, pack
 from textrl.data.pack import CACHE_DIR
 from textrl.data.store import folder_of
-from textrl.rollout import Episode, collect_episodes
 from textrl.tasks import TASKS, get_task
 
 

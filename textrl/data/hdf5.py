@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np

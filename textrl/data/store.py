@@ -21,7 +21,6 @@ from typing import Any
 import h5py
 import minari
 
-
 TOKENIZER_DIR = "tokenizer"
 BUILD_INFO = "textrl.json"
 # Minari's own dataset-id rule (minari.dataset.minari_dataset.DATASET_ID_RE), with the namespace and the
