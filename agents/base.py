@@ -21,7 +21,6 @@ from agents.inputs import check_observation_fits, left_padded, prompt_list, room
 from agents.saving import SavedAgent
 from textrl.config import MethodConfig, TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
-from textrl.data.store import env_id_of
 from textrl.models import ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
 from textrl.tasks import get_task
@@ -120,9 +119,11 @@ class OfflineAgent(SavedAgent, ABC):
     def _fit(self, dataset: Any, metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]],
              rollout_eval: bool) -> list[dict[str, Any]]:
         """`fit` with `self.config` holding this call's settings."""
-        packed, task = self._packed(dataset)
+        data = None if isinstance(dataset, PackedDataset) else load(dataset)  # resolved once, here
+        packed = dataset if data is None else pack(data, reward_normalization=self.config.train.reward_normalization)
+        task = _task_or_none(packed.env_id)
         if self.tokenizer is None:
-            self.tokenizer = self._resolve_tokenizer(dataset if not isinstance(dataset, PackedDataset) else None)
+            self.tokenizer = self._resolve_tokenizer(data)
         if len(self.tokenizer) != packed.vocab_size:
             raise ValueError(
                 f"the tokenizer has {len(self.tokenizer)} tokens but the dataset's action space has "
@@ -140,23 +141,15 @@ class OfflineAgent(SavedAgent, ABC):
         trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)
         return trainer.train()
 
-    def _packed(self, dataset: Any) -> tuple[PackedDataset, Any]:
-        """The packed training rows and the dataset's task (None when it has no env)."""
-        if isinstance(dataset, PackedDataset):
-            return dataset, _task_or_none(dataset.env_id)
-        data = load(dataset)
-        packed = pack(data, reward_normalization=self.config.train.reward_normalization)
-        return packed, _task_or_none(env_id_of(data))
-
-    def _resolve_tokenizer(self, dataset: Any) -> Any:
-        """The configured tokenizer, or the dataset's own when `tokenizer.tokenizer_path` is None."""
+    def _resolve_tokenizer(self, dataset: Optional[minari.MinariDataset]) -> Any:
+        """The configured tokenizer, or the (already opened) dataset's own when `tokenizer.tokenizer_path` is None."""
         path = self.config.tokenizer.tokenizer_path
         if path is not None:
             return load_tokenizer_from_path(path, self.config.tokenizer)
         if dataset is None:
             raise ValueError("tokenizer.tokenizer_path is null and a packed dataset carries no tokenizer: "
                              "pass tokenizer=... to the agent")
-        return load_tokenizer(load(dataset))
+        return load_tokenizer(dataset)
 
     # ------------------------------------------------------------------ acting
 

@@ -143,16 +143,21 @@ def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> dict[str, list]:
     killing the process with SIGBUS when a mapped page cannot be backed. The free space is checked first.
     """
     needed = sum(a.nbytes for a in arrays.values())
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise OSError(errno.ENOSPC, f"No space left on device: the packed cache needs {needed} bytes, {free} are "
-                      f"free at {folder}")
+    full = (f"the disk is full: cannot write the packed cache in {folder.parent} (it needs {needed / 2**20:.1f} MiB); free "
+            "some space or move the dataset to a larger disk, then run it again")
+    if needed > shutil.disk_usage(folder).free:
+        raise OSError(errno.ENOSPC, full)
     (folder / "tensors").mkdir()
     layout = {}
     for key, values in arrays.items():
         values = np.ascontiguousarray(values)
-        with open(folder / "tensors" / f"{key}.bin", "wb") as f:
-            f.write(memoryview(values).cast("B"))
+        try:
+            with open(folder / "tensors" / f"{key}.bin", "wb") as f:
+                f.write(memoryview(values).cast("B"))
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, full) from e
+            raise
         layout[key] = [values.dtype.str, len(values)]
     return layout
 
