@@ -12,6 +12,7 @@ import functools
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
+import minari
 import numpy as np
 import torch
 from tensordict import TensorDict

@@ -1,7 +1,6 @@
 """Faults of the data writer found by probing (issue 23, items 10-17): each case failed before its fix."""
 
 import os
-import re
 import subprocess
 import sys
 import threading
