@@ -168,7 +168,7 @@ def _reference_scores(lowest: float, highest: float, ref_min_score: float | None
         return lo, hi
     if ref_min_score is None and ref_max_score is None:
         warnings.warn(f"all {count} rewards equal {lo!r}: no reference scores are stored (a normalised score would "
-                      "divide by zero); pass ref_min_score and ref_max_score to set them", UserWarning, stacklevel=4)
+                      "divide by zero); pass ref_min_score and ref_max_score to set them", UserWarning, stacklevel=6)
         return None, None
     raise ValueError(f"ref_min_score ({lo!r}) must be below ref_max_score ({hi!r}); a score that is not given is "
                      "the lowest or highest reward: a normalised score divides by their difference")
