@@ -38,11 +38,14 @@ def _in_eval_mode(method: Callable[..., Any]) -> Callable[..., Any]:
         if model is None:
             return method(self, *args, **kwargs)
         was_training = model.training
-        model.eval()
+        switch = any(m.training for m in model.modules())  # (switching costs more: not on every call of a loop)
+        if switch:
+            model.eval()
         try:
             return method(self, *args, **kwargs)
         finally:
-            model.train(was_training)
+            if switch:
+                model.train(was_training)
 
     return run
 

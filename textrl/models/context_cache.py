@@ -8,7 +8,7 @@ tokens; a row whose observation does not (a reset or autoreset, another env, an 
 starts over, and a row shown the same context again reuses its hidden state.
 
 Layout: row r's cached tokens sit at slots 0 .. held[r] - 1 of per-layer key/value buffers
-[rows, heads, capacity, head_dim], capacity growing with the longest context and never past the
+[rows, capacity, heads, head_dim] (new tokens are written per row and slot), capacity growing with the longest context and never past the
 observation width, so memory is bounded by rows x context. Positions are each token's index in its
 row's context, as in a full forward of the right-padded observation. Rows that have new tokens
 are run in at most two forwards, grouped by how many new tokens they have, so one row's long
@@ -41,13 +41,13 @@ class ContextCache:
         self.ids: Optional[np.ndarray] = None  # [N, L] the last observation's ids
         self.held = np.zeros(0, dtype=np.int64)  # [N] tokens of each row in the cache
         self.hidden: Optional[torch.Tensor] = None  # [N, H] last hidden state of each row
-        self.keys: list[torch.Tensor] = []  # per layer [N, heads, capacity, head_dim]
+        self.keys: list[torch.Tensor] = []  # per layer [N, capacity, heads, head_dim]
         self.values: list[torch.Tensor] = []
 
     @property
     def capacity(self) -> int:
         """Slots per row in the key/value buffers (0 before the first call)."""
-        return self.keys[0].shape[2] if self.keys else 0
+        return self.keys[0].shape[1] if self.keys else 0
 
     @torch.no_grad()
     def last_hidden(self, ids: np.ndarray, length: np.ndarray) -> torch.Tensor:
@@ -93,13 +93,19 @@ class ContextCache:
     def _past(self, index: torch.Tensor, past: int) -> Any:
         """A transformers cache holding `past` slots of the given rows (what their new tokens attend to)."""
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
         cache = DynamicCache()
         if past:
             whole = len(index) == len(self.ids)  # every row in order: a view, no gather
-            for layer, (k, v) in enumerate(zip(self.keys, self.values)):
-                k, v = (k[:, :, :past], v[:, :, :past]) if whole else (k[index, :, :past], v[index, :, :past])
-                cache.update(k, v, layer)
+            for k, v in zip(self.keys, self.values):
+                k, v = (k[:, :past], v[:, :past]) if whole else (k[index, :past], v[index, :past])
+                # a layer that starts from these keys and values as they are (`update` would copy them
+                # once more than the forward's own concatenation of the new tokens does)
+                layer = DynamicLayer()
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k.transpose(1, 2), v.transpose(1, 2)
+                cache.layers.append(layer)
         return cache
 
     def _store(self, cache: Any, index: torch.Tensor, past: int, start: np.ndarray, valid: np.ndarray,
@@ -115,8 +121,8 @@ class ContextCache:
         at = torch.as_tensor(past + step, device=device)
         row = index[src]
         for buffer_k, buffer_v, (k, v) in zip(self.keys, self.values, layers):
-            buffer_k[row, :, slot] = k[src, :, at]
-            buffer_v[row, :, slot] = v[src, :, at]
+            buffer_k[row, slot] = k[src, :, at]
+            buffer_v[row, slot] = v[src, :, at]
 
     def _grow(self, layers: list[tuple[torch.Tensor, torch.Tensor]], longest: int) -> None:
         """Enlarge the key/value buffers to `longest` slots per row or more (doubling, at most the observation
@@ -126,9 +132,9 @@ class ContextCache:
         grown: list[list[torch.Tensor]] = [[], []]
         for i, (k, v) in enumerate(layers):
             for j, like in enumerate((k, v)):
-                buffer = like.new_zeros(n, like.shape[1], capacity, like.shape[3])
+                buffer = like.new_zeros(n, capacity, like.shape[1], like.shape[3])
                 if old:
-                    buffer[:, :, :old] = (self.keys, self.values)[j][i]
+                    buffer[:, :old] = (self.keys, self.values)[j][i]
                 grown[j].append(buffer)
         self.keys, self.values = grown
 
