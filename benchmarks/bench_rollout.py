@@ -1,12 +1,15 @@
 """Env rollouts through `agent.policy` against `generate`'s token rate, with and without the context cache.
 
 (1) Per task, the ILQL agent of the task preset (`task_config(task, "ilql")`, trained `--train-steps`
-    steps on the mixed tier so its episodes look like a benchmark run's): agent tokens per second of
-    `textrl.rollout.evaluate(agent.policy, ...)` (the actions the env used, over the wall time of the
-    whole loop: env steps and the policy's calls on rows that are resetting or done included) with
-    `cache_contexts` on and off, against `decode` (what `agent.generate` runs: KV cache, the agent's
-    scores) on the same model from the same reset prompts, one row per env, for the mean episode
-    length; the returns of the two rollouts must be equal (same seeds, same actions).
+    steps on the mixed tier so its episodes look like a benchmark run's): tokens per second of
+    `textrl.rollout.evaluate(agent.policy, ...)` with `cache_contexts` on and off, over the wall time of
+    the whole loop (env steps included), against `decode` (what `agent.generate` runs: KV cache, the
+    agent's scores) on the same model from the same reset prompts, one row per env, for the mean
+    episode length. "tok/s" counts the tokens the policy chose (calls x envs); "used actions/s" only
+    those the env used (not the autoreset steps' ignored actions nor rows past their share of the
+    episodes). "Model tokens per token chosen": tokens run through the model, the env's appended
+    ones (Wordle's feedback, a maze's observation, a chess reply) included; each runs once with the
+    cache. The two rollouts' returns must be equal (same seeds, same actions).
 (2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
 (3) The benchmark's evaluation (`agents.protocol.scoring_fn`: every ILQL beta on the validation
     episodes, then the test episodes) of the agents of (1), seconds with the cache off and on.
@@ -21,7 +24,6 @@ by about 20%).
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import statistics
@@ -72,14 +74,20 @@ def small_agent(task: Task) -> ILQLAgent:
     return agent
 
 
-def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool) -> tuple[float, Any]:
-    """Seconds of `evaluate(agent.policy)` and its result, with the context cache on or off."""
+def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool) -> tuple[float, Any, int]:
+    """Seconds of `evaluate(agent.policy)`, its result and the number of policy calls, with the cache on or off."""
     agent.cache_contexts = cache
     agent.forget_contexts()
     agent.generator.manual_seed(0)
+    calls = []
+
+    def policy(obs: dict[str, np.ndarray], rng: Any) -> np.ndarray:
+        calls.append(1)
+        return agent.policy(obs, rng, beta=BETA)
+
     start = time.perf_counter()
-    result = evaluate(functools.partial(agent.policy, beta=BETA), task, episodes, seed=0, num_envs=num_envs)
-    return time.perf_counter() - start, result
+    result = evaluate(policy, task, episodes, seed=0, num_envs=num_envs)
+    return time.perf_counter() - start, result, len(calls)
 
 
 def generation(agent: ILQLAgent, task: Task, num_envs: int, new_tokens: int) -> float:
@@ -110,29 +118,22 @@ def paired(repeats: int, sides: dict[str, Callable[[], float]]) -> dict[str, flo
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int,
-              uncached: bool = True) -> str:
-    """One table row: generate tok/s, rollout tok/s cached and uncached, their ratios, and the identity check."""
-    _, on = rollout(agent, task, episodes, num_envs, True)
-    tokens = int(on.lengths.sum())
+def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int) -> str:
+    """One table row: generate tok/s; rollout tok/s cached and uncached (tokens the policy chose, and the
+    actions the env used); the ratios; whether the two rollouts' returns are equal."""
+    _, on, calls = rollout(agent, task, episodes, num_envs, True)
+    used, chosen, fed = int(on.lengths.sum()), calls * num_envs, agent._contexts.fed_tokens
     new_tokens = max(1, math.ceil(on.lengths.mean()))
-    sides = {"gen": lambda: generation(agent, task, num_envs, new_tokens),
-             "on": lambda: rollout(agent, task, episodes, num_envs, True)[0]}
-    if uncached:
-        sides["off"] = lambda: rollout(agent, task, episodes, num_envs, False)[0]
-    t = paired(repeats, sides)
-    gen_rate, on_rate = num_envs * new_tokens / t["gen"], tokens / t["on"]
-    off = ""
-    same = "-"
-    if uncached:
-        _, off_result = rollout(agent, task, episodes, num_envs, False)
-        same = "yes" if np.array_equal(off_result.returns, on.returns) and np.array_equal(off_result.lengths,
-                                                                                          on.lengths) else "NO"
-        off = f"{tokens / t['off']:,.0f} | {t['off'] / t['on']:.1f}x"
-    else:
-        off = "- | -"
-    return (f"| {label} | {num_envs} | {new_tokens} | {gen_rate:,.0f} | {on_rate:,.0f} | **{on_rate / gen_rate:.2f}** | "
-            f"{off} | {same} |")
+    t = paired(repeats, {"gen": lambda: generation(agent, task, num_envs, new_tokens),
+                         "on": lambda: rollout(agent, task, episodes, num_envs, True)[0],
+                         "off": lambda: rollout(agent, task, episodes, num_envs, False)[0]})
+    _, off, _ = rollout(agent, task, episodes, num_envs, False)
+    same = np.array_equal(off.returns, on.returns) and np.array_equal(off.lengths, on.lengths)
+    gen = num_envs * new_tokens / t["gen"]
+    return (f"| {label} | {num_envs} | {new_tokens} | {gen:,.0f} | {chosen / t['on']:,.0f} | "
+            f"**{chosen / t['on'] / gen:.2f}** | {used / t['on']:,.0f} | {used / t['on'] / gen:.2f} | "
+            f"{chosen / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {fed / chosen:.2f} | {fed / t['on'] / gen:.2f} | "
+            f"{'yes' if same else 'NO'} |")
 
 
 def protocol_row(agent: ILQLAgent, task: Task, repeats: int) -> str:
@@ -165,9 +166,10 @@ def main() -> None:
     parser.add_argument("--no-protocol", action="store_true", help="skip the benchmark evaluation timing (table 3)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    head = ("| model | envs | new tokens (gen) | generate tok/s | rollout tok/s, cached | cached / generate | "
-            "rollout tok/s, uncached | cached / uncached | same returns |\n| --- | ---: | ---: | ---: | ---: | ---: | "
-            "---: | ---: | --- |")
+    head = ("| model | envs | new tokens (gen) | generate tok/s | rollout tok/s, cached | / generate | used actions/s, "
+            "cached | / generate | rollout tok/s, uncached | cached / uncached | model tokens per token chosen | "
+            "model tok/s / generate | same returns |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     print(head)
     agents = {}
     for name in args.tasks:
