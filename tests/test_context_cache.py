@@ -194,3 +194,24 @@ def test_fit_and_a_new_model_drop_the_cached_contexts(tmp_path) -> None:
     agent.model = BCAgent(agent.config).build_model(len(agent.tokenizer))  # another model object
     agent.act(obs)
     assert agent._contexts is not stale and agent._contexts.backbone is agent.model.backbone
+
+
+def test_a_cast_model_or_a_failed_call_starts_every_row_over(monkeypatch) -> None:
+    agent, task = untrained("wordle", BCAgent)
+    cache = ContextCache(agent.model.backbone)
+    ids = np.random.default_rng(2).integers(1, task.vocab_size, size=(3, task.max_length)).astype(task.obs_dtype)
+    cache.last_hidden(ids, np.array([2, 3, 4], dtype=np.int32))
+    agent.model.double()  # cached keys are float32: the rows start over in float64
+    length = np.array([3, 4, 5], dtype=np.int32)
+    before = cache.fed_tokens
+    got = cache.last_hidden(ids, length)
+    assert got.dtype == torch.float64 and cache.fed_tokens - before == 12
+    torch.testing.assert_close(got, full_hidden(agent, ids, length))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(cache, "_run", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cache.last_hidden(ids, length + 1)
+    assert cache.ids is None and cache.capacity == 0  # nothing half written is kept

@@ -53,19 +53,24 @@ class ContextCache:
     def last_hidden(self, ids: np.ndarray, length: np.ndarray) -> torch.Tensor:
         """Last hidden state [N, H] of each row's context `ids[r, :length[r]]` (ids [N, L], length [N])."""
         n, width = ids.shape
-        if self.ids is None or self.ids.shape != ids.shape or self.ids.dtype != ids.dtype:
-            self.clear()
+        weight = next(self.base.parameters())
+        if (self.ids is None or self.ids.shape != ids.shape or self.ids.dtype != ids.dtype
+                or (self.keys and (self.keys[0].device, self.keys[0].dtype) != (weight.device, weight.dtype))):
+            self.clear()  # another batch shape, or the model moved to another device or dtype
             self.ids, self.held = np.zeros_like(ids), np.zeros(n, dtype=np.int64)
         length = length.astype(np.int64)
         held = self.held
         same = ((ids == self.ids) | (np.arange(width)[None] >= held[:, None])).all(1)
         start = np.where(same & (length >= held), held, 0)  # tokens each row reuses
-        new = length - start
-        for rows in _groups(new):
-            self._run(rows, ids, start[rows], length[rows])
+        try:
+            for rows in _groups(length - start):
+                self._run(rows, ids, start[rows], length[rows])
+        except BaseException:
+            self.clear()  # rows half written: start every row over next time
+            raise
         self.ids[:] = ids
         self.held = length
-        return self.hidden
+        return self.hidden.clone()
 
     def _run(self, rows: np.ndarray, ids: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
         """Run the tokens [start, end) of `rows` on top of their cached tokens [0, start)."""
