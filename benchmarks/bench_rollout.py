@@ -9,7 +9,8 @@
     those the env used (not the autoreset steps' ignored actions nor rows past their share of the
     episodes). "Model tokens per token chosen": tokens run through the model, the env's appended
     ones (Wordle's feedback, a maze's observation, a chess reply) included; each runs once with the
-    cache. The two rollouts' returns must be equal (same seeds, same actions).
+    cache. "Env setup apart": the same rate with the env's construction and reset (timed alone) left
+    out of the rollout's time. The two rollouts' returns must be equal (same seeds, same actions).
 (2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
 (3) The benchmark's evaluation (`agents.protocol.scoring_fn`: every ILQL beta on the validation
     episodes, then the test episodes) of the agents of (1), seconds with the cache off and on.
@@ -17,7 +18,8 @@ Timings alternate between the sides and report medians over `--repeats` (a share
 by about 20%).
 
     python benchmarks/bench_rollout.py [--tasks wordle ...] [--num-envs 256] [--episodes 512] [--repeats 3]
-                                       [--train-steps 40] [--small-tasks wordle] [--small-envs 32] [--threads 1]
+                                       [--train-steps 40] [--small-tasks wordle] [--small-envs 32] [--small-uncached] [--threads 1]
+                                       [--no-preset-speed]
                                        [--no-protocol]
 """
 
@@ -54,9 +56,8 @@ def trained_agent(task: Task, steps: int) -> ILQLAgent:
     config = task_config(task.name, "ilql", progress_bar=False, total_steps=max(steps, 1), eval_interval=10**9,
                          checkpoint_interval=10**9, checkpoint_dir=f"/tmp/bench_rollout/{task.name}", save_best=False)
     agent = ILQLAgent(config)
-    data = make_dataset(dataset_id(task.name, "mixed"), num_episodes=1000, progress=False)
     if steps:
-        agent.fit(data, rollout_eval=False)
+        agent.fit(make_dataset(dataset_id(task.name, "mixed"), num_episodes=1000, progress=False), rollout_eval=False)
     else:
         agent.tokenizer = task.tokenizer
         agent.model = agent.build_model(task.vocab_size)
@@ -90,6 +91,14 @@ def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: b
     return time.perf_counter() - start, result, len(calls)
 
 
+def env_setup(task: Task, num_envs: int) -> float:
+    """Seconds to build the vector env and reset it (one seeded rng per env): what `evaluate` pays before its
+    first step, and `decode`'s prompts do not."""
+    start = time.perf_counter()
+    task.make_vector_env(num_envs).reset(seed=0)
+    return time.perf_counter() - start
+
+
 def generation(agent: ILQLAgent, task: Task, num_envs: int, new_tokens: int) -> float:
     """Seconds of `decode` (generate's loop) of `new_tokens` per row from the env's reset prompts, no early stop."""
     obs, _ = task.make_vector_env(num_envs).reset(seed=0)
@@ -118,22 +127,31 @@ def paired(repeats: int, sides: dict[str, Callable[[], float]]) -> dict[str, flo
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int) -> str:
+def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int,
+              uncached: bool = True) -> str:
     """One table row: generate tok/s; rollout tok/s cached and uncached (tokens the policy chose, and the
     actions the env used); the ratios; whether the two rollouts' returns are equal."""
     _, on, calls = rollout(agent, task, episodes, num_envs, True)
     used, chosen, fed = int(on.lengths.sum()), calls * num_envs, agent._contexts.fed_tokens
     new_tokens = max(1, math.ceil(on.lengths.mean()))
-    t = paired(repeats, {"gen": lambda: generation(agent, task, num_envs, new_tokens),
-                         "on": lambda: rollout(agent, task, episodes, num_envs, True)[0],
-                         "off": lambda: rollout(agent, task, episodes, num_envs, False)[0]})
-    _, off, _ = rollout(agent, task, episodes, num_envs, False)
-    same = np.array_equal(off.returns, on.returns) and np.array_equal(off.lengths, on.lengths)
+    sides = {"gen": lambda: generation(agent, task, num_envs, new_tokens),
+             "on": lambda: rollout(agent, task, episodes, num_envs, True)[0],
+             "setup": lambda: env_setup(task, num_envs)}
+    if uncached:
+        sides["off"] = lambda: rollout(agent, task, episodes, num_envs, False)[0]
+    t = paired(repeats, sides)
+    t.setdefault("off", float("nan"))
+    same = "-"
+    if uncached:
+        _, off, _ = rollout(agent, task, episodes, num_envs, False)
+        same = "yes" if np.array_equal(off.returns, on.returns) and np.array_equal(off.lengths, on.lengths) else "NO"
     gen = num_envs * new_tokens / t["gen"]
+    loop = t["on"] - t["setup"]
     return (f"| {label} | {num_envs} | {new_tokens} | {gen:,.0f} | {chosen / t['on']:,.0f} | "
-            f"**{chosen / t['on'] / gen:.2f}** | {used / t['on']:,.0f} | {used / t['on'] / gen:.2f} | "
+            f"**{chosen / t['on'] / gen:.2f}** | {chosen / loop / gen:.2f} | {used / t['on']:,.0f} | "
+            f"{used / t['on'] / gen:.2f} | "
             f"{chosen / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {fed / chosen:.2f} | {fed / t['on'] / gen:.2f} | "
-            f"{'yes' if same else 'NO'} |")
+            f"{same} |")
 
 
 def protocol_row(agent: ILQLAgent, task: Task, repeats: int) -> str:
@@ -161,25 +179,30 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=40)
     parser.add_argument("--small-tasks", nargs="*", default=["wordle"])
     parser.add_argument("--small-envs", type=int, default=32)
+    parser.add_argument("--small-uncached", action="store_true",
+                        help="time the uncached rollouts at GPT-2-small shape too (slow on a CPU)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared machine more threads mostly wait for each other)")
+    parser.add_argument("--no-preset-speed", action="store_true", help="skip table 1 (its agents still train)")
     parser.add_argument("--no-protocol", action="store_true", help="skip the benchmark evaluation timing (table 3)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    head = ("| model | envs | new tokens (gen) | generate tok/s | rollout tok/s, cached | / generate | used actions/s, "
+    head = ("| model | envs | new tokens (gen) | generate tok/s | rollout tok/s, cached | / generate | "
+            "/ generate, env setup apart | used actions/s, "
             "cached | / generate | rollout tok/s, uncached | cached / uncached | model tokens per token chosen | "
             "model tok/s / generate | same returns |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     print(head)
     agents = {}
     for name in args.tasks:
         task = get_task(name)
         agents[name] = trained_agent(task, args.train_steps)
-        print(speed_row(f"{name} preset", agents[name], task, args.episodes, args.num_envs, args.repeats), flush=True)
+        if not args.no_preset_speed:
+            print(speed_row(f"{name} preset", agents[name], task, args.episodes, args.num_envs, args.repeats), flush=True)
     for name in args.small_tasks:
         task = get_task(name)
         print(speed_row(f"{name}, GPT-2-small shape", small_agent(task), task, args.small_envs * 2, args.small_envs,
-                        args.repeats), flush=True)
+                        args.repeats, uncached=args.small_uncached), flush=True)
     if not args.no_protocol:
         print("\n| task | evaluation s, uncached | evaluation s, cached | saving |\n| --- | ---: | ---: | ---: |")
         for name in args.tasks:
