@@ -73,8 +73,8 @@ def test_acting_temperature_overrides_the_config_per_call(agent) -> None:
     obs = {k: v.repeat(256, 0) for k, v in env.reset(seed=0)[0].items()}
     assert agent.config.method.gen_kwargs.temperature == 1.0
     greedy = agent.act(obs, temperature=0.0)
-    hidden, logits = agent._last_hidden_and_logits(agent.model, torch.as_tensor(obs["input_ids"][:, :1].astype("int64")),
-                                                   torch.ones(256, 1, dtype=torch.long), torch.zeros(256, dtype=torch.long))
+    with torch.no_grad():
+        logits = agent.model.backbone(torch.as_tensor(obs["input_ids"][:, :1].astype("int64"))).logits[:, -1]
     assert (greedy == logits.argmax(-1).numpy()).all()  # greedy: the most likely token, on every row
     assert len(set(agent.act(obs).tolist())) > 1  # the config's temperature 1 samples
     with pytest.raises(ValueError, match="temperature must be a number >= 0"):
