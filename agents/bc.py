@@ -6,8 +6,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import OfflineAgent
-from textrl.config import BCConfig
-from textrl.models import ValueModel, load_backbone, masked_mean, token_cross_entropy
+from textrl.methods import BCConfig, masked_mean, token_cross_entropy
+from textrl.models import ValueModel, load_backbone
 
 
 class BCAgent(OfflineAgent):

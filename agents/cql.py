@@ -9,9 +9,9 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import OfflineAgent
-from agents.targets import PolyakTargetSync, td_target
-from textrl.config import CQLConfig
-from textrl.models import ValueModel, load_backbone, masked_mean, taken_and_logsumexp
+from agents.targets import PolyakTargetSync
+from textrl.methods import CQLConfig, masked_mean, taken_and_logsumexp, td_target
+from textrl.models import ValueModel, load_backbone
 
 
 class CQLAgent(PolyakTargetSync, OfflineAgent):

@@ -10,8 +10,8 @@ from tensordict import TensorDict
 
 from agents.base import OfflineAgent
 from agents.targets import PolyakTargetSync
-from textrl.config import ILQLConfig
-from textrl.models import ValueModel, ilql_loss, load_backbone
+from textrl.methods import ILQLConfig, ilql_loss
+from textrl.models import ValueModel, load_backbone
 
 
 class ILQLAgent(PolyakTargetSync, OfflineAgent):

@@ -6,9 +6,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import OfflineAgent
-from agents.targets import returns_to_go
-from textrl.config import MCReturnsConfig
-from textrl.models import ValueModel, load_backbone, masked_mean, token_cross_entropy
+from textrl.methods import MCReturnsConfig, masked_mean, returns_to_go, token_cross_entropy
+from textrl.models import ValueModel, load_backbone
 
 
 class MCReturnsAgent(OfflineAgent):
