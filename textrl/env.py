@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
+from textrl.tasks import get_task
 from textrl.tasks.base import Task
 
 
@@ -92,8 +93,6 @@ def _prompt_from_options(task: Task, options: dict[str, Any] | None) -> list[int
 def _resolve_task(task: Task | str, task_kwargs: dict[str, Any]) -> Task:
     """The task itself, or the one named (with `task_kwargs`); kwargs next to a Task object are an error."""
     if isinstance(task, str):
-        from textrl.tasks import get_task
-
         return get_task(task, **task_kwargs)
     if not isinstance(task, Task):
         raise TypeError(f"task must be a Task or a task name/env id, got {type(task).__name__}")
