@@ -10,17 +10,15 @@ from tensordict import TensorDict
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from textrl.config import ModelConfig
+from textrl.methods import ilql_loss, taken_and_logsumexp, token_cross_entropy
 from textrl.models import (
     MLPHead,
     ValueHeads,
     ValueModel,
     ValueOutput,
     decode,
-    ilql_loss,
     load_backbone,
     sample_next,
-    taken_and_logsumexp,
-    token_cross_entropy,
 )
 from textrl.models.value_model import gather_positions
 

@@ -1,4 +1,5 @@
-"""ILQL (Implicit Language Q-Learning): its config, with the losses in math, and the loss itself."""
+"""ILQL (Implicit Language Q-Learning): its config, with the losses in math, the loss itself, and the
+advantage-shifted acting scores."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from textrl.methods.base import MethodConfig, register_method
 from textrl.methods.loss_parts import masked_mean, taken_and_logsumexp, token_cross_entropy
 
 if typing.TYPE_CHECKING:
+    from textrl.models.heads import ValueHeads
     from textrl.models.value_model import ValueOutput
 
 
@@ -26,7 +28,7 @@ class ILQLConfig(MethodConfig):
     there (1 otherwise, and at a truncation, where the target bootstraps from V). The heads read the
     last hidden state: V(s), Q_j(s, .) for j = 1..2 (1 when `two_qs` is False) and their target
     copies Qbar_j, with Qbar(s, a) = min_j Qbar_j(s, a). Every mean is over the valid actions of
-    the batch (`textrl.models.ilql_loss` computes these lines)::
+    the batch (`ilql_loss` below computes these lines)::
 
         y_k    = r_k + gamma * V(s_{k+1}) * notdone_k                    (V detached)
         L_Q    = sum_j mean_k (Q_j(s_k, a_k) - y_k)^2
@@ -120,6 +122,14 @@ def ilql_loss(out: ValueOutput, batch: TensorDict, tau: float, gamma: float, cql
     names = list(stats)
     values = torch.stack([t.detach().float() for t in stats.values()]).tolist()  # one device sync, not one per stat
     return loss, dict(zip(names, values))
+
+
+def shifted_log_probs(heads: ValueHeads, h: torch.Tensor, logits: torch.Tensor, beta: float,
+                      use_targets: bool = True) -> torch.Tensor:
+    """log_softmax(logits) + beta * (Q - V) over the vocabulary: the acting scores of ILQL (Q = min of the
+    target heads) and of MC returns (`use_targets=False`: Q = min of the online heads)."""
+    q = heads.target_q(h) if use_targets else torch.stack(heads.qs(h)).amin(0)
+    return torch.log_softmax(logits.float(), -1) + beta * (q - heads.v(h)[:, None]).float()
 
 
 def _masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Monte-Carlo returns: its config, with the losses in math, and the returns-to-go it regresses on."""
+"""Monte-Carlo returns: its config, with the losses in math, the returns-to-go and the loss itself."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import typing
 from dataclasses import dataclass
 
 import torch
+from tensordict import TensorDict
 
 from textrl.methods.base import MethodConfig, register_method
+from textrl.methods.loss_parts import masked_mean, token_cross_entropy
+
+if typing.TYPE_CHECKING:
+    from textrl.models.value_model import ValueOutput
 
 
 @register_method
@@ -57,3 +62,16 @@ def returns_to_go(rewards: torch.Tensor, action_mask: torch.Tensor, gamma: float
         running = rewards[:, k] + gamma * running * action_mask[:, k]
         out[:, k] = running
     return out * action_mask
+
+
+def mc_returns_loss(out: ValueOutput, batch: TensorDict, gamma: float, bc_scale: float
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of `MCReturnsConfig`'s equation, term by term, and its stats."""
+    mask = batch["action_mask"].float()
+    g = returns_to_go(batch["rewards"], mask, gamma)  # G_k
+    q_taken = [q.gather(-1, out.actions[..., None]).squeeze(-1) for q in out.qs]  # Q_j(s_k, a_k)
+    loss_q = sum(masked_mean((q - g) ** 2, mask) for q in q_taken)  # sum_j mean_k (Q_j(s_k, a_k) - G_k)^2
+    loss_v = masked_mean((out.vs[:, :-1] - g) ** 2, mask)  # mean_k (V(s_k) - G_k)^2
+    loss_bc = masked_mean(token_cross_entropy(out.logits, out.actions), mask)  # mean_k (-log pi(a_k | s_k))
+    loss = loss_q + loss_v + bc_scale * loss_bc
+    return loss, {"loss_q": loss_q.item(), "loss_v": loss_v.item(), "loss_bc": loss_bc.item()}
