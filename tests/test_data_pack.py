@@ -116,7 +116,7 @@ def test_an_interrupted_cache_write_leaves_no_cache(maze, tmp_path: Path, monkey
         raise KeyboardInterrupt("simulated interruption")
 
     monkeypatch.setattr(pack_module.TensorDict, "memmap_", die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="simulated interruption"):
         pack(copy)
     monkeypatch.undo()
     assert list((copy / "packed").glob("*/info.json")) == [] and not list((copy / "packed").glob(".*"))

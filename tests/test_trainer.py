@@ -141,7 +141,7 @@ def test_interrupted_checkpoint_write_leaves_previous_one_valid(tmp_path, monkey
 
     learner.save_pretrained = broken_save
     trainer.state.step = 4
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed half way"):
         trainer.save_checkpoint()
     run = tmp_path / "run"
     assert find_checkpoint(run).name == "step_000003"
