@@ -74,7 +74,8 @@ def test_a_crafted_pickle_checkpoint_is_never_unpickled(tmp_path) -> None:
             os.unlink(step / name)
     marker = tmp_path / "pwned"
     torch.save({"step": Payload(marker)}, step / "trainer_state.pt")
-    with pytest.raises(ValueError, match="is a pickle written by an older textrl: it is not loaded"):
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint at {run}: expected a step_N folder holding "
+                                                "trainer_state.json"):
         _resume(tmp_path, total_steps=6)
     assert not marker.exists()
 

@@ -205,9 +205,7 @@ class ValueModel(nn.Module):
                 state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
                 save_file(state, str(tmp / HEADS_FILE))
                 settings = dict(num_qs=len(self.heads.q_heads), with_v=self.heads.v_head is not None,
-                                with_targets=self.heads.target_q_heads is not None)
-                if self.heads.q_rank is not None:  # absent for trlx's heads, as in folders saved before q_rank
-                    settings["q_rank"] = self.heads.q_rank
+                                with_targets=self.heads.target_q_heads is not None, q_rank=self.heads.q_rank)
                 (tmp / HEADS_CONFIG).write_text(json.dumps(settings))
             write_manifest(tmp)
 
