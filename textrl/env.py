@@ -123,8 +123,9 @@ class TokenEnv(gym.Env):
     The agent writes one token per step after a prompt; a multi-turn task answers with
     environment tokens, appended to the context as observations (never actions). The dynamics
     are the task's batched `transition`, the code `TokenVectorEnv` and dataset collection run
-    too. Each task class (`RandomWalksTask`, `MazeTask`, `MazePOTask`, `BracketsTask`) documents
-    its own spaces, rewards, ends and references; this gives what every task shares.
+    too. Each task class in `textrl.tasks.TASKS` (RandomWalks, Maze, MazePO, Brackets, Endgames,
+    EndgamesStockfish, Wordle) documents its own spaces, rewards, ends and references; this gives
+    what every task shares.
 
     ## Action Space
     `Discrete(task.vocab_size)`: a token id, an int or a 0-d integer array. Anything else raises
