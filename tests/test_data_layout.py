@@ -11,8 +11,8 @@ import pytest
 from minari.data_collector import EpisodeBuffer
 
 from textrl.data import from_samples, make_dataset, pack
+from textrl.data.cache import CACHE_DIR
 from textrl.data.hdf5 import EpisodeFile, _CtypesCalls
-from textrl.data.pack import CACHE_DIR
 from textrl.data.store import folder_of
 from textrl.rollout import Episode, collect_episodes
 from textrl.tasks import TASKS, get_task
@@ -91,7 +91,7 @@ def test_imported_samples_read_back_as_minaris_writer_would_write_them() -> None
 
 
 def test_pack_opens_the_writers_cache_without_reading_hdf5(monkeypatch: pytest.MonkeyPatch) -> None:
-    pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
+    pack_module = importlib.import_module("textrl.data.cache")  # the module, not the function
     dataset = make_dataset("textrl/maze/mixed-v1", num_episodes=20, progress=False)
     monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("the hdf5 file was read"))
     packed = pack(dataset.spec.dataset_id)

@@ -15,12 +15,12 @@ from gymnasium import spaces
 from minari.data_collector import EpisodeBuffer
 
 from textrl.data import PackedDataset, check_vocab, load, load_tokenizer, make_dataset, pack
-from textrl.data.packed import BATCH_KEYS, normalizer
+from textrl.data.packed_dataset import BATCH_KEYS, normalizer
 from textrl.data.store import folder_of
 from textrl.tasks import get_task
 
 MAZE = "textrl/maze/mixed-v1"
-pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
+pack_module = importlib.import_module("textrl.data.cache")  # the module, not the function
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import minari
 from gymnasium import spaces
 
 from textrl.data.background import BackgroundEpisodeFile
-from textrl.data.packed import PackBuilder
+from textrl.data.packed_dataset import PackBuilder
 from textrl.io import make_temp_dir
 from textrl.rollout import Episode
 
@@ -132,7 +132,7 @@ def write_dataset(
     leaves no dataset under `dataset_id` (and nothing blocking the id); `build_info` (how it
     was made) is saved as `textrl.json` beside the data.
     """
-    from textrl.data.pack import write_cache  # pack imports this module
+    from textrl.data.cache import write_cache  # pack imports this module
 
     check_dataset_id(dataset_id)
     final = dataset_dir(dataset_id)

@@ -27,7 +27,7 @@ from h5py import h5d, h5g, h5s
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from textrl.data.packed import (
+from textrl.data.packed_dataset import (
     DamagedCacheError,
     PackBuilder,
     PackedDataset,
