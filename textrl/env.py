@@ -21,7 +21,7 @@ def observation_space(task: Task) -> spaces.Dict:
     })
 
 
-class _Episodes:
+class _EpisodeBuffers:
     """N episodes' token buffers, lengths and task state: the core both envs share."""
 
     def __init__(self, task: Task, n: int) -> None:
@@ -178,7 +178,7 @@ class TokenEnv(gym.Env):
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(task.vocab_size)
         self.observation_space = observation_space(task)
-        self._ep = _Episodes(task, 1)
+        self._ep = _EpisodeBuffers(task, 1)
         self._done = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -261,7 +261,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         self.single_observation_space = observation_space(task)
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, task.vocab_size))
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self._ep = _Episodes(task, num_envs)
+        self._ep = _EpisodeBuffers(task, num_envs)
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._needs_reset = np.ones(num_envs, dtype=bool)
         self._started = False
