@@ -21,7 +21,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from textrl.io import DamagedFileError, atomic_directory, verify_manifest, write_manifest
+from textrl.io import (
+    DamagedFileError,
+    atomic_directory,
+    read_json_mapping,
+    verify_manifest,
+    write_manifest,
+)
 from textrl.models.heads import ValueHeads
 
 HEADS_FILE = "value_heads.safetensors"
@@ -235,13 +241,7 @@ class ValueModel(nn.Module):
                 raise DamagedFileError(f"{directory / HEADS_CONFIG} is missing: the saved model {directory} is "
                                        f"damaged ({HEADS_FILE} has no settings). Restore it or save the agent again")
             return cls(backbone, None)
-        try:
-            settings = json.loads((directory / HEADS_CONFIG).read_text())
-            if not isinstance(settings, dict):
-                raise ValueError(f"expected a mapping, got {type(settings).__name__}")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DamagedFileError(f"{directory / HEADS_CONFIG} is damaged ({e})") from None
-        model = cls.build(backbone, **settings)
+        model = cls.build(backbone, **read_json_mapping(directory / HEADS_CONFIG))
         try:
             heads = load_file(str(directory / HEADS_FILE))
         except (SafetensorError, OSError) as e:
