@@ -114,7 +114,7 @@ def test_an_interrupted_cache_write_leaves_no_cache(maze, tmp_path: Path, monkey
     def die(*args, **kwargs):
         raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(cache_module.TensorDict, "memmap_", die)
+    monkeypatch.setattr(cache_module, "save_arrays", die)
     with pytest.raises(KeyboardInterrupt, match="simulated interruption"):
         pack(copy)
     monkeypatch.undo()
