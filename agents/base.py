@@ -20,8 +20,9 @@ from tensordict import TensorDict
 from agents.evaluation import rollout_eval_fn
 from agents.inputs import check_observation_fits, left_padded, prompt_list, room_for_new_tokens
 from agents.saving import SavedAgent
-from textrl.config import MethodConfig, TRLConfig, default_config
+from textrl.config import TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
+from textrl.methods import MethodConfig
 from textrl.models import ContextCache, ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
 from textrl.tasks import get_task

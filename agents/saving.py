@@ -13,6 +13,7 @@ from textrl.io import (
     DamagedFileError,
     atomic_directory,
     atomic_write_text,
+    read_json_mapping,
     verify_manifest,
     write_manifest,
 )
@@ -86,10 +87,4 @@ class SavedAgent:
 
 def read_agent_info(path: Path) -> dict[str, Any]:
     """The contents of a saved agent's agent.json; a truncated or garbled file is named as damaged."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(info, dict):
-            raise ValueError(f"expected a mapping, got {type(info).__name__}")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DamagedFileError(f"{path} is damaged ({e}): restore it or save the agent again") from None
-    return info
+    return read_json_mapping(path, ": restore it or save the agent again")

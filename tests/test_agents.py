@@ -7,9 +7,8 @@ import torch
 from tensordict import TensorDict
 
 from agents import AGENTS, BCAgent, CQLAgent, FilteredBCAgent, ILQLAgent, MCReturnsAgent, load_agent
-from agents.filtered_bc import top_fraction
-from agents.targets import returns_to_go, td_target
 from textrl import default_config, make_dataset, pack, task_config
+from textrl.methods import returns_to_go, td_target, top_fraction
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
 

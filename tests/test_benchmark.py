@@ -172,13 +172,13 @@ def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_p
     def save_then_interrupt(self):
         path = real_save(self)
         if self.state.step == 3:
-            raise KeyboardInterrupt  # Ctrl-C right after the run's first checkpoint
+            raise KeyboardInterrupt("Ctrl-C after the first checkpoint")
         return path
 
     kwargs = dict(tiers=["mixed"], total_steps=6, eval_interval=3, validation_episodes=4, test_episodes=4,
                   progress=False)
     monkeypatch.setattr(Trainer, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="Ctrl-C after the first checkpoint"):
         run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
     assert not list((tmp_path / "runs").glob("*.json"))
     monkeypatch.setattr(Trainer, "save_checkpoint", real_save)

@@ -153,7 +153,7 @@ def test_interrupted_build_leaves_nothing_and_rebuilds(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(build, "CHUNK", 10)
     monkeypatch.setattr(task, "behaviour_policy", failing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="simulated interruption"):
         make_dataset(RW, num_episodes=60, progress=False)
     assert calls["n"] > 25
     with pytest.raises(FileNotFoundError, match="no local dataset"):

@@ -1,6 +1,5 @@
 """The bulk hdf5 writer is read by Minari exactly like Minari's own writer, and its packed cache equals a repack."""
 
-import importlib
 import shutil
 import warnings
 from pathlib import Path
@@ -10,8 +9,9 @@ import numpy as np
 import pytest
 from minari.data_collector import EpisodeBuffer
 
+import textrl.data.cache as cache_module
 from textrl.data import from_samples, make_dataset, pack
-from textrl.data.pack import CACHE_DIR
+from textrl.data.cache import CACHE_DIR
 from textrl.data.store import folder_of
 from textrl.tasks import TASKS, get_task
 
@@ -89,8 +89,7 @@ def test_imported_samples_read_back_as_minaris_writer_would_write_them() -> None
 
 
 def test_pack_opens_the_writers_cache_without_reading_hdf5(monkeypatch: pytest.MonkeyPatch) -> None:
-    pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
     dataset = make_dataset("textrl/maze/mixed-v1", num_episodes=20, progress=False)
-    monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("the hdf5 file was read"))
+    monkeypatch.setattr(cache_module, "_HDF5EpisodeReader", lambda *a, **k: pytest.fail("the hdf5 file was read"))
     packed = pack(dataset.spec.dataset_id)
     assert len(packed) == 20 and packed.num_actions == dataset.total_steps

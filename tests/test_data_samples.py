@@ -174,7 +174,7 @@ def test_bad_samples_get_clear_errors(samples, rewards, kwargs, error, message) 
 
 def test_a_failed_import_leaves_the_id_free() -> None:
     tok = word_tokenizer()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sample 1 is longer than max_length=4 tokens"):
         from_samples(["q a", "q a b c"], [1.0, 2.0], tok, "imported/retry-v0", max_length=4, progress=False)
     assert from_samples(["q a"], [1.0], tok, "imported/retry-v0", progress=False).total_episodes == 1
     with pytest.raises(FileExistsError, match="already exists"):

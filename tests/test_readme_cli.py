@@ -1,8 +1,9 @@
 """The documented uses cannot drift: README's code runs, its commands exist, CI runs its test command."""
 
 import re
+import shutil
 import subprocess
-import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,9 @@ def test_cli_help_config_and_errors(capsys) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "textrl.cli", "config"], capture_output=True, text=True, check=True)
+    script = shutil.which("textrl", path=sysconfig.get_path("scripts"))  # beside this interpreter, not elsewhere on PATH
+    assert script is not None, f"no textrl console script in {sysconfig.get_path('scripts')}: pip install -e ."
+    out = subprocess.run([script, "config"], capture_output=True, text=True, check=True)
     assert "tau: 0.7" in out.stdout
 
 

@@ -92,11 +92,11 @@ def test_randomwalks_graph_matches_trlx():
 
 
 def test_randomwalks_invalid_construction():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RandomWalks needs n_nodes >= 2, max_nodes >= 2 and 0 < p_edge <= 1"):
         RandomWalksTask(n_nodes=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RandomWalks needs n_nodes >= 2, max_nodes >= 2 and 0 < p_edge <= 1"):
         RandomWalksTask(p_edge=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RandomWalks needs n_nodes >= 2, max_nodes >= 2 and 0 < p_edge <= 1"):
         RandomWalksTask(max_nodes=1)
 
 
@@ -305,7 +305,7 @@ def test_behaviour_policy_epsilon_one_maze_is_uniform_move(name):
 
 @pytest.mark.parametrize("eps", [-0.1, 1.01, 2.0, float("nan")])
 def test_behaviour_policy_invalid_epsilon(eps):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"epsilon must lie in \[0, 1\], got"):
         get_task("randomwalks").behaviour_policy(eps)
 
 
@@ -394,10 +394,15 @@ def test_brackets_episode_rewards():
     assert env.render() is None and int(env._ep.length[0]) == task.max_length
 
 
-@pytest.mark.parametrize("prompt", [") (", "( ]", "( )", "<eos>", "( <pad>", "( ( ( ( ( ( (", "( ( ( ( [ ] [ ] [ ]"])
-def test_brackets_bad_prompts(prompt):
+NOT_A_PREFIX, TOO_LONG = "a Brackets prompt is a prefix of a well-nested bracket string", "do not fit in max_length 13"
+
+
+@pytest.mark.parametrize(("prompt", "message"), [(") (", NOT_A_PREFIX), ("( ]", NOT_A_PREFIX), ("( )", NOT_A_PREFIX),
+                                                 ("<eos>", NOT_A_PREFIX), ("( <pad>", NOT_A_PREFIX),
+                                                 ("( ( ( ( ( ( (", TOO_LONG), ("( ( ( ( [ ] [ ] [ ]", TOO_LONG)])
+def test_brackets_bad_prompts(prompt, message):
     env = TokenEnv(get_task("brackets"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         env.reset(options={"prompt": prompt})
 
 
@@ -405,7 +410,7 @@ def test_brackets_invalid_construction():
     from textrl.tasks import BracketsTask
 
     for kwargs in ({"max_depth": 0}, {"max_depth": 2.0}, {"max_pairs": -1}, {"max_pairs": True}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_(depth|pairs) must be an int >= [01], got"):
             BracketsTask(**kwargs)
     small = BracketsTask(max_depth=2, max_pairs=0)
     assert small.max_length == 5

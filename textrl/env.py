@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
+from textrl.tasks import get_task
 from textrl.tasks.base import Task
 
 
@@ -20,7 +21,7 @@ def observation_space(task: Task) -> spaces.Dict:
     })
 
 
-class _Episodes:
+class _EpisodeBuffers:
     """N episodes' token buffers, lengths and task state: the core both envs share."""
 
     def __init__(self, task: Task, n: int) -> None:
@@ -92,8 +93,6 @@ def _prompt_from_options(task: Task, options: dict[str, Any] | None) -> list[int
 def _resolve_task(task: Task | str, task_kwargs: dict[str, Any]) -> Task:
     """The task itself, or the one named (with `task_kwargs`); kwargs next to a Task object are an error."""
     if isinstance(task, str):
-        from textrl.tasks import get_task
-
         return get_task(task, **task_kwargs)
     if not isinstance(task, Task):
         raise TypeError(f"task must be a Task or a task name/env id, got {type(task).__name__}")
@@ -124,8 +123,9 @@ class TokenEnv(gym.Env):
     The agent writes one token per step after a prompt; a multi-turn task answers with
     environment tokens, appended to the context as observations (never actions). The dynamics
     are the task's batched `transition`, the code `TokenVectorEnv` and dataset collection run
-    too. Each task class (`RandomWalksTask`, `MazeTask`, `MazePOTask`, `BracketsTask`) documents
-    its own spaces, rewards, ends and references; this gives what every task shares.
+    too. Each task class in `textrl.tasks.TASKS` (RandomWalks, Maze, MazePO, Brackets, Endgames,
+    EndgamesStockfish, Wordle) documents its own spaces, rewards, ends and references; this gives
+    what every task shares.
 
     ## Action Space
     `Discrete(task.vocab_size)`: a token id, an int or a 0-d integer array. Anything else raises
@@ -178,7 +178,7 @@ class TokenEnv(gym.Env):
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(task.vocab_size)
         self.observation_space = observation_space(task)
-        self._ep = _Episodes(task, 1)
+        self._ep = _EpisodeBuffers(task, 1)
         self._done = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -261,7 +261,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         self.single_observation_space = observation_space(task)
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, task.vocab_size))
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self._ep = _Episodes(task, num_envs)
+        self._ep = _EpisodeBuffers(task, num_envs)
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._needs_reset = np.ones(num_envs, dtype=bool)
         self._started = False

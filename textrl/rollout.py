@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from textrl.env import TokenVectorEnv
 from textrl.tasks.base import Policy, Task, normalized_score
 
 PROGRESS_MIN_EPISODES = 10_000
@@ -108,7 +109,7 @@ def _run(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int
     played = np.zeros(num_envs, dtype=np.int64)
     returns = np.zeros(num_episodes)
     lengths = np.zeros(num_episodes, dtype=np.int64)
-    env = task.make_vector_env(num_envs)
+    env = TokenVectorEnv(task, num_envs)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     trace = _Trace(obs, offsets) if record else None

@@ -77,7 +77,6 @@ TRAINER_TENSORS = "trainer_state.safetensors"
 SHARD_STATE = "shard_{rank:05d}.json"  # one process's shards of model and optimizer (train.fsdp)
 SHARD_TENSORS = "shard_{rank:05d}.safetensors"
 METRICS_FILE = "metrics.jsonl"
-LEGACY_STATE = "trainer_state.pt"  # a pickle, written before textrl stored state without one: never loaded
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -134,12 +133,6 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     steps = sorted(
         (int(m.group(1)), p) for p in path.glob("step_*") if (m := _STEP_DIR.match(p.name)) and (p / TRAINER_STATE).is_file()
     ) if path.is_dir() else []
-    legacy = [path] if (path / LEGACY_STATE).is_file() else sorted(path.glob(f"step_*/{LEGACY_STATE}"))
-    if not steps and legacy:
-        raise ValueError(
-            f"{legacy[-1]} is a pickle written by an older textrl: it is not loaded, because unpickling a file "
-            "can run any code it holds. Resume from a checkpoint written by this version, or train afresh"
-        )
     if not steps:
         raise FileNotFoundError(
             f"no checkpoint at {path}: expected a step_N folder holding {TRAINER_STATE}, or a run folder "

@@ -23,9 +23,9 @@ import minari
 from gymnasium import spaces
 from minari.dataset.minari_storage import MinariStorage
 
+from textrl.data.cache import write_cache
 from textrl.data.hdf5 import EpisodeFile
-from textrl.data.pack import write_cache
-from textrl.data.packed import PackBuilder
+from textrl.data.packed_dataset import PackBuilder
 from textrl.data.store import (
     BUILD_INFO,
     TOKENIZER_DIR,

@@ -164,19 +164,7 @@ class Task(ABC):
         policy.__name__ = f"{self.name}_behaviour_eps{epsilon:g}"
         return policy
 
-    # ------------------------------------------------------------------ envs
-
-    def make_env(self, **kwargs: Any) -> Any:
-        """A single-episode `TokenEnv` of this task."""
-        from textrl.env import TokenEnv
-
-        return TokenEnv(self, **kwargs)
-
-    def make_vector_env(self, num_envs: int, **kwargs: Any) -> Any:
-        """A batched `TokenVectorEnv` of this task."""
-        from textrl.env import TokenVectorEnv
-
-        return TokenVectorEnv(self, num_envs, **kwargs)
+    # ------------------------------------------------------------------ scores
 
     def normalized_score(self, returns: Any) -> Any:
         """`normalized_score` against this task's reference scores (a return or an array of them)."""
