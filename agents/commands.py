@@ -81,7 +81,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def add_demo_command(sub: argparse._SubParsersAction) -> None:
     """Register `textrl demo`: RandomWalks data, BC and ILQL on a tiny GPT-2, rolled out and compared."""
-    p = sub.add_parser("demo", help="train BC and ILQL on RandomWalks and compare them (a few minutes on CPU)")
+    p = sub.add_parser("demo", help="train BC and ILQL on RandomWalks and compare them (about half a minute on 2 CPU cores)")
     p.add_argument("--steps", type=int, default=None, help="training steps per agent (default: the task's)")
     p.add_argument("--episodes", type=int, default=500, help="evaluation episodes")
     p.add_argument("--seed", type=int, default=0)

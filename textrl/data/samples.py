@@ -202,7 +202,8 @@ def _episode(turns: Turns, reward: float, max_length: int, pad: int, dtype: np.d
 
 def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokenizer: Any, dataset_id: str,
                  max_length: int | None = None, description: str = "", ref_min_score: float | None = None,
-                 ref_max_score: float | None = None, progress: bool = True) -> minari.MinariDataset:
+                 ref_max_score: float | None = None, progress: bool = True, overwrite: bool = False,
+                 env: Any = None) -> minari.MinariDataset:
     """A Minari dataset of the samples as token episodes (agent tokens are actions), written atomically.
 
     `samples` is a list (or array, Series, any sized collection) or any iterable, e.g. a
@@ -211,6 +212,7 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     observation width: by default the longest sample, which needs a sized collection (an
     iterator is read only once, so give `max_length`). Reference scores default to the
     lowest and highest reward. With `progress`, a bar runs and the rate and size are printed.
+    `overwrite=True` replaces a dataset of the same id once the new one is written.
     """
     if isinstance(samples, str):
         raise TypeError("samples must be a sequence of samples, got a single string: wrap it in a list")
@@ -260,7 +262,8 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
 
     start = time.perf_counter()
     info: dict[str, Any] = {"source": "samples", "max_length": max_length}
-    dataset = write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info)
+    dataset = write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info,
+                            overwrite=overwrite)
     if progress:
         print(written_line(dataset, time.perf_counter() - start, "samples"))
     return dataset

@@ -120,6 +120,7 @@ def write_dataset(
     tokenizer: Any,
     metadata: dict[str, Any],
     build_info: dict[str, Any],
+    overwrite: bool = False,
 ) -> minari.MinariDataset:
     """Write episode chunks as a Minari dataset with its packed cache, atomically (staged, then renamed).
 
@@ -130,14 +131,16 @@ def write_dataset(
     yielded (they are written later). `metadata` (Minari's dataset metadata) is read after the last
     chunk, so a streaming caller may fill in what it learns on the way. An interrupted write
     leaves no dataset under `dataset_id` (and nothing blocking the id); `build_info` (how it
-    was made) is saved as `textrl.json` beside the data.
+    was made) is saved as `textrl.json` beside the data. With `overwrite`, an existing dataset of
+    that id is replaced once the new one is complete (until then it stays as it was).
     """
     from textrl.data.pack import write_cache  # pack imports this module
 
     check_dataset_id(dataset_id)
     final = dataset_dir(dataset_id)
-    if final.exists():
-        raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it or bump the version")
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it, bump the version, or "
+                              "pass overwrite=True")
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(root, staging_prefix())
@@ -174,6 +177,8 @@ def write_dataset(
         (staging / dataset_id / BUILD_INFO).write_text(json.dumps(build_info, indent=1))
         write_cache(open_dataset(staging / dataset_id), builder.arrays())
         final.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite and final.exists():
+            os.replace(final, staging / "replaced")  # removed with the staging folder below
         try:
             os.replace(staging / dataset_id, final)
         except OSError as e:
