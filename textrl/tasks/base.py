@@ -127,6 +127,14 @@ class Task(ABC):
     def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
         """Advance the episodes where `active` is True by `actions`, updating `state` in place."""
 
+    def evaluation_prompts(self) -> list[list[int]] | None:
+        """A finite set of start prompts that evaluation plays equally often (None: prompts are drawn).
+
+        With it, `evaluate` gives every start the same number of episodes, so the mean return is
+        the mean over starts that the reference scores are (the optimum reads exactly 100).
+        """
+        return None
+
     def dataset_task(self) -> Task:
         """The task whose episodes make this task's datasets: itself, unless it holds its evaluation starts out."""
         return self
