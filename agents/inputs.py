@@ -3,7 +3,7 @@ the tokenizer can read, and room left in the model's positions (each would other
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -12,14 +12,24 @@ from textrl.models import ValueModel
 from textrl.models.value_model import transformers_model
 
 
-def left_padded(tokenizer: Any, prompts: list[str]) -> Any:
-    """Encode prompts padded on the left (decoding appends on the right), restoring the tokenizer's side."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
+def left_padded(tokenizer: Any, prompts: list[str], prefix: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """`prefix` (the start token training saw, if any) and each prompt's tokens, padded on the left
+    (decoding appends on the right): `input_ids` and `attention_mask` tensors."""
+    rows = [[*prefix, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def start_prefix(first_tokens: torch.Tensor, tokenizer: Any) -> list[int]:
+    """The start token every training episode begins with, which prompts then get too: the tokenizer's BOS
+    (its EOS when it has none), as `from_samples` puts before a string sample; [] for other data."""
+    if tokenizer is None or tokenizer.eos_token_id is None:
+        return []
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [int(bos)] if len(first_tokens) and bool((first_tokens == bos).all()) else []
 
 
 def model_limits(model: ValueModel) -> tuple[int, Optional[int]]:
@@ -46,7 +56,10 @@ def check_observation_fits(model: ValueModel, ids: np.ndarray, length: np.ndarra
 
 
 def prompt_list(prompts: Any, tokenizer: Any) -> list[str]:
-    """The prompts as a list of strings, with a clear error for a bare string, a non-string or no tokenizer."""
+    """The prompts as a list of strings (None: one empty prompt), with a clear error for a bare string, a
+    non-string or no tokenizer."""
+    if prompts is None:
+        return [""]  # one fresh text, after the start token training saw
     if isinstance(prompts, str):
         raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
     prompts = list(prompts)
@@ -77,8 +90,8 @@ def room_for_new_tokens(model: ValueModel, tokenizer: Any, prompts: list[str], a
     lengths = attention_mask.sum(1)
     if (lengths == 0).any():
         i = int((lengths == 0).nonzero()[0])
-        raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty: it has no tokens to continue; give each prompt at "
-                         "least one token")
+        raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty: it has no tokens to continue (the agent's data "
+                         "had no start token to begin from); give each prompt at least one token")
     for i, prompt in enumerate(prompts):
         unknown = unknown_words(tokenizer, prompt)
         if unknown:

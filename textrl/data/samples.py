@@ -12,8 +12,9 @@ it maps to its unk or pad token, or drops) is an error naming the sample and the
 the pad token is never a trained action. When pad and EOS are one token (GPT-2), only the EOS
 that ends the sample (and the BOS stand-in) may use that id. Samples longer than `max_length`
 tokens are rejected, not cut, so no reward is attached to text the agent did not write. There
-is no env to roll out in, so the dataset has no env spec; its spaces follow
-docs/architecture.md with the tokenizer's size as vocabulary.
+is no env to roll out in unless `env=` names one (a `TextEnv` with your reward function, by its
+registered id, kept in the dataset's textrl.json); its spaces follow docs/architecture.md with the
+tokenizer's size as vocabulary.
 """
 
 from __future__ import annotations
@@ -200,6 +201,31 @@ def _episode(turns: Turns, reward: float, max_length: int, pad: int, dtype: np.d
                    np.zeros(t, dtype=bool), tokenizer.decode(turns[0]), tokenizer.decode(tokens.tolist()))
 
 
+def _registered_env_id(env: Any, vocab: int) -> str:
+    """The registered id of `env` (an id or an env made by gymnasium.make), checked against the tokenizer."""
+    import gymnasium
+
+    from textrl.registration import TEXT_ENV_ID
+
+    env_id = env if isinstance(env, str) else getattr(getattr(env, "spec", None), "id", None)
+    how = ("register it under its own id first: gymnasium.register('mydata/MyText-v0', entry_point='textrl:TextEnv', "
+           "kwargs=dict(tokenizer=..., prompts=..., reward_fn=...)), then pass env='mydata/MyText-v0'")
+    if env_id is None:
+        raise ValueError(f"env {env!r} has no registered id, so the dataset cannot name it: {how}")
+    if env_id == TEXT_ENV_ID:
+        raise ValueError(f"env {TEXT_ENV_ID} takes its tokenizer, prompts and reward function when it is made, so "
+                         f"the dataset cannot name them: {how}")
+    if env_id not in gymnasium.registry:
+        raise ValueError(f"env {env_id!r} is not registered in this process: {how}")
+    made = gymnasium.make(env_id)
+    n = getattr(made.action_space, "n", None)
+    made.close()
+    if n != vocab:
+        raise ValueError(f"env {env_id!r} has {n} actions but the tokenizer has {vocab} tokens: give the env the "
+                         "tokenizer of the samples")
+    return env_id
+
+
 def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokenizer: Any, dataset_id: str,
                  max_length: int | None = None, description: str = "", ref_min_score: float | None = None,
                  ref_max_score: float | None = None, progress: bool = True, overwrite: bool = False,
@@ -212,7 +238,10 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     observation width: by default the longest sample, which needs a sized collection (an
     iterator is read only once, so give `max_length`). Reference scores default to the
     lowest and highest reward. With `progress`, a bar runs and the rate and size are printed.
-    `overwrite=True` replaces a dataset of the same id once the new one is written.
+    `overwrite=True` replaces a dataset of the same id once the new one is written. `env` (a
+    registered env id, or an env made by `gymnasium.make`) is the env the data's agents are
+    evaluated in, e.g. a `TextEnv` with your reward function: it is recorded with the data, so
+    `fit(dataset)` rolls agents out in it (in a process where that id is registered).
     """
     if isinstance(samples, str):
         raise TypeError("samples must be a sequence of samples, got a single string: wrap it in a list")
@@ -221,6 +250,7 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     if isinstance(samples, Sized) and isinstance(rewards, Sized) and len(samples) != len(rewards):
         raise ValueError(f"got {len(samples)} samples but {len(rewards)} rewards: give exactly one reward per sample")
     check_tokenizer(tokenizer)
+    env_id = None if env is None else _registered_env_id(env, len(tokenizer))
     encoder = _Encoder(tokenizer)
     items: Iterable[tuple[Turns, float]] = _encoded(_pairs(samples, rewards), encoder)
     if max_length is None:
@@ -262,6 +292,8 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
 
     start = time.perf_counter()
     info: dict[str, Any] = {"source": "samples", "max_length": max_length}
+    if env_id is not None:
+        info["env_id"] = env_id
     dataset = write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info,
                             overwrite=overwrite)
     if progress:

@@ -281,9 +281,12 @@ def load_tokenizer(dataset: Any) -> Any:
 
 
 def env_id_of(dataset: minari.MinariDataset) -> str | None:
-    """The registered env id the dataset evaluates on, if any."""
+    """The registered env id the dataset evaluates on, if any: Minari's env spec, or the env that
+    `from_samples(..., env=...)` recorded in textrl.json (its reward function cannot be serialised)."""
     spec = dataset._eval_env_spec or dataset.spec.env_spec  # Minari 0.5 keeps the eval spec private
-    return spec.id if spec is not None else None
+    if spec is not None:
+        return spec.id
+    return build_info(dataset).get("env_id")
 
 
 def build_info(dataset: Any) -> dict[str, Any]:

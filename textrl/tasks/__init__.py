@@ -15,8 +15,10 @@ from textrl.tasks.wordle import WordleTask
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask,
                                                           EndgamesTask, EndgamesStockfishTask, WordleTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
+TASK_ENV_IDS = frozenset(_BY_ENV_ID)
+"""The env ids of the built-in tasks."""
 
-__all__ = ["TASKS", "BracketsTask", "EndgamesStockfishTask", "EndgamesTask", "MazePOTask", "MazeTask", "Policy",
+__all__ = ["TASKS", "TASK_ENV_IDS", "BracketsTask", "EndgamesStockfishTask", "EndgamesTask", "MazePOTask", "MazeTask", "Policy",
            "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
 
 
