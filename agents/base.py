@@ -253,7 +253,7 @@ class OfflineAgent(SavedAgent, ABC):
             raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
         tok = self.tokenizer
         enc = left_padded(tok, prompts, self.prompt_prefix)
-        max_new_tokens = room_for_new_tokens(model, tok, prompts, enc["attention_mask"], settings.max_new_tokens)
+        max_new_tokens = room_for_new_tokens(model, prompts, enc["attention_mask"], settings.max_new_tokens)
         device = next(model.parameters()).device
         out = decode(
             model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),

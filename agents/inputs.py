@@ -15,6 +15,11 @@ from textrl.models.value_model import transformers_model
 def left_padded(tokenizer: Any, prompts: list[str], prefix: Sequence[int] = ()) -> dict[str, torch.Tensor]:
     """`prefix` (the start token training saw, if any) and each prompt's tokens, padded on the left
     (decoding appends on the right): `input_ids` and `attention_mask` tensors."""
+    for i, prompt in enumerate(prompts):
+        unknown = unknown_words(tokenizer, prompt)
+        if unknown:
+            raise ValueError(f"prompt {i} has words outside the tokenizer's vocabulary: {', '.join(map(repr, unknown))} "
+                             "(the tokenizer cannot read them); use the tokens the agent was trained on")
     rows = [[*prefix, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -73,31 +78,37 @@ def prompt_list(prompts: Any, tokenizer: Any) -> list[str]:
 
 
 def unknown_words(tokenizer: Any, prompt: str) -> list[str]:
-    """The words of a prompt that the tokenizer maps to its unknown token (none for byte-level tokenizers)."""
+    """The words of a prompt that the tokenizer maps to its unknown token, or cannot encode at all (a word-level
+    tokenizer without one, as the tasks' are); none for byte-level tokenizers."""
     unk = tokenizer.unk_token_id
-    if unk is None or not tokenizer.is_fast:
+    if unk is None:
+        return [w for w in prompt.split() if not _encodes(tokenizer, w)]
+    if not tokenizer.is_fast:
         return []
     enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     spans = [prompt[a:b] for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if t == unk]
     return [w for w in spans if w != tokenizer.unk_token]
 
 
-def room_for_new_tokens(model: ValueModel, tokenizer: Any, prompts: list[str], attention_mask: torch.Tensor,
-                         max_new_tokens: int) -> int:
+def _encodes(tokenizer: Any, word: str) -> bool:
+    """Whether the tokenizer encodes `word` (a word-level tokenizer without an unknown token raises)."""
+    try:
+        tokenizer(word, add_special_tokens=False)
+    except Exception:  # tokenizers raises a bare Exception for a word outside a WordLevel vocabulary
+        return False
+    return True
+
+
+def room_for_new_tokens(model: ValueModel, prompts: list[str], attention_mask: torch.Tensor,
+                        max_new_tokens: int) -> int:
     """How many tokens to generate: `max_new_tokens`, or fewer where the context would outgrow the
-    model's positions. Refuses empty prompts, words outside the vocabulary and prompts that leave no
-    room (each would otherwise fail deep in torch or generate from unknown tokens)."""
+    model's positions. Refuses empty prompts and prompts that leave no room (each would otherwise fail
+    deep in torch)."""
     lengths = attention_mask.sum(1)
     if (lengths == 0).any():
         i = int((lengths == 0).nonzero()[0])
         raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty: it has no tokens to continue (the agent's data "
                          "had no start token to begin from); give each prompt at least one token")
-    for i, prompt in enumerate(prompts):
-        unknown = unknown_words(tokenizer, prompt)
-        if unknown:
-            raise ValueError(f"prompt {i} has words outside the tokenizer's vocabulary: {', '.join(map(repr, unknown))} "
-                             f"(they would be read as the unknown token {tokenizer.unk_token!r}); use the tokens the "
-                             "agent was trained on")
     _, positions = model_limits(model)
     longest = int(lengths.max())
     if positions is None:

@@ -202,6 +202,14 @@ class TokenEnv(gym.Env):
         self._done = bool(terminated[0] or truncated[0])
         return self._ep.obs(0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._info()
 
+    def encode_action(self, text: str) -> list[int]:
+        """The actions that write `text`, one `step` each (`env.unwrapped.encode_action("crane")`): the task's."""
+        return self.task.encode_action(text)
+
+    def decode_action(self, actions: Any) -> str:
+        """The text of an action or a list of them (`env.unwrapped.decode_action(id)`): the task's."""
+        return self.task.decode_action(actions)
+
     def _info(self) -> dict[str, Any]:
         ep = self._ep
         return {"prompt": self.task.decode(ep.ids[0, :ep.prompt_length[0]]),

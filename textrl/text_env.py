@@ -96,6 +96,14 @@ class TextTask(Task):
         """The text of token ids, special tokens included (as `info["text"]` shows them)."""
         return self.tokenizer.decode([int(i) for i in ids])
 
+    def encode_action(self, text: str) -> list[int]:
+        """The actions (token ids, one `env.step` each) that write `text`, without the BOS prefix."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode_action(self, actions: Any) -> str:
+        """The text of an action (a token id) or of a list of them."""
+        return self.decode([actions] if np.ndim(actions) == 0 else list(actions))
+
     def _text(self, ids: Any) -> str:
         """Text as the reward function sees it: special tokens (BOS, EOS) left out."""
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
