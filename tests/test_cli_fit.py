@@ -39,9 +39,9 @@ def test_fit_trains_saves_and_resumes_and_generate_writes_with_the_saved_agent(t
     out = capsys.readouterr().out
     saved = tmp_path / "run" / "final"
     assert f"saved the trained agent to {saved}" in out and (saved / "agent.json").is_file()
-    assert (tmp_path / "run" / "step_2").is_dir() and not (tmp_path / "run" / "step_4").exists()
+    assert (tmp_path / "run" / "step_000002").is_dir() and not (tmp_path / "run" / "step_000004").exists()
     assert run("fit", str(tmp_path / "bc.yaml"), "textrl/randomwalks/random-n64-v1", "--resume") == 0
-    assert (tmp_path / "run" / "step_4").is_dir()
+    assert (tmp_path / "run" / "step_000004").is_dir()
     capsys.readouterr()
     assert run("generate", str(saved), "1", "5", "--num", "2", "--temperature", "0") == 0
     lines = capsys.readouterr().out.splitlines()
