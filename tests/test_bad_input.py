@@ -83,14 +83,14 @@ def _foreign_checkpoint(tmp):
 
 def _env_step(action):
     def run(tmp):
-        env = gymnasium.make("textrl/RandomWalks-v0")
+        env = gymnasium.make("textrl/RandomWalks-v1")
         env.reset(seed=0)
         env.step(action)
     return run
 
 
 def _step_after_end(tmp):
-    env = gymnasium.make("textrl/RandomWalks-v0")
+    env = gymnasium.make("textrl/RandomWalks-v1")
     env.reset(seed=0)
     env.step(0)  # the pad token: an invalid move, the episode terminates
     env.step(3)
@@ -129,7 +129,7 @@ def _damaged_cache(damage):
 
 
 def _rw_obs():
-    env = gymnasium.make("textrl/RandomWalks-v0")
+    env = gymnasium.make("textrl/RandomWalks-v1")
     return env.reset(seed=0)[0]
 
 
@@ -164,6 +164,7 @@ CASES = {
     "tokenizer path that does not exist": lambda tmp: load_tokenizer_from_path(str(tmp / "nope"), TokenizerConfig()),
     "agent given another method's config": lambda tmp: ILQLAgent(default_config("bc")),
     "tokenizer vocabulary != dataset action space": lambda tmp: BCAgent(_cfg(tmp), tokenizer=_tok()).fit(_small()),
+    "retired env id": lambda tmp: gymnasium.make("textrl/Maze-v0"),
     "malformed dataset id": lambda tmp: load("randomwalks-v0"),
     "absent dataset id": lambda tmp: load("textrl/nothing/here-v0"),
     "unknown dataset tier": lambda tmp: make_dataset("textrl/randomwalks/superb-v1"),
@@ -178,7 +179,7 @@ CASES = {
     "env action of the wrong type": _env_step(3.0),
     "env action of the wrong shape": _env_step(np.array([3, 4])),
     "step after the episode ended": _step_after_end,
-    "prompt with an unknown token": lambda tmp: gymnasium.make("textrl/Maze-v0").reset(options={"prompt": "goal xyz"}),
+    "prompt with an unknown token": lambda tmp: gymnasium.make("textrl/Maze-v1").reset(options={"prompt": "goal xyz"}),
     "unknown task": lambda tmp: get_task("chess"),
     "act on an observation of the wrong shape": lambda tmp: _fitted(tmp).act(
         {"input_ids": np.zeros((2, 3, 4), np.uint8), "length": np.array([1, 1])}),
@@ -222,7 +223,7 @@ CASES = {
     "generate with a prompt that fills the model's positions": lambda tmp: _fitted(tmp).generate(["2 " * 10]),
     "generate with a prompt that is not a string": lambda tmp: _fitted(tmp).generate([3]),
     "act on an observation of another task": lambda tmp: _fitted(tmp).act(
-        gymnasium.make("textrl/Maze-v0").reset(seed=0)[0]),
+        gymnasium.make("textrl/Maze-v1").reset(seed=0)[0]),
     "temperature that underflows": lambda tmp: default_ilql_config().update({"method.gen_kwargs.temperature": 1e-45}),
     "weights that diverged, at act or eval": _diverged,
     "scheduler kwarg of the wrong type": lambda tmp: default_ilql_config().update({"scheduler.kwargs.T_max": "ten"}),

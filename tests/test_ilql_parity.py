@@ -35,8 +35,8 @@ def _random_episode(env: gymnasium.Env, seed: int) -> Episode:
 
 @pytest.fixture(scope="module")
 def episodes_and_batch():
-    ended = gymnasium.make("textrl/Maze-v0", max_steps=4)  # the task's budget: terminations
-    limited = gymnasium.make("textrl/Maze-v0", max_steps=4, max_episode_steps=3)  # a TimeLimit: truncations
+    ended = gymnasium.make("textrl/Maze-v1", max_steps=4)  # the task's budget: terminations
+    limited = gymnasium.make("textrl/Maze-v1", max_steps=4, max_episode_steps=3)  # a TimeLimit: truncations
     task = ended.unwrapped.task
     episodes = [_random_episode(ended, s) for s in range(6)] + [_random_episode(limited, s) for s in range(6, 12)]
     assert any(ep.terminations[-1] for ep in episodes) and any(ep.truncations[-1] for ep in episodes)

@@ -2,7 +2,7 @@
 
 An agent hands the trainer a `Learner` (its model, its loss, what to do after each optimizer
 step, how to save itself) and a `BatchSource` of packed episodes. The trainer owns the rest:
-accelerate (devices, mixed precision, DDP), seeded batch order, gradient accumulation,
+accelerate (devices, mixed precision, DDP), sharding (`train.fsdp`, textrl/sharding.py), seeded batch order, gradient accumulation,
 clipping, logging, evaluation, atomic checkpoints and exact resumption.
 
 A checkpoint holds no pickle: tensors are in safetensors and the rest in JSON, each file's
@@ -29,7 +29,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ from textrl.runs import (
 )
 from textrl.safe_state import load_state, save_state
 
+if TYPE_CHECKING:
+    from textrl.sharding import ShardedModel
+
 __all__ = [
     "Learner",
     "BatchSource",
@@ -71,6 +74,8 @@ __all__ = [
 
 TRAINER_STATE = "trainer_state.json"
 TRAINER_TENSORS = "trainer_state.safetensors"
+SHARD_STATE = "shard_{rank:05d}.json"  # one process's shards of model and optimizer (train.fsdp)
+SHARD_TENSORS = "shard_{rank:05d}.safetensors"
 METRICS_FILE = "metrics.jsonl"
 LEGACY_STATE = "trainer_state.pt"  # a pickle, written before textrl stored state without one: never loaded
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -174,9 +179,15 @@ class Trainer:
         if not trainable:
             raise ValueError("the model has no trainable parameters: check model.num_layers_unfrozen / peft_config")
         learner.model.to(self.accelerator.device)  # first, so the optimizer sees where its parameters train
+        self.shards = self._shard(learner.model)
+        if self.shards is not None:  # the optimizer holds the sharded parameters; no DDP wrapper
+            trainable = [p for p in learner.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(trainable, config.optimizer)
         self.scheduler = build_scheduler(optimizer, config.scheduler)
-        self.model, self.optimizer = self.accelerator.prepare(learner.model, optimizer)
+        if self.shards is None:
+            self.model, self.optimizer = self.accelerator.prepare(learner.model, optimizer)
+        else:
+            self.model, self.optimizer = learner.model, self.accelerator.prepare(optimizer)
         self.run_dir = Path(self.train_cfg.checkpoint_dir)
         self.log_dir = Path(self.train_cfg.logging_dir or self.train_cfg.checkpoint_dir)
         self.state = _State()
@@ -185,6 +196,39 @@ class Trainer:
         self._warned_best = False
         self._identity: Optional[dict[str, Any]] = None
         self._last_checkpoint: Optional[Path] = None
+
+    # ------------------------------------------------------------------ sharding
+
+    def _shard(self, model: torch.nn.Module) -> Optional[ShardedModel]:
+        """Shard the model over the processes when `train.fsdp` asks for it (None: not sharded)."""
+        from accelerate.utils import DistributedType
+
+        acc = self.accelerator
+        if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ValueError(
+                f"accelerate was launched with its own {acc.distributed_type.value} engine, which textrl does not "
+                "drive: it would wrap the model without the target-head sync, sharded checkpoints and whole saved "
+                "agent that textrl keeps. Launch with a multi-process config (examples/accelerate/fsdp.yaml) and "
+                "set train.fsdp: true"
+            )
+        if not self.train_cfg.fsdp or acc.num_processes == 1:
+            return None
+        from textrl.sharding import ShardedModel  # here: textrl.models imports this module
+
+        return ShardedModel(model, acc.device, acc.num_processes)
+
+    @contextmanager
+    def _whole_model(self) -> Iterator[None]:
+        """Give the learner an unsharded copy of the current weights for evaluation or saving (a collective
+        under `train.fsdp`: every process enters it); the sharded model is back afterwards."""
+        if self.shards is None:
+            yield
+            return
+        sharded, self.learner.model = self.learner.model, self.shards.plain_copy()
+        try:
+            yield
+        finally:
+            self.learner.model = sharded
 
     # ------------------------------------------------------------------ batches
 
@@ -272,23 +316,53 @@ class Trainer:
         acc = self.accelerator
         path = self.run_dir / f"step_{self.state.step:06d}"
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            with self._disk_full_names(path), atomic_directory(path) as tmp:
+        with self._whole_model(), self._checkpoint_folder(path) as tmp:
+            if self.shards is not None:  # every process writes its own shards
+                rank = acc.process_index
+                save_state(self.shards.local_state(self.optimizer), tmp / SHARD_STATE.format(rank=rank),
+                           tmp / SHARD_TENSORS.format(rank=rank))
+            if acc.is_main_process:
                 self.learner.save_pretrained(tmp / "agent")
                 state = {
                     "step": self.state.step,
                     "best": self.state.best,
                     "identity": self._identity,
-                    "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
-                    "model": acc.unwrap_model(self.model).state_dict(),
                     "rng": _rng_state(),
                 }
+                if self.shards is None:
+                    state["optimizer"] = self.optimizer.state_dict()
+                    state["model"] = acc.unwrap_model(self.model).state_dict()
+                else:
+                    state["shards"] = acc.num_processes
                 save_state(state, tmp / TRAINER_STATE, tmp / TRAINER_TENSORS)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
                 write_manifest(tmp)
         acc.wait_for_everyone()
         self._last_checkpoint = path
         return path
+
+    @contextmanager
+    def _checkpoint_folder(self, path: Path) -> Iterator[Path]:
+        """The temporary folder every process writes `path` into; the main process renames it into place."""
+        acc = self.accelerator
+        if acc.num_processes == 1 or self.shards is None:
+            if not acc.is_main_process:
+                yield Path(os.devnull)  # nothing is written on other processes
+                return
+            with self._disk_full_names(path), atomic_directory(path) as tmp:
+                yield tmp
+            return
+        from accelerate.utils import broadcast_object_list
+
+        if acc.is_main_process:
+            with self._disk_full_names(path), atomic_directory(path) as tmp:
+                broadcast_object_list([str(tmp)])
+                yield tmp
+        else:
+            shared = broadcast_object_list([None])
+            yield Path(shared[0])
 
     @contextmanager
     def _disk_full_names(self, path: Path) -> Iterator[None]:
@@ -324,8 +398,7 @@ class Trainer:
                 )
             self._warn_changes(path, config_changes(stored, self._identity), int(state["step"]))
         try:
-            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_weights(path, state)
             self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise ValueError(
@@ -336,6 +409,23 @@ class Trainer:
         _set_rng_state(state["rng"])
         self._last_checkpoint = path
         return path
+
+    def _load_weights(self, path: Path, state: dict[str, Any]) -> None:
+        """Model and optimizer state: from the checkpoint's main state, or this process's shard file."""
+        shards = int(state.get("shards", 0))
+        world = self.accelerator.num_processes if self.shards is not None else 0
+        if shards != world:
+            wrote = f"{shards} sharded processes" if shards else "an unsharded run"
+            runs = f"{world} sharded processes" if world else "unsharded (train.fsdp false or one process)"
+            raise ValueError(f"it was written by {wrote} and this run is {runs}: resume with the same "
+                             "train.fsdp and number of processes")
+        if self.shards is None:
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            return
+        rank = self.accelerator.process_index
+        local = load_state(path / SHARD_STATE.format(rank=rank), path / SHARD_TENSORS.format(rank=rank))
+        self.shards.load_local_state(local, self.optimizer)
 
     def _warn_changes(self, path: Path, changes: dict[str, tuple[Any, Any]], step: int) -> None:
         """Warn that settings changed since the checkpoint: optimizer and scheduler ones are not applied."""
@@ -491,7 +581,7 @@ class Trainer:
                               f"and this run ends at step {last} (train.total_steps={cfg.total_steps}, "
                               f"train.epochs={cfg.epochs}). Raise train.total_steps to train further",
                               ResumeWarning, stacklevel=2)
-                return self.history
+                return self._finish()
             try:
                 self._loop(last)
             except KeyboardInterrupt:
@@ -501,6 +591,12 @@ class Trainer:
         finally:
             if lock is not None:
                 lock.release()
+        return self._finish()
+
+    def _finish(self) -> list[dict[str, Any]]:
+        """The logged history; under `train.fsdp` the learner gets its model back whole, on every process."""
+        if self.shards is not None:
+            self.learner.model = self.shards.plain_copy()
         return self.history
 
     def _interrupted_line(self) -> str:
@@ -526,11 +622,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 bar.update()
                 if self.eval_fn is not None and (step % cfg.eval_interval == 0 or step == last):
-                    metrics = self.evaluate(step)
-                    self._log(metrics)
-                    bar.write(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_std")))
-                    if cfg.save_best:
-                        self._save_best(metrics)
+                    with self._whole_model():
+                        metrics = self.evaluate(step)
+                        self._log(metrics)
+                        bar.write(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_std")))
+                        if cfg.save_best:
+                            self._save_best(metrics)
                 if step % cfg.checkpoint_interval == 0 or step == last:
                     self.save_checkpoint()
         finally:
