@@ -178,3 +178,17 @@ def test_ilql_is_compared_with_the_best_baseline_and_close_results_are_ties() ->
     line = compare(rows).splitlines()[2]
     assert line == "| maze | mixed | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |"
     assert "lose (-10.0)" in compare([row("bc", [90, 90, 90, 90]), row("ilql", [80, 80, 80, 80])])
+
+
+def test_worker_lines_name_their_run_and_repeats_are_dropped() -> None:
+    import io
+
+    from agents.benchmark import PrefixedLines
+
+    out = io.StringIO()
+    stream = PrefixedLines(out, "[maze-mixed__bc__k0__s1] ")
+    stream.write("eval/test=50 step=100\neval/test=50 step=100\n")
+    stream.write("eval/test=60 ")
+    stream.write("step=200\n")
+    assert out.getvalue().splitlines() == ["[maze-mixed__bc__k0__s1] eval/test=50 step=100",
+                                           "[maze-mixed__bc__k0__s1] eval/test=60 step=200"]
