@@ -99,7 +99,7 @@ def main() -> None:
     runs = {
         "BC": BCAgent(text_config("bc", tokenizer, longest, checkpoint_dir=f"{args.out}/bc", **train)),
         "ILQL, text_config": ILQLAgent(text_config(
-            "ilql", tokenizer, longest, checkpoint_dir=f"{args.out}/ilql", best_metric="eval/return@beta=16",
+            "ilql", tokenizer, longest, checkpoint_dir=f"{args.out}/ilql", best_metric="eval/return@beta=4",
             **train).evolve(method=dict(gen_kwargs=dict(beta=betas)))),
         "ILQL, trlx defaults": ILQLAgent(default_config("ilql").evolve(
             model=dict(model_path=text_config("ilql", tokenizer, longest).model.model_path),
@@ -124,7 +124,7 @@ def main() -> None:
     for name, beta, value, n in rows:
         print(f"| {name} | {beta} | {value:+.2f} | {n} |")
     ilql = runs["ILQL, text_config"]
-    print("\nThree ILQL reviews at beta 16:", *ilql.generate([""] * 3, beta=16.0), sep="\n  ")
+    print("\nThree ILQL reviews at beta 4:", *ilql.generate([""] * 3, beta=4.0), sep="\n  ")
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 
