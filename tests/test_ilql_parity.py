@@ -16,7 +16,7 @@ from recorded import record_episode
 import textrl  # noqa: F401  (registers the env ids)
 from textrl.config import ModelConfig
 from textrl.data import pack
-from textrl.data.store import write_dataset
+from textrl.data.writer import write_dataset
 from textrl.env import observation_space
 from textrl.models import ValueModel, ilql_loss, load_backbone
 from textrl.presets import tiny_model_config

@@ -32,8 +32,8 @@ from textrl.data.store import (
     env_id_of,
     folder_of,
     load,
-    write_dataset,
 )
+from textrl.data.writer import write_dataset
 from textrl.env import observation_space
 from textrl.rollout import Episode, collect_episodes
 from textrl.tasks import TASKS, get_task
@@ -44,14 +44,14 @@ RETIRED_VERSIONS = {0: "was built with step limits as truncations (a task's own 
 DEFAULT_EPISODES = 1000
 DEFAULT_SEED = 0
 CHUNK = 2000  # episodes collected and written at a time (part of what an id means: do not change)
-_TASK_ID = re.compile(r"^textrl/(?P<task>[a-z_]+)/(?P<tier>[a-z]+)(?:-n(?P<n>\d+))?(?:-s(?P<seed>\d+))?"
-                      r"-v(?P<version>\d+)$")
+_TASK_ID = re.compile(r"textrl/(?P<task>[a-z_]+)/(?P<tier>[a-z]+)(?:-n(?P<n>\d+))?(?:-s(?P<seed>\d+))?"
+                      r"-v(?P<version>\d+)")
 
 
 def _match(dataset_id: str) -> re.Match:
     """The parts of a task dataset id, with a clear error for anything else."""
     check_dataset_id(dataset_id)
-    m = _TASK_ID.match(dataset_id)
+    m = _TASK_ID.fullmatch(dataset_id)
     if not m or m["task"] not in TASKS:
         raise ValueError(f"{dataset_id!r} is not a task dataset id: expected textrl/<task>/<tier>-vN with task one "
                          f"of {', '.join(TASKS)}")
