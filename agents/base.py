@@ -9,23 +9,31 @@ path, the training loop, evaluation and checkpoints are the same for all agents.
 from __future__ import annotations
 
 import functools
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
+import gymnasium
 import minari
 import numpy as np
 import torch
 from tensordict import TensorDict
 
 from agents.evaluation import rollout_eval_fn
-from agents.inputs import check_observation_fits, left_padded, prompt_list, room_for_new_tokens
+from agents.inputs import (
+    check_observation_fits,
+    left_padded,
+    prompt_list,
+    room_for_new_tokens,
+    start_prefix,
+)
 from agents.saving import SavedAgent
 from textrl.config import TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
 from textrl.methods import MethodConfig
 from textrl.models import ContextCache, ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
-from textrl.tasks import get_task
+from textrl.tasks import TASK_ENV_IDS, get_task
 from textrl.trainer import Trainer, seed_everything
 
 
@@ -76,6 +84,7 @@ class OfflineAgent(SavedAgent, ABC):
         self.tokenizer = tokenizer
         self.model: Optional[ValueModel] = None
         self.generator = torch.Generator().manual_seed(config.train.seed)
+        self.prompt_prefix: list[int] = []  # the start token of every training episode, put before prompts
         self.cache_contexts = True
         self._contexts: Optional[ContextCache] = None
 
@@ -149,6 +158,8 @@ class OfflineAgent(SavedAgent, ABC):
                 f"the dataset's episodes are up to {packed.max_tokens} tokens long but train.seq_length is "
                 f"{self.config.train.seq_length}: raise train.seq_length to at least {packed.max_tokens}"
             )
+        td = packed.td
+        self.prompt_prefix = start_prefix(td["tokens"][td["token_offsets"][:-1][packed.rows]], self.tokenizer)
         if self.model is None:
             seed_everything(self.config.train.seed)  # the same seed gives the same initial weights
             self.model = self.build_model(packed.vocab_size)
@@ -246,8 +257,12 @@ class OfflineAgent(SavedAgent, ABC):
 
     @torch.no_grad()
     @_in_eval_mode
-    def generate(self, prompts: Sequence[str], **gen_kwargs: Any) -> list[str]:
+    def generate(self, prompts: Optional[Sequence[str]], **gen_kwargs: Any) -> list[str]:
         """Continue each prompt (a string) and return the generated text (without the prompt).
+
+        Each prompt gets the start token the training data began with (`prompt_prefix`: the BOS
+        that `from_samples` puts before a string sample), so `generate([""])` or `generate(None)`
+        writes fresh text as the data's samples were written.
 
         The network runs in eval mode (no dropout); the tokenizer's own settings are left as they were.
         A row stops at EOS, after `max_new_tokens`, or when its context fills the model's positions;
@@ -263,8 +278,8 @@ class OfflineAgent(SavedAgent, ABC):
         if isinstance(settings.beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
         tok = self.tokenizer
-        enc = left_padded(tok, list(prompts))
-        max_new_tokens = room_for_new_tokens(model, tok, prompts, enc["attention_mask"], settings.max_new_tokens)
+        enc = left_padded(tok, prompts, self.prompt_prefix)
+        max_new_tokens = room_for_new_tokens(model, prompts, enc["attention_mask"], settings.max_new_tokens)
         device = next(model.parameters()).device
         out = decode(
             model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),
@@ -278,5 +293,17 @@ class OfflineAgent(SavedAgent, ABC):
 
 
 def _task_or_none(env_id: Optional[str]) -> Any:
-    """The registered task of an env id, or None for datasets without an env."""
-    return get_task(env_id) if env_id else None
+    """The task of a dataset's env id: a built-in task, the task of an env registered with gymnasium (a
+    `TextEnv` with your reward function), or None for datasets without an env (or one not registered here)."""
+    if not env_id:
+        return None
+    if env_id in TASK_ENV_IDS:
+        return get_task(env_id)
+    if env_id not in gymnasium.registry:
+        warnings.warn(f"the dataset names env {env_id!r}, which is not registered in this process, so fit does not "
+                      "evaluate by rollouts: run the gymnasium.register(...) of that env before fit", stacklevel=4)
+        return None
+    env = gymnasium.make(env_id)
+    task = getattr(env.unwrapped, "task", None)
+    env.close()
+    return task

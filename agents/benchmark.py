@@ -14,11 +14,13 @@ checkpoint when started again. A finished run keeps only its final checkpoint (t
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -156,11 +158,33 @@ def _curves(run_dir: Path) -> tuple[list[int], dict[str, list[float]], list[floa
             [records[s]["temperature"] for s in steps if "temperature" in records[s]])
 
 
+class PrefixedLines:
+    """A text stream that starts every line with `prefix` (a worker's lines name their run) and drops a
+    line equal to the one before it."""
+
+    def __init__(self, stream: Any, prefix: str) -> None:
+        self.stream, self.prefix, self.partial, self.last = stream, prefix, "", None
+
+    def write(self, text: str) -> int:
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            if line.strip() and line != self.last:
+                self.stream.write(f"{self.prefix}{line}\n")
+            self.last = line
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int, work_dir: Path,
-              progress: bool = False) -> Run:
+              progress: bool = False, prefix_lines: bool = False) -> Run:
     """Train one entry on one cell with one seed, scoring validation and test episodes at every evaluation.
 
-    A run folder holding a checkpoint is resumed from it; one without is started afresh.
+    A run folder holding a checkpoint is resumed from it; one without is started afresh. With
+    `prefix_lines` (a worker process) every line it prints starts with the run's key, e.g.
+    `[maze-mixed__ilql__k0__s1]`: the workers' lines interleave.
     """
     e = ENTRIES[entry]
     key = run_key(task, tier, entry, knob, seed)
@@ -183,8 +207,11 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
     if last is None or int(last.name.split("_")[1]) < config.train.total_steps:
         config = config.evolve(train=dict(resume_from_checkpoint=None if last is None else str(last)))
         agent = AGENTS[e.agent](config)
-        agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
-                  metric_fn=scoring_fn(task, e.betas, e.temperatures, plan.validation_episodes, plan.test_episodes))
+        with contextlib.redirect_stdout(PrefixedLines(sys.stdout, f"[{key}] ")) if prefix_lines else \
+                contextlib.nullcontext():
+            agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
+                      metric_fn=scoring_fn(task, e.betas, e.temperatures, plan.validation_episodes,
+                                           plan.test_episodes))
     for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
         shutil.rmtree(old, ignore_errors=True)
     steps, val, test, betas, temperatures = _curves(run_dir)
@@ -218,7 +245,7 @@ def _execute(plan: Plan, specs: list[tuple[str, str, str, int, int]], out: Path,
     pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                                   initargs=(threads,))
     try:
-        futures = [pool.submit(train_run, plan, *spec, work_dir=out / "work") for spec in todo]
+        futures = [pool.submit(train_run, plan, *spec, work_dir=out / "work", prefix_lines=True) for spec in todo]
         for future in cf.as_completed(futures):
             finish(future.result())
     except BaseException:  # Ctrl-C (which reaches the workers too) or a failed run: queued runs are dropped

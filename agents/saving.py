@@ -48,7 +48,8 @@ class SavedAgent:
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         model.save_pretrained(directory / MODEL_DIR)
-        atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name}))
+        atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name,
+                                                              "prompt_prefix": self.prompt_prefix}))
         write_manifest(directory)
 
     @classmethod
@@ -82,6 +83,7 @@ class SavedAgent:
                 raise DamagedFileError(f"the tokenizer files in {directory / TOKENIZER_DIR} are damaged "
                                        f"(tokenizer.json, tokenizer_config.json): {str(e)[:200]}") from e
         agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
+        agent.prompt_prefix = [int(i) for i in info.get("prompt_prefix", [])]
         return agent
 
 

@@ -226,3 +226,17 @@ def test_a_cell_whose_bc_misses_its_data_by_more_than_5_is_not_converged_and_its
     assert table[2] == ("| wordle | mixed | data | the dataset's own episodes; BC within 5: **not converged** | - | "
                         "93.3 | - | - |") and table[3].startswith("| wordle | mixed | bc |")
     assert "converged | - | 12.0 |" in format_table([bc], {("wordle", "mixed"): 12.0})
+
+
+def test_worker_lines_name_their_run_and_repeats_are_dropped() -> None:
+    import io
+
+    from agents.benchmark import PrefixedLines
+
+    out = io.StringIO()
+    stream = PrefixedLines(out, "[maze-mixed__bc__k0__s1] ")
+    stream.write("eval/test=50 step=100\neval/test=50 step=100\n")
+    stream.write("eval/test=60 ")
+    stream.write("step=200\n")
+    assert out.getvalue().splitlines() == ["[maze-mixed__bc__k0__s1] eval/test=50 step=100",
+                                           "[maze-mixed__bc__k0__s1] eval/test=60 step=200"]

@@ -496,3 +496,16 @@ def test_vector_env_invalid_actions():
     assert before["length"].tolist() == [1, 1, 1]
     with pytest.raises(ValueError, match="num_envs must be at least 1, got 0"):
         TokenVectorEnv(task, 0)
+
+
+@pytest.mark.parametrize("code", [
+    "import gymnasium\nenv = gymnasium.make('textrl:textrl/Maze-v1')",  # the module prefix imports textrl itself
+    "import gymnasium, textrl\ngymnasium.register_envs(textrl)\nenv = gymnasium.make('textrl/Maze-v1')",
+])
+def test_gymnasium_idioms_make_an_env_in_a_fresh_interpreter(code: str) -> None:
+    import subprocess
+    import sys
+
+    probe = code + "\nobs, info = env.reset(seed=0)\nprint(type(env.unwrapped).__name__, info['prompt'].split()[0])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["TokenEnv", "goal"]

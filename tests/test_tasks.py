@@ -426,3 +426,21 @@ def test_brackets_references():
     assert BRACKETS_REF_MIN == pytest.approx(np.mean([8.0 ** -(d + 1) for d in range(1, 5)]), rel=1e-15)
     rnd = evaluate(task.random_policy, task, num_episodes=30000, seed=1, num_envs=1024)
     mc_check(rnd.returns, task.ref_min_score)
+
+
+def test_action_helpers_spell_words_and_moves_and_the_tokenizer_refuses_unspaced_words() -> None:
+    import gymnasium
+
+    wordle = gymnasium.make(get_task("wordle").env_id).unwrapped
+    ids = wordle.encode_action("crane")
+    assert ids == wordle.task.encode("c r a n e") and wordle.decode_action(ids) == "crane"
+    chess = gymnasium.make(get_task("endgames").env_id).unwrapped
+    (move,) = chess.encode_action("c8h8")
+    assert chess.task.vocab[move] == "c8h8" and chess.decode_action(move) == "c8h8"
+    with pytest.raises(ValueError, match="'c9h9' is neither a token of task endgames"):
+        chess.encode_action("c9h9")
+    with pytest.raises(ValueError, match=r"actions \[99999\] are outside the action space"):
+        chess.decode_action(99999)
+    assert wordle.task.tokenizer("c r a n e")["input_ids"] == ids
+    with pytest.raises(Exception, match="Missing"):  # was [0], the pad id
+        wordle.task.tokenizer("crane")

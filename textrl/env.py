@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -201,6 +202,14 @@ class TokenEnv(gym.Env):
         self._done = bool(terminated[0] or truncated[0])
         return self._ep.obs(0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._info()
 
+    def encode_action(self, text: str) -> list[int]:
+        """The actions that write `text`, one `step` each (`env.unwrapped.encode_action("crane")`): the task's."""
+        return self.task.encode_action(text)
+
+    def decode_action(self, actions: Any) -> str:
+        """The text of an action or a list of them (`env.unwrapped.decode_action(id)`): the task's."""
+        return self.task.decode_action(actions)
+
     def _info(self) -> dict[str, Any]:
         ep = self._ep
         return {"prompt": self.task.decode(ep.ids[0, :ep.prompt_length[0]]),
@@ -240,7 +249,9 @@ class TokenVectorEnv(gym.vector.VectorEnv):
     both flags False for it.
 
     ## Arguments
-    `task` and `**task_kwargs` as TokenEnv; `num_envs` >= 1.
+    `task` and `**task_kwargs` as TokenEnv; `num_envs` >= 1; `prompt_fn(i)`, if given, returns the
+    prompt (token ids) of env i's next episode instead of the task's draw (evaluation uses it to
+    play a task's `evaluation_prompts` equally often).
 
     ## Reference scores
     TokenEnv's (`task.ref_min_score`, `task.ref_max_score`).
@@ -251,8 +262,10 @@ class TokenVectorEnv(gym.vector.VectorEnv):
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
-    def __init__(self, task: Task | str, num_envs: int, **task_kwargs: Any) -> None:
+    def __init__(self, task: Task | str, num_envs: int, prompt_fn: Callable[[int], list[int]] | None = None,
+                 **task_kwargs: Any) -> None:
         task = _resolve_task(task, task_kwargs)
+        self._prompt_fn = prompt_fn
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         self.task = task
@@ -280,7 +293,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         if prompts is not None:
             self._ep.reset(rows, [_prompt_from_options(self.task, {"prompt": p}) for p in prompts], self._rngs, True)
         else:
-            self._ep.reset(rows, [self.task.sample_prompt(self._rngs[r]) for r in rows], self._rngs)
+            self._ep.reset(rows, [self._next_prompt(r) for r in rows], self._rngs)
         self._needs_reset[:] = False
         self._started = True
         return self._ep.batch_obs(), {}
@@ -307,6 +320,10 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             reward[active], terminated[active], truncated[active] = r[active], te[active], tr[active]
         if resetting.any():
             rows = np.flatnonzero(resetting)
-            self._ep.reset(rows, [self.task.sample_prompt(self._rngs[i]) for i in rows], [self._rngs[i] for i in rows])
+            self._ep.reset(rows, [self._next_prompt(i) for i in rows], [self._rngs[i] for i in rows])
         self._needs_reset = terminated | truncated
         return self._ep.batch_obs(), reward, terminated, truncated, {}
+
+    def _next_prompt(self, row: int) -> list[int]:
+        """The prompt of env `row`'s next episode: `prompt_fn`'s, or the task's draw."""
+        return self._prompt_fn(int(row)) if self._prompt_fn is not None else self.task.sample_prompt(self._rngs[row])

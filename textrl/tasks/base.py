@@ -95,13 +95,16 @@ class Task(ABC):
 
     @cached_property
     def tokenizer(self) -> Any:
-        """A `PreTrainedTokenizerFast` over the vocabulary (whitespace-separated tokens), built locally."""
+        """A `PreTrainedTokenizerFast` over the vocabulary (whitespace-separated tokens), built locally.
+
+        It has no unknown token: text with a word that is not a token ("crane" where Wordle's tokens
+        are letters) raises instead of reading as pad. `encode_action` spells such words."""
         from tokenizers import Tokenizer, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast
 
-        core = Tokenizer(models.WordLevel(vocab=dict(self.token_to_id), unk_token=PAD))
+        core = Tokenizer(models.WordLevel(vocab=dict(self.token_to_id)))
         core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=PAD)
+        return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of whitespace-separated token strings; unknown tokens are an error."""
@@ -115,6 +118,28 @@ class Task(ABC):
     def decode(self, ids: Any) -> str:
         """Text of token ids (tokens joined by spaces)."""
         return " ".join(self.vocab[int(i)] for i in ids)
+
+    def encode_action(self, text: str) -> list[int]:
+        """The actions that write `text`, one `env.step` each: a move token such as "c8h8" gives one id,
+        a word the vocabulary spells letter by letter (Wordle's "crane") one id per letter."""
+        ids = []
+        for word in text.split():
+            if word in self.token_to_id:
+                ids.append(self.token_to_id[word])
+            elif all(ch in self.token_to_id for ch in word):
+                ids.extend(self.token_to_id[ch] for ch in word)
+            else:
+                raise ValueError(f"{word!r} is neither a token of task {self.name} nor spelled by its tokens")
+        return ids
+
+    def decode_action(self, actions: Any) -> str:
+        """The text of an action (a token id) or of a list of them: letters joined into a word, tokens by spaces."""
+        ids = [actions] if np.ndim(actions) == 0 else list(actions)
+        bad = [int(i) for i in ids if not 0 <= int(i) < self.vocab_size]
+        if bad:
+            raise ValueError(f"actions {bad} are outside the action space Discrete({self.vocab_size})")
+        tokens = [self.vocab[int(i)] for i in ids]
+        return "".join(tokens) if all(len(t) == 1 for t in tokens) else " ".join(tokens)
 
     # ------------------------------------------------------------------ dynamics
 
@@ -133,6 +158,14 @@ class Task(ABC):
     @abstractmethod
     def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
         """Advance the episodes where `active` is True by `actions`, updating `state` in place."""
+
+    def evaluation_prompts(self) -> list[list[int]] | None:
+        """A finite set of start prompts that evaluation plays equally often (None: prompts are drawn).
+
+        With it, `evaluate` gives every start the same number of episodes, so the mean return is
+        the mean over starts that the reference scores are (the optimum reads exactly 100).
+        """
+        return None
 
     def dataset_task(self) -> Task:
         """The task whose episodes make this task's datasets: itself, unless it holds its evaluation starts out."""
