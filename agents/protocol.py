@@ -28,7 +28,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from textrl.data import pack
 from textrl.rollout import evaluate
 from textrl.tasks import Task, get_task
 
@@ -231,6 +230,8 @@ def summarize_cell(runs: Sequence[Run], grid_size: int, tuning_seed: int) -> Opt
 
 def data_score(task: str, dataset: Any) -> float:
     """The normalised score of a dataset's own episodes (mean return), on the test split's reference scores."""
+    from textrl.data import pack  # torch: imported when scoring, not for `textrl --help`
+
     returns = pack(dataset).returns.double().numpy()
     return float(split_tasks(task)[1].normalized_score(returns.mean()))
 

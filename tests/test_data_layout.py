@@ -10,7 +10,7 @@ import pytest
 from minari.data_collector import EpisodeBuffer
 
 import textrl.data.cache as cache_module
-from textrl.data import from_samples, make_dataset, pack
+from textrl.data import from_samples, make_dataset, pack, task_dataset_id
 from textrl.data.cache import CACHE_DIR
 from textrl.data.store import folder_of
 from textrl.tasks import TASKS, get_task
@@ -75,7 +75,7 @@ def _needs_engine(task: str) -> list:
 @pytest.mark.parametrize("task", [pytest.param(t, marks=_needs_engine(t)) for t in TASKS])
 def test_every_task_reads_back_as_minaris_writer_would_write_it(task: str) -> None:
     tier = next(iter(get_task(task).tiers))
-    ours = make_dataset(f"textrl/{task}/{tier}-v1", num_episodes=25, progress=False)
+    ours = make_dataset(task_dataset_id(task, tier), num_episodes=25, progress=False)
     assert next(folder_of(ours).glob(f"{CACHE_DIR}/*/info.json")), "the writer did not leave a packed cache"
     _assert_same_episodes(minari.load_dataset(ours.spec.dataset_id), _minari_copy(ours, f"copy/{task}-v1"))
     _assert_cache_equals_repack(ours)

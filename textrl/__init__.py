@@ -1,37 +1,24 @@
 """textrl: offline reinforcement learning for language models."""
 
-from textrl.config import (
-    BCConfig,
-    ConfigError,
-    CQLConfig,
-    FilteredBCConfig,
-    GenerationConfig,
-    ILQLConfig,
-    MCReturnsConfig,
-    ModelConfig,
-    OptimizerConfig,
-    SchedulerConfig,
-    TokenizerConfig,
-    TrainConfig,
-    TRLConfig,
-    default_config,
-    default_ilql_config,
-    load_yaml,
-    save_yaml,
-)
 
 __version__ = "0.1.0"
 
 import textrl.registration  # noqa: E402,F401  (registers the gymnasium ids)
 from textrl.env import TokenEnv, TokenVectorEnv  # noqa: E402
-from textrl.presets import task_config, text_config  # noqa: E402
 from textrl.rollout import EvalResult, collect_episodes, evaluate  # noqa: E402
 from textrl.tasks import TASKS, get_task  # noqa: E402
 from textrl.text_env import RewardFunctionError, TextEnv, TextTask  # noqa: E402
 
-# Imported on first use: these need torch, which `import textrl` (and `textrl --help`) does without.
-_LAZY = {name: "textrl.data" for name in ("PackedDataset", "from_samples", "load", "load_tokenizer", "make_dataset",
-                                          "pack")}
+# Imported on first use: these need torch (the configs through their methods' losses), which
+# `import textrl` (and `textrl --help`) does without.
+_LAZY = {name: "textrl.config" for name in ("BCConfig", "ConfigError", "CQLConfig", "FilteredBCConfig",
+                                            "GenerationConfig", "ILQLConfig", "MCReturnsConfig", "ModelConfig",
+                                            "OptimizerConfig", "SchedulerConfig", "TokenizerConfig", "TrainConfig",
+                                            "TRLConfig", "default_config", "default_ilql_config", "load_yaml",
+                                            "save_yaml")}
+_LAZY.update({name: "textrl.presets" for name in ("task_config", "text_config")})
+_LAZY.update({name: "textrl.data" for name in ("PackedDataset", "from_samples", "load", "load_tokenizer",
+                                                "make_dataset", "pack")})
 _LAZY.update(NonFiniteLossError="textrl.trainer", Trainer="textrl.trainer")
 
 

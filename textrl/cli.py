@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from textrl.config import METHODS, default_config
-
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    """Print the default configuration of a method as YAML."""
+    """Print the default configuration of a method as YAML (an unknown name is refused with the known ones)."""
+    from textrl.config import default_config  # the methods' losses import torch: not for --help
+
     print(default_config(args.method))
     return 0
 
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("config", help="print a method's default configuration as YAML")
-    p.add_argument("--method", default="ilql", choices=sorted(METHODS), help="which agent's method (default ilql)")
+    p.add_argument("--method", default="ilql",
+                   help="which agent's method: ilql (default), bc, filtered_bc, mc_returns or cql")
     p.set_defaults(func=_cmd_config)
     for register in _subcommand_modules():
         register(sub)

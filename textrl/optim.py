@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from textrl.validation import ConfigError, unknown_key
-
-if TYPE_CHECKING:
-    from textrl.config import OptimizerConfig, SchedulerConfig
 
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "build_scheduler", "check_class_kwargs"]
 
 
 OPTIMIZERS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
 SCHEDULERS = {"cosine_annealing": "CosineAnnealingLR", "linear": "LinearLR", "constant": "ConstantLR"}
+
+
+class ClassChoice(Protocol):
+    """A config section naming a torch class and its keyword arguments (`OptimizerConfig`, `SchedulerConfig`)."""
+
+    name: str
+    kwargs: dict[str, Any]
 
 
 def check_class_kwargs(path: str, kind: str, name: str, table: dict[str, str], kwargs: dict,
@@ -30,7 +34,7 @@ def check_class_kwargs(path: str, kind: str, name: str, table: dict[str, str], k
             raise unknown_key(f"{path}.kwargs", key, params)
 
 
-def build_optimizer(params: Any, config: OptimizerConfig) -> Any:
+def build_optimizer(params: Any, config: ClassChoice) -> Any:
     """The torch optimizer named by `config` over `params` (tensors or param-group dicts).
 
     Adam and AdamW take torch's fused kernel when every parameter is a float on the CPU or a CUDA
@@ -51,7 +55,7 @@ def build_optimizer(params: Any, config: OptimizerConfig) -> Any:
     return getattr(torch.optim, OPTIMIZERS[config.name])(params, **kwargs)
 
 
-def build_scheduler(optimizer: Any, config: SchedulerConfig) -> Any:
+def build_scheduler(optimizer: Any, config: ClassChoice) -> Any:
     """The torch learning-rate scheduler named by `config` over `optimizer`."""
     import torch
 
