@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from textrl.config import load_yaml, save_yaml
 from textrl.io import (
@@ -19,13 +19,13 @@ from textrl.io import (
 )
 from textrl.models import ValueModel
 
-if TYPE_CHECKING:
-    from agents.base import OfflineAgent
-
 AGENT_FILE = "agent.json"
 CONFIG_FILE = "config.yaml"
 MODEL_DIR = "model"
 TOKENIZER_DIR = "tokenizer"
+
+
+AgentT = TypeVar("AgentT", bound="SavedAgent")
 
 
 class SavedAgent:
@@ -53,7 +53,7 @@ class SavedAgent:
         write_manifest(directory)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "OfflineAgent":
+    def load(cls: type[AgentT], directory: str | os.PathLike) -> AgentT:
         """Restore an agent written by `save` (or a checkpoint's `agent/` folder).
 
         Files are checked against the folder's manifest; a damaged one is named in the error.
