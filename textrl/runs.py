@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from textrl.io import atomic_write_text, clean_leftovers
+from textrl.io import atomic_write_text, clean_leftovers, open_no_follow
 
 __all__ = ["RUN_FILE", "LOCK_FILE", "METRICS_FILE", "RunFolder", "ResumeWarning", "run_identity",
            "identity_problems", "config_changes", "read_identity", "write_identity", "RunLock", "cut_log",
@@ -135,7 +135,7 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock, or raise naming the pid of the live process that holds it."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT, "run folder's lock")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -172,7 +172,9 @@ def cut_log(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    with os.fdopen(open_no_follow(path, os.O_RDONLY, "metrics log"), encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    for line in text.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -185,7 +187,7 @@ def cut_log(path: Path, last_step: int) -> None:
 def append_line(path: Path, line: str) -> None:
     """Append one whole line with a single write to an O_APPEND file (a kill cannot interleave records)."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "metrics log")
     try:
         written = os.write(fd, data)
         if written != len(data):
