@@ -55,3 +55,67 @@ def test_a_symlink_inside_a_checkpoint_is_refused_even_with_a_matching_manifest(
     with pytest.raises(DamagedFileError, match=r"trainer_state.json is a symbolic link"):
         _train(tmp_path, resume_from_checkpoint=str(tmp_path / "run"), total_steps=6)
     assert os.path.islink(step / "trainer_state.json") and Path(target).is_file()
+
+
+def _craft(tmp_path, change) -> Path:
+    """A checkpoint at step 3 whose state `change` edits, saved again with a matching manifest."""
+    from textrl.io import write_manifest
+    from textrl.safe_state import load_state, save_state
+
+    _train(tmp_path)
+    step = tmp_path / "run" / "step_000003"
+    state = load_state(step / "trainer_state.json", step / "trainer_state.safetensors")
+    change(state)
+    save_state(state, step / "trainer_state.json", step / "trainer_state.safetensors")
+    (step / "manifest.json").unlink()
+    write_manifest(step)
+    return step
+
+
+def _set(key, value):
+    def change(state):
+        state[key] = value
+    return change
+
+
+def _one_element_moments(state):
+    for entry in state["optimizer"]["state"].values():
+        entry["exp_avg"] = entry["exp_avg"].flatten()[:1].clone()
+        entry["exp_avg_sq"] = entry["exp_avg_sq"].flatten()[:1].clone()
+
+
+def _half_model(state):
+    state["model"] = {k: v.half() for k, v in state["model"].items()}
+
+
+@pytest.mark.parametrize("change,message", [
+    (_one_element_moments, r"optimizer state 0.exp_avg of \(1,\) torch.float32, where its parameter is \(8, 3\)"),
+    (_set("step", -5), "step -5, not a count of optimizer steps"),
+    (_set("step", float("nan")), "step nan, not a count of optimizer steps"),
+    (_set("step", 5), "step 5 in a folder named step_000003"),
+    (_set("best", float("nan")), "best metric nan"),
+    (_half_model, r"model tensor 0.weight of \(8, 3\) torch.float16, where this run has \(8, 3\) torch.float32"),
+    (_set("identity", None), "no run identity"),
+    (_set("identity", {"agent": "Regressor"}), "an identity whose model shapes are not lists"),
+])
+def test_a_crafted_trainer_state_with_a_matching_manifest_is_refused(tmp_path, change, message) -> None:
+    _craft(tmp_path, change)
+    with pytest.raises(DamagedFileError, match=message):
+        _train(tmp_path, resume_from_checkpoint=str(tmp_path / "run"), total_steps=6)
+
+
+def test_a_crafted_state_without_identity_and_no_manifest_is_refused(tmp_path) -> None:
+    step = _craft(tmp_path, _set("identity", None))
+    (step / "manifest.json").unlink()
+    (tmp_path / "run" / "run.json").unlink()
+    with pytest.raises(DamagedFileError, match="no run identity"):
+        _train(tmp_path, resume_from_checkpoint=str(tmp_path / "run"), total_steps=6)
+
+
+def test_a_run_json_with_hostile_values_is_named(tmp_path) -> None:
+    _train(tmp_path)
+    run_json = tmp_path / "run" / "run.json"
+    identity = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**identity, "agent": 5}))
+    with pytest.raises(DamagedFileError, match=r"run.json holds an identity whose agent type is 5"):
+        _train(tmp_path, resume_from_checkpoint=str(tmp_path / "run"), total_steps=6)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
+from textrl.checkpoint_checks import check_identity
 from textrl.io import atomic_write_text, clean_leftovers, open_no_follow
 
 __all__ = ["RUN_FILE", "LOCK_FILE", "METRICS_FILE", "RunFolder", "ResumeWarning", "run_identity",
@@ -111,9 +112,11 @@ def read_identity(path: Path) -> Optional[dict[str, Any]]:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        identity = json.loads(path.read_text())
     except ValueError:
         raise ValueError(f"{path} is damaged (not valid JSON): delete it to use the folder again") from None
+    check_identity(identity, path)
+    return identity
 
 
 def write_identity(path: Path, identity: dict[str, Any]) -> None:

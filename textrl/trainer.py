@@ -34,6 +34,7 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
+from textrl.checkpoint_checks import check_trainer_tensors, check_trainer_values
 from textrl.config import TRLConfig
 from textrl.io import atomic_directory, atomic_write_text, verify_manifest, write_manifest
 from textrl.optim import build_optimizer, build_scheduler
@@ -270,8 +271,9 @@ class Trainer:
         path = find_checkpoint(path)
         verify_manifest(path, "checkpoint")
         state = load_state(path / TRAINER_STATE, path / TRAINER_TENSORS)
-        self.folder.check_checkpoint(path, state.get("identity") if isinstance(state, dict) else None,
-                                     int(state["step"]))
+        check_trainer_values(state, path)
+        self.folder.check_checkpoint(path, state["identity"], state["step"])
+        check_trainer_tensors(state, path, self.accelerator.unwrap_model(self.model), self.optimizer)
         try:
             self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -281,7 +283,7 @@ class Trainer:
                 f"cannot resume from {path}: its model or optimizer state does not fit this run ({str(e)[:300]}). "
                 "Point train.resume_from_checkpoint at a checkpoint of this agent type and model"
             ) from e
-        self.state = _State(step=int(state["step"]), best=float(state["best"]))
+        self.state = _State(step=state["step"], best=float(state["best"]))
         _set_rng_state(state["rng"])
         self.folder.last_checkpoint = path
         return path
