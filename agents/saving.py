@@ -17,6 +17,7 @@ from textrl.io import (
     write_manifest,
 )
 from textrl.models import ValueModel
+from textrl.pretrained import load_pretrained, refuse_custom_code
 
 if TYPE_CHECKING:
     from agents.base import OfflineAgent
@@ -75,8 +76,9 @@ class SavedAgent:
 
         agent = cls(load_yaml(directory / CONFIG_FILE, complete=True))
         if (directory / TOKENIZER_DIR).is_dir():
+            refuse_custom_code(directory / TOKENIZER_DIR)
             try:
-                agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
+                agent.tokenizer = load_pretrained(AutoTokenizer, directory / TOKENIZER_DIR)
             except Exception as e:  # tokenizers raises bare Exceptions on a garbled tokenizer.json
                 raise DamagedFileError(f"the tokenizer files in {directory / TOKENIZER_DIR} are damaged "
                                        f"(tokenizer.json, tokenizer_config.json): {str(e)[:200]}") from e

@@ -3,6 +3,7 @@ links, paths out of the folder, crafted state, full disks. Each is refused with 
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,58 @@ def test_a_run_json_with_hostile_values_is_named(tmp_path) -> None:
     run_json.write_text(json.dumps({**identity, "agent": 5}))
     with pytest.raises(DamagedFileError, match=r"run.json holds an identity whose agent type is 5"):
         _train(tmp_path, resume_from_checkpoint=str(tmp_path / "run"), total_steps=6)
+
+
+def _plant_custom_code(folder: Path, config: str, marker: Path) -> None:
+    """Give a saved folder an `auto_map` to code that would leave `marker` behind if it ran."""
+    settings = json.loads((folder / config).read_text())
+    settings["auto_map"] = {"AutoTokenizer": ["evil.Evil", "evil.Evil"], "AutoConfig": "evil.Evil",
+                            "AutoModelForCausalLM": "evil.Evil"}
+    (folder / config).write_text(json.dumps(settings))
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                    "from transformers import PreTrainedTokenizerFast as Evil\n")
+
+
+@pytest.mark.parametrize("where", ["tokenizer", "model"])
+def test_a_saved_agent_that_ships_code_never_prompts_nor_runs_it(tmp_path, where, monkeypatch, capsys) -> None:
+    import io
+
+    from bad_checkpoints import _trained
+
+    from agents import BCAgent
+    from textrl.io import write_manifest
+
+    saved = tmp_path / "saved"
+    shutil.copytree(_trained() / "saved", saved)
+    _plant_custom_code(saved / where, "tokenizer_config.json" if where == "tokenizer" else "config.json",
+                       tmp_path / "ran")
+    for folder in (saved / where, saved):
+        if (folder / "manifest.json").exists():
+            (folder / "manifest.json").unlink()
+            write_manifest(folder)
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n" * 4))  # a user who answers yes to any prompt
+    with pytest.raises(ValueError, match=r"names its own Python code .*never runs code shipped with a model"):
+        BCAgent.load(saved)
+    assert "Do you wish to run the custom code" not in capsys.readouterr().out
+    assert not (tmp_path / "ran").exists()
+
+
+def test_textrl_data_show_never_runs_code_a_dataset_tokenizer_ships(tmp_path, monkeypatch, capsys) -> None:
+    import io
+
+    from textrl.cli import main
+    from textrl.data import make_dataset
+    from textrl.data.store import folder_of
+
+    def show():
+        dataset = make_dataset("textrl/randomwalks/mixed-v1", num_episodes=40, progress=False)
+        _plant_custom_code(folder_of(dataset) / "tokenizer", "tokenizer_config.json", tmp_path / "ran")
+        shutil.rmtree(folder_of(dataset) / "packed")  # packed again from the hdf5 file: its tokenizer is read
+        monkeypatch.setattr("sys.stdin", io.StringIO("y\n" * 4))
+        return main(["data", "show", str(folder_of(dataset))])
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    assert show() != 0
+    out = capsys.readouterr()
+    assert "names its own Python code" in out.err and "never runs code" in out.err
+    assert "Do you wish" not in out.out and not (tmp_path / "ran").exists()

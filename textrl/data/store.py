@@ -26,6 +26,7 @@ from gymnasium import spaces
 from textrl.data.background import BackgroundEpisodeFile
 from textrl.data.packed import PackBuilder
 from textrl.io import make_temp_dir
+from textrl.pretrained import load_pretrained
 from textrl.rollout import Episode
 
 TOKENIZER_DIR = "tokenizer"
@@ -272,7 +273,7 @@ def load_tokenizer(dataset: Any) -> Any:
     path = folder_of(load(dataset)) / TOKENIZER_DIR
     if not path.is_dir():
         raise FileNotFoundError(f"the dataset at {path.parent} carries no tokenizer/ folder; pass a tokenizer")
-    return AutoTokenizer.from_pretrained(str(path))
+    return load_pretrained(AutoTokenizer, path)
 
 
 def env_id_of(dataset: minari.MinariDataset) -> str | None:
