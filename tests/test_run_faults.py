@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from test_trainer import Regressor, Rows, _config
 
 from textrl.io import DamagedFileError, file_sha256, verify_manifest
@@ -175,3 +176,57 @@ def test_textrl_data_show_never_runs_code_a_dataset_tokenizer_ships(tmp_path, mo
     out = capsys.readouterr()
     assert "names its own Python code" in out.err and "never runs code" in out.err
     assert "Do you wish" not in out.out and not (tmp_path / "ran").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB filesystem (tmpfs), so a full disk is the kernel's ENOSPC, not a simulated error."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'}): the test needs "
+                    "root or CAP_SYS_ADMIN")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+class _Wide(Regressor):
+    """A learner whose trainer state is about 0.8 MB (safetensors) while its own save is a few bytes."""
+
+    def __init__(self, fill=None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(3, 256), torch.nn.Linear(256, 256), torch.nn.Linear(256, 1))
+        self.fill = fill
+
+    def after_optimizer_step(self, model, step):
+        if step == 6 and self.fill is not None:
+            self.fill()
+
+    def save_pretrained(self, directory):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "weights.txt").write_text("small")
+
+
+def test_a_really_full_disk_while_checkpointing_is_named_and_the_last_checkpoint_kept(small_disk) -> None:
+    def fill():  # leave about 100 KB: room for a log line and the learner's files, not for the trainer state
+        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        (small_disk / "ballast").write_bytes(b"\0" * (free - 100_000))
+
+    cfg = _config(small_disk, total_steps=6, checkpoint_interval=3)
+    with pytest.raises(OSError, match=r"the disk is full: cannot write .*step_000006 .in train.checkpoint_dir .*; "
+                                      r"the last good checkpoint .*step_000003 is intact") as err:
+        Trainer(_Wide(fill), Rows(), cfg).train()
+    assert "SafetensorError" in type(err.value.__cause__).__name__  # safetensors' own error, turned into this one
+    run = small_disk / "run"
+    assert sorted(os.listdir(run)) == ["metrics.jsonl", "run.json", "step_000003"]  # no partial step_000006
+    (small_disk / "ballast").unlink()
+    resumed = Trainer(_Wide(), Rows(), _config(small_disk, total_steps=6, checkpoint_interval=3,
+                                               resume_from_checkpoint=str(run))).train()
+    assert [r["step"] for r in resumed if "loss" in r] == [4, 5, 6]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+from safetensors import SafetensorError
 
 from textrl.checkpoint_checks import check_identity
 from textrl.io import atomic_write_text, clean_leftovers, open_no_follow
@@ -324,11 +325,13 @@ class RunFolder:
 
     @contextlib.contextmanager
     def disk_full_names(self, path: Path) -> Iterator[None]:
-        """Turn a full disk during a write of `path` into an error naming the folder and the last good checkpoint."""
+        """Turn a full disk during a write of `path` into an error naming the folder and the last good checkpoint
+        (safetensors reports it as a `SafetensorError` carrying the OS error, not as an OSError)."""
         try:
             yield
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
+        except (OSError, SafetensorError) as e:
+            full = e.errno == errno.ENOSPC if isinstance(e, OSError) else f"os error {errno.ENOSPC})" in str(e)
+            if not full:
                 raise
             kept = f"the last good checkpoint {self.last_checkpoint} is intact" if self.last_checkpoint else \
                 "no earlier checkpoint exists"

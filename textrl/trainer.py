@@ -316,7 +316,8 @@ class Trainer:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.train_cfg.tracker == "jsonl":
-            append_line(self.log_dir / METRICS_FILE, json.dumps(record))
+            with self.folder.disk_full_names(self.log_dir / METRICS_FILE):
+                append_line(self.log_dir / METRICS_FILE, json.dumps(record))
         else:
             if self._tb is None:
                 try:
