@@ -17,7 +17,13 @@ import torch
 from tensordict import TensorDict
 
 from agents.evaluation import rollout_eval_fn
-from agents.inputs import check_observation_fits, left_padded, prompt_list, room_for_new_tokens
+from agents.inputs import (
+    check_observation_fits,
+    check_positions,
+    left_padded,
+    prompt_list,
+    room_for_new_tokens,
+)
 from agents.saving import SavedAgent
 from textrl.config import MethodConfig, TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
@@ -136,6 +142,7 @@ class OfflineAgent(SavedAgent, ABC):
         if self.model is None:
             seed_everything(self.config.train.seed)  # the same seed gives the same initial weights
             self.model = self.build_model(packed.vocab_size)
+        check_positions(self.model, packed.max_tokens, self.config.train.seq_length)
         eval_fn = rollout_eval_fn(self, task if rollout_eval else None, metric_fn)
         trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)
         return trainer.train()

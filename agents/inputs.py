@@ -45,6 +45,21 @@ def check_observation_fits(model: ValueModel, ids: np.ndarray, length: np.ndarra
                          "positions: train a model with more positions (model.model_path) for such long episodes")
 
 
+def check_positions(model: ValueModel, longest: int, seq_length: int) -> None:
+    """Refuse training data or a `train.seq_length` longer than the model's positions before anything is
+    written (it would fail at the first step with an index error deep in torch)."""
+    _, positions = model_limits(model)
+    if positions is None:
+        return
+    if longest > positions:
+        raise ValueError(f"the dataset's episodes are up to {longest} tokens but the model has {positions} positions: "
+                         f"use a model with at least {longest} positions (model.model_path, e.g. n_positions in a "
+                         "GPT2Config), or shorter episodes")
+    if seq_length > positions:
+        raise ValueError(f"train.seq_length = {seq_length} is more than the model's {positions} positions: lower "
+                         f"train.seq_length to at most {positions} (the episodes are up to {longest} tokens)")
+
+
 def prompt_list(prompts: Any, tokenizer: Any) -> list[str]:
     """The prompts as a list of strings, with a clear error for a bare string, a non-string or no tokenizer."""
     if isinstance(prompts, str):

@@ -230,3 +230,56 @@ def test_a_really_full_disk_while_checkpointing_is_named_and_the_last_checkpoint
     resumed = Trainer(_Wide(), Rows(), _config(small_disk, total_steps=6, checkpoint_interval=3,
                                                resume_from_checkpoint=str(run))).train()
     assert [r["step"] for r in resumed if "loss" in r] == [4, 5, 6]
+
+
+def _words_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>", "a", "b"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+
+
+def _gpt2(tok, positions):
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=len(tok), n_positions=positions, n_layer=1, n_embd=16, n_head=2,
+                      bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def test_samples_longer_than_the_models_positions_are_refused_before_anything_is_written(tmp_path, monkeypatch) -> None:
+    from agents import BCAgent
+    from textrl import default_config, from_samples
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    tok = _words_tokenizer()
+    dataset = from_samples([" ".join(["a", "b"] * 16)] * 8, [1.0] * 8, tok, "mine/long-v0")  # 34 tokens each
+    run = tmp_path / "run"
+
+    def config(positions, seq_length):
+        return default_config("bc").evolve(
+            model=dict(model_path=_gpt2(tok, positions)), tokenizer=dict(tokenizer_path=None),
+            train=dict(seq_length=seq_length, batch_size=4, total_steps=2, progress_bar=False,
+                       checkpoint_dir=str(run), eval_interval=100))
+
+    with pytest.raises(ValueError, match="the dataset's episodes are up to 34 tokens but the model has 16 positions"):
+        BCAgent(config(16, 64)).fit(dataset, rollout_eval=False)
+    with pytest.raises(ValueError, match="train.seq_length = 64 is more than the model's 40 positions"):
+        BCAgent(config(40, 64)).fit(dataset, rollout_eval=False)
+    assert not (run / "run.json").exists()
+    assert BCAgent(config(64, 64)).fit(dataset, rollout_eval=False)[-1]["step"] == 2  # the corrected run
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_identity(tmp_path) -> None:
+    class Broken(Regressor):
+        def loss(self, model, batch):
+            raise IndexError("index out of range in self")
+
+    with pytest.raises(IndexError):
+        Trainer(Broken(), Rows(), _config(tmp_path, total_steps=3)).train()
+    assert not (tmp_path / "run" / "run.json").exists()
+    wider = Regressor()
+    wider.model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Linear(16, 1))  # another model shape
+    assert Trainer(wider, Rows(), _config(tmp_path, total_steps=3)).train()[-1]["step"] == 3

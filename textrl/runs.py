@@ -213,6 +213,7 @@ class RunFolder:
         self.identity: Optional[dict[str, Any]] = None
         self.last_checkpoint: Optional[Path] = None
         self._lock: Optional[RunLock] = None
+        self._recorded = False
 
     def open(self, identity: dict[str, Any], resume_from: Optional[str],
              load: Callable[[str], tuple[Path, int]]) -> None:
@@ -260,13 +261,18 @@ class RunFolder:
             else:
                 self._check_fresh(stored)
             acc.wait_for_everyone()
-            if acc.is_main_process:
-                write_identity(self.run_dir / RUN_FILE, identity)
-                if self.tracker == "jsonl":
-                    cut_log(self.log_dir / METRICS_FILE, step)
+            if acc.is_main_process and self.tracker == "jsonl":
+                cut_log(self.log_dir / METRICS_FILE, step)
         except BaseException:
             self.close()
             raise
+
+    def started(self) -> None:
+        """Record the run's identity in `run.json` once its first step is done: a run that fails before it
+        (a bad setting found late) leaves no identity behind to refuse the corrected run."""
+        if self.accelerator.is_main_process and not self._recorded:
+            write_identity(self.run_dir / RUN_FILE, self.identity)
+        self._recorded = True
 
     def close(self) -> None:
         """Give the folder back (the lock; the kernel frees it too if the process dies)."""

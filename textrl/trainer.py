@@ -374,6 +374,7 @@ class Trainer:
         try:
             while self.state.step < last:
                 stats = self._optimizer_step(self.state.step)
+                self.folder.started()
                 self.state.step += 1
                 step = self.state.step
                 self._log({"step": step, **stats, "time": time.perf_counter() - started})
