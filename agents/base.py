@@ -18,6 +18,7 @@ from tensordict import TensorDict
 
 from agents.evaluation import rollout_eval_fn
 from agents.inputs import (
+    check_env,
     check_observation_fits,
     check_positions,
     left_padded,
@@ -71,6 +72,7 @@ class OfflineAgent(SavedAgent, ABC):
         self.config = config
         self.tokenizer = tokenizer
         self.model: Optional[ValueModel] = None
+        self.env_id: Optional[str] = None  # the env of the data it was fitted on (observations are checked against it)
         self.generator = torch.Generator().manual_seed(config.train.seed)
 
     # ------------------------------------------------------------------ to override
@@ -127,6 +129,7 @@ class OfflineAgent(SavedAgent, ABC):
              rollout_eval: bool) -> list[dict[str, Any]]:
         """`fit` with `self.config` holding this call's settings."""
         packed, task = self._packed(dataset)
+        self.env_id = task.env_id if task is not None else None
         if self.tokenizer is None:
             self.tokenizer = self._resolve_tokenizer(dataset if not isinstance(dataset, PackedDataset) else None)
         if len(self.tokenizer) != packed.vocab_size:
@@ -174,10 +177,11 @@ class OfflineAgent(SavedAgent, ABC):
 
     @torch.no_grad()
     @_in_eval_mode
-    def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None) -> Any:
+    def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None, env: Any = None) -> Any:
         """The next token for an env observation (an int) or a batch of them (an int64 array).
 
-        The network runs in eval mode (no dropout), whatever mode training left it in.
+        The network runs in eval mode (no dropout), whatever mode training left it in. An observation of
+        another env than the agent's data came from (by its width, or by `env`: an env id or env) is refused.
         """
         model = self._require_model()
         if model.seq2seq:
@@ -197,6 +201,7 @@ class OfflineAgent(SavedAgent, ABC):
         if (length < 1).any() or (length > ids.shape[1]).any():
             raise ValueError(f"observation lengths must lie in [1, {ids.shape[1]}], got {length.tolist()}")
         check_observation_fits(model, ids, length)
+        check_env(self.env_id, ids, env)
         gen = self.config.method.gen_kwargs
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
@@ -214,9 +219,9 @@ class OfflineAgent(SavedAgent, ABC):
         return int(tokens[0]) if single else tokens
 
     def policy(self, obs: dict[str, np.ndarray], rng: Optional[np.random.Generator] = None, *,
-               beta: Optional[float] = None) -> np.ndarray:
+               beta: Optional[float] = None, env: Any = None) -> np.ndarray:
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
-        return self.act(obs, beta=beta)
+        return self.act(obs, beta=beta, env=env)
 
     def _last_hidden_and_logits(
         self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor

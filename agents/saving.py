@@ -48,7 +48,8 @@ class SavedAgent:
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         model.save_pretrained(directory / MODEL_DIR)
-        atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name}))
+        atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name,
+                                                                "env_id": self.env_id}))
         write_manifest(directory)
 
     @classmethod
@@ -83,6 +84,10 @@ class SavedAgent:
                 raise DamagedFileError(f"the tokenizer files in {directory / TOKENIZER_DIR} are damaged "
                                        f"(tokenizer.json, tokenizer_config.json): {str(e)[:200]}") from e
         agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
+        env_id = info.get("env_id")
+        if env_id is not None and not isinstance(env_id, str):
+            raise DamagedFileError(f"{directory / AGENT_FILE} names env {env_id!r}, not an env id: save the agent again")
+        agent.env_id = env_id
         return agent
 
 
