@@ -16,7 +16,10 @@ with the same weights, so choosing afterwards costs no extra rollouts.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -85,8 +88,33 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
 
 
 def acting_label(beta: Optional[float]) -> str:
-    """The key suffix of an acting knob value: '' (none) or 'beta=4'."""
+    """How an acting knob value reads in reports: '' (none) or 'beta=4'."""
     return "" if beta is None else f"beta={beta:g}"
+
+
+ScoreKey = tuple[str, Optional[float]]
+"""A score of one evaluation: (split, acting beta), e.g. ("val", 4.0), ("test", None)."""
+
+
+def metric_name(key: ScoreKey) -> str:
+    """The name a score is logged under in metrics.jsonl (`eval/` is prefixed by the trainer); `score_key`
+    reads it back, so the two spellings live here only."""
+    split, beta = key
+    if beta is None:
+        return split
+    short = f"{beta:g}"  # 'val@beta=4', unless that loses digits that `score_key` must read back
+    return f"{split}@beta={short if float(short) == beta else repr(float(beta))}"
+
+
+def score_key(name: str) -> Optional[ScoreKey]:
+    """The (split, beta) of a logged metric name written by `metric_name`; None for any other metric."""
+    split, at, beta = name.partition("@beta=")
+    if split not in ("val", "test"):
+        return None
+    try:
+        return (split, float(beta)) if at else (split, None)
+    except ValueError:
+        return None
 
 
 @functools.cache
@@ -102,8 +130,8 @@ def scoring_fn(task: str, betas: Sequence[float], validation_episodes: int = VAL
     """`metric_fn` for `fit`: every beta scored on the validation episodes, then the test episodes scored
     with the beta that did best there (so test rollouts never choose anything).
 
-    Keys: `val@beta=4` per beta (`val` without an acting knob), `test`, and `beta` (the one chosen).
-    Every training seed sees the same validation and the same test episodes.
+    Keys: `metric_name(("val", beta))` per beta, `metric_name(("test", None))`, and `beta` (the one
+    chosen). Every training seed sees the same validation and the same test episodes.
     """
     valid, test = split_tasks(task)
 
@@ -114,8 +142,8 @@ def scoring_fn(task: str, betas: Sequence[float], validation_episodes: int = VAL
     def score(agent: Any) -> dict[str, float]:
         val = {b: mean_score(valid, b, VALIDATION_SEED, validation_episodes, agent) for b in betas or (None,)}
         chosen = max(val, key=lambda b: val[b])  # the first of equals
-        out = {"val" + ("" if b is None else "@" + acting_label(b)): v for b, v in val.items()}
-        out["test"] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
+        out = {metric_name(("val", b)): v for b, v in val.items()}
+        out[metric_name(("test", None))] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
         if chosen is not None:
             out["beta"] = chosen
         return out
@@ -125,8 +153,8 @@ def scoring_fn(task: str, betas: Sequence[float], validation_episodes: int = VAL
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: per evaluation, the validation score of each acting value ('' or 'beta=4'),
-    the test score at the value chosen there, and that value (empty without an acting knob)."""
+    """One training run: per evaluation, the validation score of each acting beta (None: no acting knob),
+    the test score at the beta chosen there, and that beta (empty without an acting knob)."""
 
     task: str
     tier: str
@@ -134,10 +162,34 @@ class Run:
     knob: int  # index into the entry's grid
     seed: int
     steps: list[int]
-    val: dict[str, list[float]]
+    val: dict[Optional[float], list[float]]
     test: list[float]
     betas: list[float]
     seconds: float
+    settings: str = ""  # the digest of every setting that changes its result (agents.benchmark.run_settings)
+
+    def to_json(self) -> str:
+        """The run as JSON (validation scores as [beta, scores] pairs: JSON keys cannot be numbers)."""
+        return json.dumps({**asdict(self), "val": [[b, s] for b, s in self.val.items()]})
+
+    @classmethod
+    def read(cls, path: Path) -> "Run":
+        """A run stored by `to_json`; a torn or altered file is a ValueError naming it and what is wrong."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+            names = [f.name for f in fields(cls)]
+            if not isinstance(data, dict) or sorted(data) != sorted(names):
+                got = sorted(data) if isinstance(data, dict) else type(data).__name__
+                raise ValueError(f"its keys are {got}, not {sorted(names)}")
+            val = data["val"]
+            if not isinstance(val, list) or not all(isinstance(p, list) and len(p) == 2 for p in val):
+                raise ValueError("val is not a list of [beta, scores] pairs")
+            run = cls(**{**data, "val": {b: s for b, s in val}})
+            _check_run(run)
+        except (ValueError, TypeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a finished run of this benchmark ({str(e)[:200]}): delete it and run the "
+                             "same command again to rerun that run") from None
+        return run
 
     @property
     def chosen_val(self) -> np.ndarray:
@@ -146,12 +198,43 @@ class Run:
 
     @property
     def key(self) -> str:
-        return run_key(self.task, self.tier, self.entry, self.knob, self.seed)
+        return run_key(self.task, self.tier, self.entry, self.knob, self.seed, self.settings)
 
 
-def run_key(task: str, tier: str, entry: str, knob: int, seed: int) -> str:
-    """The file name (without .json) of a run: `maze-mixed__cql__k2__s0`."""
-    return f"{task}-{tier}__{entry}__k{knob}__s{seed}"
+def _no_constant(name: str) -> float:
+    raise ValueError(f"it holds {name}, not a number")
+
+
+def _check_run(run: Run) -> None:
+    """Types, finiteness and lengths of a stored run (every curve has one value per evaluation step)."""
+    def numbers(values: Any, what: str, kind: tuple = (int, float)) -> None:
+        if not isinstance(values, list) or not all(
+                isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ValueError(f"{what} is not a list of finite numbers")
+
+    for name in ("task", "tier", "entry", "settings"):
+        if not isinstance(getattr(run, name), str):
+            raise ValueError(f"{name} is not a string")
+    for name in ("knob", "seed"):
+        if not isinstance(getattr(run, name), int) or isinstance(getattr(run, name), bool) or getattr(run, name) < 0:
+            raise ValueError(f"{name} is not a count")
+    numbers(run.steps, "steps", (int,))
+    numbers(run.test, "test")
+    numbers(run.betas, "betas")
+    numbers([run.seconds], "seconds")
+    if not run.val or len(run.test) != len(run.steps) or run.betas and len(run.betas) != len(run.steps):
+        raise ValueError("its curves do not have one value per evaluation step")
+    for beta, scores in run.val.items():
+        if beta is not None:
+            numbers([beta], "a beta")
+        numbers(scores, f"val at beta {beta}")
+        if len(scores) != len(run.steps):
+            raise ValueError("its curves do not have one value per evaluation step")
+
+
+def run_key(task: str, tier: str, entry: str, knob: int, seed: int, settings: str = "") -> str:
+    """The file name (without .json) of a run: `maze-mixed__cql__k2__s0__<settings digest>`."""
+    return f"{task}-{tier}__{entry}__k{knob}__s{seed}" + (f"__{settings}" if settings else "")
 
 
 def choose_knob(runs: Sequence[Run], tuning_seed: int) -> Optional[int]:

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from textrl.checkpoint_checks import check_identity
 from textrl.io import atomic_write_text, clean_leftovers, open_no_follow
 
-__all__ = ["RUN_FILE", "LOCK_FILE", "METRICS_FILE", "RunFolder", "ResumeWarning", "run_identity",
+__all__ = ["RUN_FILE", "LOCK_FILE", "METRICS_FILE", "RunFolder", "ResumeWarning", "FolderBusyError", "run_identity",
            "identity_problems", "config_changes", "read_identity", "write_identity", "RunLock", "cut_log",
            "append_line"]
 
@@ -125,6 +125,14 @@ def write_identity(path: Path, identity: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(identity, indent=1))
 
 
+class FolderBusyError(RuntimeError):
+    """Another live process holds the folder; `pid` names it (as its lock file says)."""
+
+    def __init__(self, message: str, pid: str) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class RunLock:
     """An exclusive lock on a run folder: `.lock` holds the owner's pid, and `flock` guards it.
 
@@ -145,10 +153,10 @@ class RunLock:
             except BlockingIOError:
                 owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise RuntimeError(
+                raise FolderBusyError(
                     f"another process (pid {owner}) is training into {self.path.parent}: two runs in one "
                     "train.checkpoint_dir would mix their checkpoints and logs. Wait for it to end or choose "
-                    "another train.checkpoint_dir"
+                    "another train.checkpoint_dir", owner,
                 ) from None
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
