@@ -12,6 +12,7 @@ import functools
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
+import minari
 import numpy as np
 import torch
 from tensordict import TensorDict
@@ -28,8 +29,7 @@ from agents.inputs import (
 from agents.saving import SavedAgent
 from textrl.config import MethodConfig, TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
-from textrl.data.store import env_id_of
-from textrl.models import ValueModel, decode, load_tokenizer_from_path, sample_next
+from textrl.models import ContextCache, ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
 from textrl.tasks import get_task
 from textrl.trainer import Trainer, seed_everything
@@ -45,17 +45,26 @@ def _in_eval_mode(method: Callable[..., Any]) -> Callable[..., Any]:
         if model is None:
             return method(self, *args, **kwargs)
         was_training = model.training
-        model.eval()
+        switch = any(m.training for m in model.modules())  # (switching costs more: not on every call of a loop)
+        if switch:
+            model.eval()
         try:
             return method(self, *args, **kwargs)
         finally:
-            model.train(was_training)
+            if switch:
+                model.train(was_training)
 
     return run
 
 
 class OfflineAgent(SavedAgent, ABC):
-    """Base class of the offline agents (BC, filtered BC, MC returns, CQL, ILQL)."""
+    """Base class of the offline agents (BC, filtered BC, MC returns, CQL, ILQL).
+
+    `act` and `policy` keep each observation row's KV cache between calls (`textrl.models.ContextCache`),
+    so an env loop runs each token through the model once. Set `agent.cache_contexts = False` to run
+    every context in full at every call instead; the actions are the same either way (up to float
+    rounding, see `act`). After changing the model's weights outside `fit`, call `forget_contexts()`.
+    """
 
     method_cls: ClassVar[type[MethodConfig]]
     agent_name: ClassVar[str]
@@ -74,6 +83,8 @@ class OfflineAgent(SavedAgent, ABC):
         self.model: Optional[ValueModel] = None
         self.env_id: Optional[str] = None  # the env of the data it was fitted on (observations are checked against it)
         self.generator = torch.Generator().manual_seed(config.train.seed)
+        self.cache_contexts = True
+        self._contexts: Optional[ContextCache] = None
 
     # ------------------------------------------------------------------ to override
 
@@ -120,18 +131,22 @@ class OfflineAgent(SavedAgent, ABC):
         configured = self.config
         if train:
             self.config = configured.evolve(train=train)
+        self.forget_contexts()  # the weights are about to change
         try:
             return self._fit(dataset, metric_fn, rollout_eval)
         finally:
             self.config = configured
+            self.forget_contexts()
 
     def _fit(self, dataset: Any, metric_fn: Optional[Callable[["OfflineAgent"], dict[str, float]]],
              rollout_eval: bool) -> list[dict[str, Any]]:
         """`fit` with `self.config` holding this call's settings."""
-        packed, task = self._packed(dataset)
+        data = None if isinstance(dataset, PackedDataset) else load(dataset)  # resolved once, here
+        packed = dataset if data is None else pack(data, reward_normalization=self.config.train.reward_normalization)
+        task = _task_or_none(packed.env_id)
         self.env_id = task.env_id if task is not None else None
         if self.tokenizer is None:
-            self.tokenizer = self._resolve_tokenizer(dataset if not isinstance(dataset, PackedDataset) else None)
+            self.tokenizer = self._resolve_tokenizer(data)
         if len(self.tokenizer) != packed.vocab_size:
             raise ValueError(
                 f"the tokenizer has {len(self.tokenizer)} tokens but the dataset's action space has "
@@ -150,23 +165,15 @@ class OfflineAgent(SavedAgent, ABC):
         trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)
         return trainer.train()
 
-    def _packed(self, dataset: Any) -> tuple[PackedDataset, Any]:
-        """The packed training rows and the dataset's task (None when it has no env)."""
-        if isinstance(dataset, PackedDataset):
-            return dataset, _task_or_none(dataset.env_id)
-        data = load(dataset)
-        packed = pack(data, reward_normalization=self.config.train.reward_normalization)
-        return packed, _task_or_none(env_id_of(data))
-
-    def _resolve_tokenizer(self, dataset: Any) -> Any:
-        """The configured tokenizer, or the dataset's own when `tokenizer.tokenizer_path` is None."""
+    def _resolve_tokenizer(self, dataset: Optional[minari.MinariDataset]) -> Any:
+        """The configured tokenizer, or the (already opened) dataset's own when `tokenizer.tokenizer_path` is None."""
         path = self.config.tokenizer.tokenizer_path
         if path is not None:
             return load_tokenizer_from_path(path, self.config.tokenizer)
         if dataset is None:
             raise ValueError("tokenizer.tokenizer_path is null and a packed dataset carries no tokenizer: "
                              "pass tokenizer=... to the agent")
-        return load_tokenizer(load(dataset))
+        return load_tokenizer(dataset)
 
     # ------------------------------------------------------------------ acting
 
@@ -175,13 +182,24 @@ class OfflineAgent(SavedAgent, ABC):
             raise RuntimeError(f"{type(self).__name__} has no model yet: call fit(dataset) or load(directory) first")
         return self.model
 
+    def forget_contexts(self) -> None:
+        """Drop the cached contexts of `act` (the next call runs every row in full): needed after the model's
+        weights change other than through `fit` or `load`, which drop them themselves."""
+        self._contexts = None
+
     @torch.no_grad()
     @_in_eval_mode
     def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None, env: Any = None) -> Any:
         """The next token for an env observation (an int) or a batch of them (an int64 array).
 
-        The network runs in eval mode (no dropout), whatever mode training left it in. An observation of
-        another env than the agent's data came from (by its width, or by `env`: an env id or env) is refused.
+        The network runs in eval mode (no dropout), whatever mode training left it in. With
+        `cache_contexts` (the default) each row keeps its KV cache from the previous call: when the
+        row's observation extends the context it was last shown, only the new tokens run; otherwise
+        (a reset, another env, any other observation) the row starts over. The cached and the full
+        forward differ only in float rounding (last bits of the scores), so they choose the same
+        tokens except where two tokens' scores, or a sample's draw and a cumulative probability,
+        lie within that rounding of each other. An observation of another env than the agent's data
+        came from (by its width, or by `env`: an env id or env) is refused.
         """
         model = self._require_model()
         if model.seq2seq:
@@ -206,14 +224,8 @@ class OfflineAgent(SavedAgent, ABC):
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: pass act(obs, beta=...) with one value")
-        device = next(model.parameters()).device
-        width = int(length.max())
-        input_ids = torch.as_tensor(ids[:, :width].astype(np.int64), device=device)
-        positions = torch.arange(width, device=device)[None]
-        lengths = torch.as_tensor(length.astype(np.int64), device=device)
-        attention_mask = (positions < lengths[:, None]).long()
-        hidden, logits = self._last_hidden_and_logits(model, input_ids, attention_mask, lengths - 1)
-        scores = self.next_token_scores(hidden, logits, beta)
+        hidden = self._last_hidden(model, ids, length)
+        scores = self.next_token_scores(hidden, last_hidden_and_lm(model.backbone)[1](hidden), beta)
         tokens = sample_next(scores, top_k=gen.top_k, temperature=gen.temperature, generator=self.generator)
         tokens = tokens.cpu().numpy().astype(np.int64)
         return int(tokens[0]) if single else tokens
@@ -223,12 +235,20 @@ class OfflineAgent(SavedAgent, ABC):
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
         return self.act(obs, beta=beta, env=env)
 
-    def _last_hidden_and_logits(
-        self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last-layer hidden state and LM logits at position `index` of each row."""
-        hidden = gather_positions(model.hidden_states(input_ids, attention_mask), index[:, None])[:, 0]
-        return hidden, last_hidden_and_lm(model.backbone)[1](hidden)
+    def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray) -> torch.Tensor:
+        """Last-layer hidden state [N, H] at each row's last token: from the rows' cached contexts, or (with
+        `cache_contexts` off) from a full forward of the right-padded observations."""
+        if self.cache_contexts:
+            if self._contexts is None or self._contexts.backbone is not model.backbone:
+                self._contexts = ContextCache(model.backbone)
+            return self._contexts.last_hidden(ids, length)
+        self._contexts = None
+        device = next(model.parameters()).device
+        width = int(length.max())
+        input_ids = torch.as_tensor(ids[:, :width].astype(np.int64), device=device)
+        lengths = torch.as_tensor(length.astype(np.int64), device=device)
+        attention_mask = (torch.arange(width, device=device)[None] < lengths[:, None]).long()
+        return gather_positions(model.hidden_states(input_ids, attention_mask), (lengths - 1)[:, None])[:, 0]
 
     @torch.no_grad()
     @_in_eval_mode

@@ -29,6 +29,7 @@ def rollout_eval_fn(agent: Any, task: Any, metric_fn: Any) -> Optional[EvalFn]:
     betas = beta if isinstance(beta, list) else [None]  # None: act with the configured beta, no suffix
 
     def run(num_episodes: int, seed: int) -> dict[str, np.ndarray]:
+        agent.forget_contexts()  # contexts cached at the previous evaluation ran through older weights
         out: dict[str, np.ndarray] = {}
         for b in betas if task is not None else []:
             suffix = "" if b is None else f"@beta={b:g}"

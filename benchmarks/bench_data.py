@@ -72,8 +72,8 @@ def _samples(source: str, n: int, words: list[str]):
 def phase_write(source: str, n: int) -> dict:
     """Write the dataset (and its packed cache): wall and CPU time of the writer, apart from task collection.
 
-    The totals include collection; CPU time is the process's (both threads); the load average
-    (start and end) says how much of the cores the run could get.
+    The totals include collection; CPU time is the process's (one thread: the writer runs in the
+    caller's); the load average (start and end) says how much of the cores the run could get.
 
     For imports the rate includes tokenizing and checking the text (that is what `from_samples` costs).
     """
@@ -92,7 +92,7 @@ def phase_write(source: str, n: int) -> dict:
         from gymnasium import spaces
 
         from textrl.data.build import CHUNK
-        from textrl.data.store import write_dataset
+        from textrl.data.writer import write_dataset
         from textrl.env import observation_space
         from textrl.rollout import collect_episodes
         from textrl.tasks import get_task

@@ -61,8 +61,8 @@ def test_non_finite_scores_raise_a_non_finite_error(bad: float) -> None:
 
 
 def test_an_observation_of_another_task_is_refused_before_torch_sees_it(agent) -> None:
-    obs = gymnasium.make("textrl/Maze-v0").reset(seed=0)[0]
+    obs = gymnasium.make("textrl/Maze-v1").reset(seed=0)[0]
     with pytest.raises(ValueError, match="observation of another task's env"):
         agent.act(obs)
-    rw = gymnasium.make("textrl/RandomWalks-v0").reset(seed=0)[0]
+    rw = gymnasium.make("textrl/RandomWalks-v1").reset(seed=0)[0]
     assert 0 <= agent.act(rw) < agent.tokenizer.vocab_size

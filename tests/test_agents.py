@@ -35,7 +35,7 @@ def test_each_agent_fits_lowers_its_loss_and_acts(name, small_data, tmp_path) ->
     losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
     assert any("eval/score" in h for h in history)
-    env = gymnasium.make("textrl/RandomWalks-v0")
+    env = gymnasium.make("textrl/RandomWalks-v1")
     obs, _ = env.reset(seed=0)
     action = agent.act(obs)
     assert isinstance(action, int) and env.action_space.contains(action)

@@ -7,6 +7,9 @@ import contextlib
 import io
 import os
 import re
+import shutil
+import subprocess
+import warnings
 from pathlib import Path
 
 import bad_checkpoints
@@ -83,14 +86,14 @@ def _foreign_checkpoint(tmp):
 
 def _env_step(action):
     def run(tmp):
-        env = gymnasium.make("textrl/RandomWalks-v0")
+        env = gymnasium.make("textrl/RandomWalks-v1")
         env.reset(seed=0)
         env.step(action)
     return run
 
 
 def _step_after_end(tmp):
-    env = gymnasium.make("textrl/RandomWalks-v0")
+    env = gymnasium.make("textrl/RandomWalks-v1")
     env.reset(seed=0)
     env.step(0)  # the pad token: an invalid move, the episode terminates
     env.step(3)
@@ -115,6 +118,43 @@ def _small_build_under_the_standard_id(tmp):
     _with_root(tmp, run)
 
 
+def _on_a_small_disk(tmp, call):
+    """Run `call` with the datasets root on a real 256 KiB tmpfs (mounting needs root; skipped otherwise)."""
+    disk = tmp / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    previous = os.environ["MINARI_DATASETS_PATH"]
+    os.environ["MINARI_DATASETS_PATH"] = str(disk)
+    try:
+        return call(disk)
+    finally:
+        os.environ["MINARI_DATASETS_PATH"] = previous
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _build_on_a_full_disk(tmp):
+    _on_a_small_disk(tmp, lambda disk: make_dataset("textrl/randomwalks/random-v1", progress=False))
+
+
+def _pack_on_a_full_disk(tmp):
+    def run(disk):
+        ds = from_samples(["a b"] * 20, [1.0, 0.0] * 10, _tok(), "bad/full-v0")
+        shutil.rmtree(folder_of(ds) / "packed")
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        pack(ds)
+    _on_a_small_disk(tmp, run)
+
+
+def _equal_rewards(tmp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        from_samples(["a b", "b a"], [1.0, 1.0], _tok(), "bad/equal-v0")
+
+
 def _damaged_cache(damage):
     def run(tmp):
         def build():
@@ -129,7 +169,7 @@ def _damaged_cache(damage):
 
 
 def _rw_obs():
-    env = gymnasium.make("textrl/RandomWalks-v0")
+    env = gymnasium.make("textrl/RandomWalks-v1")
     return env.reset(seed=0)[0]
 
 
@@ -164,12 +204,21 @@ CASES = {
     "tokenizer path that does not exist": lambda tmp: load_tokenizer_from_path(str(tmp / "nope"), TokenizerConfig()),
     "agent given another method's config": lambda tmp: ILQLAgent(default_config("bc")),
     "tokenizer vocabulary != dataset action space": lambda tmp: BCAgent(_cfg(tmp), tokenizer=_tok()).fit(_small()),
+    "retired env id": lambda tmp: gymnasium.make("textrl/Maze-v0"),
     "malformed dataset id": lambda tmp: load("randomwalks-v0"),
     "absent dataset id": lambda tmp: load("textrl/nothing/here-v0"),
     "unknown dataset tier": lambda tmp: make_dataset("textrl/randomwalks/superb-v1"),
     "truncated or corrupted dataset file": _corrupt,
     "samples/rewards length mismatch": lambda tmp: from_samples(["a b"], [1.0, 2.0], _tok(), "bad/len-v0"),
     "NaN or infinite reward": lambda tmp: from_samples(["a b"], [float("nan")], _tok(), "bad/nan-v0"),
+    "reward given as a string or a bool": lambda tmp: from_samples(["a b", "b"], [1.0, "2.5"], _tok(), "bad/str-v0"),
+    "reference scores that are equal or crossed": lambda tmp: from_samples(
+        ["a b"], [1.0], _tok(), "bad/refs-v0", ref_min_score=2.0, ref_max_score=2.0),
+    "all rewards equal (a warning)": _equal_rewards,
+    "text containing a NUL character": lambda tmp: from_samples(["a x\0y"], [1.0], _tok(("a", "x\0y")), "bad/nul-v0"),
+    "dataset id with a dot or a trailing newline": lambda tmp: from_samples(["a b"], [1.0], _tok(), "ns/ok.name-v0"),
+    "disk full while writing a dataset": _build_on_a_full_disk,
+    "disk full while writing the packed cache": _pack_on_a_full_disk,
     "empty samples": lambda tmp: from_samples([], [], _tok(), "bad/empty-v0"),
     "sample longer than max_length": lambda tmp: from_samples(["a b a"], [1.0], _tok(), "bad/long-v0", max_length=2),
     "episodes longer than train.seq_length": lambda tmp: BCAgent(_cfg(tmp, seq_length=4)).fit(_small()),
@@ -178,7 +227,7 @@ CASES = {
     "env action of the wrong type": _env_step(3.0),
     "env action of the wrong shape": _env_step(np.array([3, 4])),
     "step after the episode ended": _step_after_end,
-    "prompt with an unknown token": lambda tmp: gymnasium.make("textrl/Maze-v0").reset(options={"prompt": "goal xyz"}),
+    "prompt with an unknown token": lambda tmp: gymnasium.make("textrl/Maze-v1").reset(options={"prompt": "goal xyz"}),
     "unknown task": lambda tmp: get_task("chess"),
     "act on an observation of the wrong shape": lambda tmp: _fitted(tmp).act(
         {"input_ids": np.zeros((2, 3, 4), np.uint8), "length": np.array([1, 1])}),
@@ -222,7 +271,7 @@ CASES = {
     "generate with a prompt that fills the model's positions": lambda tmp: _fitted(tmp).generate(["2 " * 10]),
     "generate with a prompt that is not a string": lambda tmp: _fitted(tmp).generate([3]),
     "act on an observation of another task": lambda tmp: _fitted(tmp).act(
-        gymnasium.make("textrl/Maze-v0").reset(seed=0)[0]),
+        gymnasium.make("textrl/Maze-v1").reset(seed=0)[0]),
     "temperature that underflows": lambda tmp: default_ilql_config().update({"method.gen_kwargs.temperature": 1e-45}),
     "weights that diverged, at act or eval": _diverged,
     "scheduler kwarg of the wrong type": lambda tmp: default_ilql_config().update({"scheduler.kwargs.T_max": "ten"}),

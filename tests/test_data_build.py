@@ -44,8 +44,8 @@ def test_metadata_tokenizer_and_episode_texts() -> None:
     assert ds.total_episodes == 40 and ds.spec.dataset_id == "textrl/randomwalks/random-n40-v1"
     assert Path(ds.storage.data_path).is_relative_to(datasets_root())
     meta = ds.storage.metadata
-    assert ds.spec.env_spec.id == "textrl/RandomWalks-v0"
-    assert ds._eval_env_spec.id == "textrl/RandomWalks-v0"
+    assert ds.spec.env_spec.id == "textrl/RandomWalks-v1"
+    assert ds._eval_env_spec.id == "textrl/RandomWalks-v1"
     assert ds.recover_environment(eval_env=True).unwrapped.task.name == "randomwalks"
     assert meta["ref_min_score"] == pytest.approx(task.ref_min_score)
     assert meta["ref_max_score"] == pytest.approx(task.ref_max_score)
@@ -98,6 +98,13 @@ def test_the_standard_id_never_returns_a_small_build(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(build, "write_dataset", lambda *a, **k: pytest.fail("an existing dataset was rebuilt"))
     with pytest.raises(ValueError, match=r"other data than this id means: num_episodes 1000 \(built with 10\)"):
         make_dataset(RW, progress=False)
+
+
+def test_a_dataset_built_for_a_retired_env_id_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    make_dataset(RW, num_episodes=10, progress=False)
+    monkeypatch.setattr(build, "env_id_of", lambda ds: "textrl/RandomWalks-v0")  # as a build before the rename
+    with pytest.raises(ValueError, match=r"env textrl/RandomWalks-v1 \(built with textrl/RandomWalks-v0\); delete"):
+        make_dataset(RW, num_episodes=10, progress=False)
 
 
 def test_a_concurrent_build_of_other_data_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,8 @@ import pytest
 from minari.data_collector import EpisodeBuffer
 
 from textrl.data import from_samples, make_dataset, pack
-from textrl.data.hdf5 import EpisodeFile, _CtypesCalls
 from textrl.data.pack import CACHE_DIR
 from textrl.data.store import folder_of
-from textrl.rollout import Episode, collect_episodes
 from textrl.tasks import TASKS, get_task
 
 
@@ -96,22 +94,3 @@ def test_pack_opens_the_writers_cache_without_reading_hdf5(monkeypatch: pytest.M
     monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("the hdf5 file was read"))
     packed = pack(dataset.spec.dataset_id)
     assert len(packed) == 20 and packed.num_actions == dataset.total_steps
-
-
-def test_direct_hdf5_calls_write_the_same_file_as_h5pys_wrappers(tmp_path: Path) -> None:
-    length = 300  # a long episode too, so its observations are chunked and compressed
-    long = Episode({"input_ids": np.tile(np.arange(length, dtype=np.uint16) % 50, (length + 1, 1)),
-                    "length": np.arange(length + 1, dtype=np.int32)}, np.arange(length), np.ones(length),
-                   np.arange(length) == length - 1, np.zeros(length, dtype=bool), "prompt", "tëxt")
-    task = get_task("maze")
-    episodes = [*collect_episodes(task, task.behaviour_policy(1.0), 30, seed=3, progress=False), long]
-    files = []
-    for fast in (True, False):
-        f = EpisodeFile(tmp_path / f"{fast}.hdf5", fast=fast)
-        assert isinstance(f._calls, _CtypesCalls) == fast  # the fast path finds the library h5py loaded
-        for ep in episodes:
-            f.write(ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
-                    {"prompt": ep.prompt, "text": ep.text})
-        f.close()
-        files.append((tmp_path / f"{fast}.hdf5").read_bytes())
-    assert files[0] == files[1]

@@ -115,7 +115,7 @@ def test_an_interrupted_cache_write_leaves_no_cache(maze, tmp_path: Path, monkey
     def die(*args, **kwargs):
         raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(pack_module.TensorDict, "memmap_", die)
+    monkeypatch.setattr(pack_module, "save_arrays", die)
     with pytest.raises(KeyboardInterrupt):
         pack(copy)
     monkeypatch.undo()

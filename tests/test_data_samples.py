@@ -156,14 +156,14 @@ def test_default_max_length_and_reference_scores() -> None:
     (["q a", ""], [1.0, 1.0], {}, ValueError, "sample 1 has 0 token"),
     (["q a"], [math.nan], {}, ValueError, "rewards must be finite"),
     (["q a"], [math.inf], {}, ValueError, "rewards must be finite"),
-    (["q a", "q"], [1.0, 1e39], {}, ValueError, "float32's range.*sample 1 has 1e[+]?39"),
+    (["q a", "q"], [1.0, 1e39], {}, ValueError, "float32's range.*the reward of sample 1 is 1e[+]?39"),
     ([["user q", "yes", "user"]], [1.0], {}, ValueError, "even number"),
     ([["", "yes"]], [1.0], {}, ValueError, "first prompt turn is empty"),
     ([["user", ""]], [1.0], {}, ValueError, "no output tokens"),
     (["q a b c"], [1.0], {"max_length": 5}, ValueError, "sample 0 is longer than max_length=5 tokens .6."),
     ([3], [1.0], {}, TypeError, "must be a string or a list of strings"),
     ("q a", [1.0], {}, TypeError, "single string"),
-    (["q a"], ["high"], {}, TypeError, "one number per sample"),
+    (["q a"], ["high"], {}, TypeError, "rewards must be real numbers .*: the reward of sample 0 is 'high' .str."),
     (["q a"], [1.0], {"tokenizer": object()}, TypeError, "must be a transformers tokenizer"),
 ])
 def test_bad_samples_get_clear_errors(samples, rewards, kwargs, error, message) -> None:

@@ -11,7 +11,7 @@ import textrl  # noqa: F401  (registers the gymnasium ids)
 from textrl.env import TokenEnv, TokenVectorEnv
 from textrl.tasks import RandomWalksTask, get_task
 
-ENV_IDS = ["textrl/RandomWalks-v0", "textrl/Maze-v0", "textrl/MazePO-v0", "textrl/Brackets-v0"]
+ENV_IDS = ["textrl/RandomWalks-v1", "textrl/Maze-v1", "textrl/MazePO-v1", "textrl/Brackets-v0"]
 TASK_NAMES = ["randomwalks", "maze", "maze_po", "brackets"]
 
 
@@ -49,7 +49,7 @@ def test_gymnasium_make_and_check_env(env_id):
 
 
 def test_gymnasium_make_kwargs_reach_task():
-    env = gymnasium.make("textrl/Maze-v0", max_steps=5, render_mode="ansi")
+    env = gymnasium.make("textrl/Maze-v1", max_steps=5, render_mode="ansi")
     assert env.unwrapped.task.max_steps == 5
     assert env.unwrapped.render_mode == "ansi"
     env.reset(seed=0)

@@ -65,7 +65,7 @@ def _timelimit_episode(env: gymnasium.Env, seed: int) -> Episode:
 
 
 def test_timelimit_truncation_still_bootstraps() -> None:
-    env = gymnasium.make("textrl/Maze-v0", max_episode_steps=5)
+    env = gymnasium.make("textrl/Maze-v1", max_episode_steps=5)
     task = env.unwrapped.task
     episodes = [_timelimit_episode(env, seed) for seed in range(3)]
     for ep in episodes:

@@ -4,7 +4,6 @@ rank 0 writes; evaluation gathers episodes from every rank."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from launching import SCRIPT, finish, needs_launcher, train_tiny
 from test_trainer import Regressor, Rows, _config
 
 from textrl import make_dataset
 from textrl.trainer import Trainer
-
-SCRIPT = str(Path(__file__).parent / "scripts" / "train_tiny.py")
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +75,14 @@ def test_a_live_process_holds_the_run_folder_and_a_killed_one_does_not(tmp_path)
     assert (run / "step_000003").is_dir() and not (run / ".lock").exists()
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
+@needs_launcher
 def test_two_process_ddp_matches_one_process(env, tmp_path) -> None:
     steps = 6
-    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "one"), str(steps)], env=env, check=True,
-                   capture_output=True)
-    launch = ["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, str(tmp_path / "two"), str(steps)]
-    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    one = train_tiny(env, str(tmp_path / "one"), str(steps))
+    two = train_tiny(env, str(tmp_path / "two"), str(steps), processes=2)
+    finish(one)
+    finish(two)
+    assert (tmp_path / "two" / "processes.txt").read_text() == "2"  # `--cpu` would have started one
     one, two = torch.load(tmp_path / "one" / "final.pt"), torch.load(tmp_path / "two" / "final.pt")
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=1e-3, atol=1e-4)

@@ -16,7 +16,7 @@ from recorded import record_episode
 import textrl  # noqa: F401  (registers the env ids)
 from textrl.config import ModelConfig
 from textrl.data import pack
-from textrl.data.store import write_dataset
+from textrl.data.writer import write_dataset
 from textrl.env import observation_space
 from textrl.models import ValueModel, ilql_loss, load_backbone
 from textrl.presets import tiny_model_config
@@ -35,8 +35,8 @@ def _random_episode(env: gymnasium.Env, seed: int) -> Episode:
 
 @pytest.fixture(scope="module")
 def episodes_and_batch():
-    ended = gymnasium.make("textrl/Maze-v0", max_steps=4)  # the task's budget: terminations
-    limited = gymnasium.make("textrl/Maze-v0", max_steps=4, max_episode_steps=3)  # a TimeLimit: truncations
+    ended = gymnasium.make("textrl/Maze-v1", max_steps=4)  # the task's budget: terminations
+    limited = gymnasium.make("textrl/Maze-v1", max_steps=4, max_episode_steps=3)  # a TimeLimit: truncations
     task = ended.unwrapped.task
     episodes = [_random_episode(ended, s) for s in range(6)] + [_random_episode(limited, s) for s in range(6, 12)]
     assert any(ep.terminations[-1] for ep in episodes) and any(ep.truncations[-1] for ep in episodes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+import gymnasium
 import numpy as np
 import pytest
 from transformers import PreTrainedTokenizerFast
@@ -40,12 +41,22 @@ def mc_check(returns: np.ndarray, expected: float, k: float = 4.0) -> None:
 
 def test_get_task_by_name_and_env_id():
     assert set(TASKS) == {"randomwalks", "maze", "maze_po", "brackets", "endgames", "endgames_stockfish", "wordle"}
-    assert get_task("textrl/RandomWalks-v0") is get_task("randomwalks")
-    assert isinstance(get_task("textrl/Maze-v0"), MazeTask)
-    assert isinstance(get_task("textrl/MazePO-v0"), MazePOTask)
+    assert get_task("textrl/RandomWalks-v1") is get_task("randomwalks")
+    assert isinstance(get_task("textrl/Maze-v1"), MazeTask)
+    assert isinstance(get_task("textrl/MazePO-v1"), MazePOTask)
     assert get_task("maze", max_steps=7).max_steps == 7
     with pytest.raises(ValueError, match="unknown task"):
         get_task("chess")
+
+
+@pytest.mark.parametrize(("old", "new"), [("textrl/RandomWalks-v0", "textrl/RandomWalks-v1"),
+                                          ("textrl/Maze-v0", "textrl/Maze-v1"), ("textrl/MazePO-v0", "textrl/MazePO-v1")])
+def test_retired_env_ids_are_refused_naming_the_new_id_and_the_change(old: str, new: str) -> None:
+    with pytest.raises(ValueError, match=rf"{old} is retired: .*truncated=True.*; use {new}$"):
+        get_task(old)
+    with pytest.warns(DeprecationWarning), pytest.raises(gymnasium.error.DeprecatedEnv, match=f"use {new}"):
+        gymnasium.make(old)
+    assert gymnasium.make(new).unwrapped.task.env_id == new
 
 
 # ---------------------------------------------------------------------- RandomWalks

@@ -22,6 +22,7 @@ from textrl.io import DamagedFileError
 __all__ = ["check_trainer_values", "check_trainer_tensors", "check_identity"]
 
 _KEYS = {"step", "best", "identity", "optimizer", "scheduler", "model", "rng"}
+_SHARDED_KEYS = {"step", "best", "identity", "scheduler", "rng", "shards"}  # train.fsdp: tensors in shard files
 
 
 def _refuse(where: Path, problem: str) -> DamagedFileError:
@@ -108,7 +109,7 @@ def check_trainer_values(state: Any, path: Path) -> None:
     """Refuse a trainer state (from checkpoint folder `path`) whose entries, step, best metric, identity,
     scheduler or RNG states are not what a run of textrl writes, naming the value."""
     where = path / "trainer_state.json"
-    if not isinstance(state, dict) or set(state) != _KEYS:
+    if not isinstance(state, dict) or set(state) not in (_KEYS, _SHARDED_KEYS):
         keys = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise _refuse(where, f"other entries than a trainer state's ({keys})")
     step, best = state["step"], state["best"]
@@ -120,6 +121,8 @@ def check_trainer_values(state: Any, path: Path) -> None:
     if not _is_number(best) or math.isnan(best) or best == math.inf:
         raise _refuse(where, f"best metric {best!r} (a number, or -inf before the first evaluation)")
     check_identity(state["identity"], where)
+    if "shards" in state and not (_is_int(state["shards"]) and state["shards"] >= 1):
+        raise _refuse(where, f"shards {state['shards']!r}, not a count of processes")
     sched = state["scheduler"]
     if not isinstance(sched, dict) or sched.get("last_epoch") != step or not all(
             _is_number(v) and math.isfinite(v) for v in sched.get("base_lrs", [None])):

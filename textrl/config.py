@@ -53,7 +53,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainConfig(Section):
-    """How long and how to train: batch shape, steps, checkpoints, logging, precision."""
+    """How long and how to train: batch shape, steps, checkpoints, logging, precision, sharding.
+
+    `fsdp: true` shards the model, its gradients and the optimizer state over the processes of an
+    `accelerate launch` (torch's FSDP2, `textrl.sharding`); with one process it changes nothing.
+    """
 
     _path: typing.ClassVar[str] = "train"
 
@@ -73,6 +77,7 @@ class TrainConfig(Section):
     minibatch_size: Optional[int] = None
     max_grad_norm: Optional[float] = None
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    fsdp: bool = False
     eval_episodes: int = 256
     reward_normalization: Literal["none", "zscore", "scale"] = "none"
     progress_bar: bool = True

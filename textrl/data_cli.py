@@ -13,9 +13,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     import time
 
     from textrl.data import make_dataset
+    from textrl.data.build import sized_dataset_id
     from textrl.data.store import dataset_dir, folder_of, written_line
 
-    existed, start = dataset_dir(args.dataset_id).exists(), time.perf_counter()
+    # the id the size and seed select (`...-n60000-s9-v1`), not the plain one, says whether it is built
+    built = dataset_dir(sized_dataset_id(args.dataset_id, args.episodes, args.seed))
+    existed, start = built.exists(), time.perf_counter()
     dataset = make_dataset(args.dataset_id, num_episodes=args.episodes, seed=args.seed, progress=not args.quiet)
     print(f"{dataset.spec.dataset_id}: already built, {dataset.total_episodes} episodes, {dataset.total_steps} "
           f"steps at {folder_of(dataset)}" if existed else written_line(dataset, time.perf_counter() - start))

@@ -2,7 +2,7 @@
 
 An agent hands the trainer a `Learner` (its model, its loss, what to do after each optimizer
 step, how to save itself) and a `BatchSource` of packed episodes. The trainer owns the rest:
-accelerate (devices, mixed precision, DDP), seeded batch order, gradient accumulation,
+accelerate (devices, mixed precision, DDP), sharding (`train.fsdp`, textrl/sharding.py), seeded batch order, gradient accumulation,
 clipping, logging, evaluation, atomic checkpoints and exact resumption.
 
 A checkpoint holds no pickle: tensors are in safetensors and the rest in JSON, each file's
@@ -24,10 +24,10 @@ import random
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from textrl.io import atomic_directory, atomic_write_text, verify_manifest, writ
 from textrl.optim import build_optimizer, build_scheduler
 from textrl.runs import METRICS_FILE, STEP_DIR, ResumeWarning, RunFolder, append_line, run_identity
 from textrl.safe_state import load_state, save_state
+
+if TYPE_CHECKING:
+    from textrl.sharding import ShardedModel
 
 __all__ = [
     "Learner",
@@ -54,6 +57,8 @@ __all__ = [
 
 TRAINER_STATE = "trainer_state.json"
 TRAINER_TENSORS = "trainer_state.safetensors"
+SHARD_STATE = "shard_{rank:05d}.json"  # one process's shards of model and optimizer (train.fsdp)
+SHARD_TENSORS = "shard_{rank:05d}.safetensors"
 LEGACY_STATE = "trainer_state.pt"  # a pickle, written before textrl stored state without one: never loaded
 
 
@@ -149,9 +154,15 @@ class Trainer:
         if not trainable:
             raise ValueError("the model has no trainable parameters: check model.num_layers_unfrozen / peft_config")
         learner.model.to(self.accelerator.device)  # first, so the optimizer sees where its parameters train
+        self.shards = self._shard(learner.model)
+        if self.shards is not None:  # the optimizer holds the sharded parameters; no DDP wrapper
+            trainable = [p for p in learner.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(trainable, config.optimizer)
         self.scheduler = build_scheduler(optimizer, config.scheduler)
-        self.model, self.optimizer = self.accelerator.prepare(learner.model, optimizer)
+        if self.shards is None:
+            self.model, self.optimizer = self.accelerator.prepare(learner.model, optimizer)
+        else:
+            self.model, self.optimizer = learner.model, self.accelerator.prepare(optimizer)
         self.run_dir = Path(self.train_cfg.checkpoint_dir)
         self.log_dir = Path(self.train_cfg.logging_dir or self.train_cfg.checkpoint_dir)
         self.folder = RunFolder(self.run_dir, self.log_dir, self.accelerator, self.train_cfg.tracker)
@@ -159,6 +170,39 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._tb = None
         self._warned_best = False
+
+    # ------------------------------------------------------------------ sharding
+
+    def _shard(self, model: torch.nn.Module) -> Optional[ShardedModel]:
+        """Shard the model over the processes when `train.fsdp` asks for it (None: not sharded)."""
+        from accelerate.utils import DistributedType
+
+        acc = self.accelerator
+        if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ValueError(
+                f"accelerate was launched with its own {acc.distributed_type.value} engine, which textrl does not "
+                "drive: it would wrap the model without the target-head sync, sharded checkpoints and whole saved "
+                "agent that textrl keeps. Launch with a multi-process config (examples/accelerate/fsdp.yaml) and "
+                "set train.fsdp: true"
+            )
+        if not self.train_cfg.fsdp or acc.num_processes == 1:
+            return None
+        from textrl.sharding import ShardedModel  # here: textrl.models imports this module
+
+        return ShardedModel(model, acc.device, acc.num_processes)
+
+    @contextmanager
+    def _whole_model(self) -> Iterator[None]:
+        """Give the learner an unsharded copy of the current weights for evaluation or saving (a collective
+        under `train.fsdp`: every process enters it); the sharded model is back afterwards."""
+        if self.shards is None:
+            yield
+            return
+        sharded, self.learner.model = self.learner.model, self.shards.plain_copy()
+        try:
+            yield
+        finally:
+            self.learner.model = sharded
 
     # ------------------------------------------------------------------ batches
 
@@ -244,23 +288,53 @@ class Trainer:
         acc = self.accelerator
         path = self.run_dir / f"step_{self.state.step:06d}"
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            with self.folder.disk_full_names(path), atomic_directory(path) as tmp:
+        with self._whole_model(), self._checkpoint_folder(path) as tmp:
+            if self.shards is not None:  # every process writes its own shards
+                rank = acc.process_index
+                save_state(self.shards.local_state(self.optimizer), tmp / SHARD_STATE.format(rank=rank),
+                           tmp / SHARD_TENSORS.format(rank=rank))
+            if acc.is_main_process:
                 self.learner.save_pretrained(tmp / "agent")
                 state = {
                     "step": self.state.step,
                     "best": self.state.best,
                     "identity": self.folder.identity,
-                    "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
-                    "model": acc.unwrap_model(self.model).state_dict(),
                     "rng": _rng_state(),
                 }
+                if self.shards is None:
+                    state["optimizer"] = self.optimizer.state_dict()
+                    state["model"] = acc.unwrap_model(self.model).state_dict()
+                else:
+                    state["shards"] = acc.num_processes
                 save_state(state, tmp / TRAINER_STATE, tmp / TRAINER_TENSORS)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
                 write_manifest(tmp)
         acc.wait_for_everyone()
         self.folder.last_checkpoint = path
         return path
+
+    @contextmanager
+    def _checkpoint_folder(self, path: Path) -> Iterator[Path]:
+        """The temporary folder every process writes `path` into; the main process renames it into place."""
+        acc = self.accelerator
+        if acc.num_processes == 1 or self.shards is None:
+            if not acc.is_main_process:
+                yield Path(os.devnull)  # nothing is written on other processes
+                return
+            with self.folder.disk_full_names(path), atomic_directory(path) as tmp:
+                yield tmp
+            return
+        from accelerate.utils import broadcast_object_list
+
+        if acc.is_main_process:
+            with self.folder.disk_full_names(path), atomic_directory(path) as tmp:
+                broadcast_object_list([str(tmp)])
+                yield tmp
+        else:
+            shared = broadcast_object_list([None])
+            yield Path(shared[0])
 
     def load_checkpoint(self, path: str | os.PathLike) -> Path:
         """Restore model, optimizer, scheduler, step, best metric and RNG states from a checkpoint.
@@ -273,10 +347,10 @@ class Trainer:
         state = load_state(path / TRAINER_STATE, path / TRAINER_TENSORS)
         check_trainer_values(state, path)
         self.folder.check_checkpoint(path, state["identity"], state["step"])
-        check_trainer_tensors(state, path, self.accelerator.unwrap_model(self.model), self.optimizer)
+        if "shards" not in state:  # a sharded run's tensors are checked by its shards' own loader
+            check_trainer_tensors(state, path, self.accelerator.unwrap_model(self.model), self.optimizer)
         try:
-            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_weights(path, state)
             self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise ValueError(
@@ -287,6 +361,23 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.folder.last_checkpoint = path
         return path
+
+    def _load_weights(self, path: Path, state: dict[str, Any]) -> None:
+        """Model and optimizer state: from the checkpoint's main state, or this process's shard file."""
+        shards = int(state.get("shards", 0))
+        world = self.accelerator.num_processes if self.shards is not None else 0
+        if shards != world:
+            wrote = f"{shards} sharded processes" if shards else "an unsharded run"
+            runs = f"{world} sharded processes" if world else "unsharded (train.fsdp false or one process)"
+            raise ValueError(f"it was written by {wrote} and this run is {runs}: resume with the same "
+                             "train.fsdp and number of processes")
+        if self.shards is None:
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            return
+        rank = self.accelerator.process_index
+        local = load_state(path / SHARD_STATE.format(rank=rank), path / SHARD_TENSORS.format(rank=rank))
+        self.shards.load_local_state(local, self.optimizer)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         """Keep the best agent so far (by `train.best_metric`) in `best/`."""
@@ -349,7 +440,7 @@ class Trainer:
                               f"and this run ends at step {last} (train.total_steps={cfg.total_steps}, "
                               f"train.epochs={cfg.epochs}). Raise train.total_steps to train further",
                               ResumeWarning, stacklevel=2)
-                return self.history
+                return self._finish()
             try:
                 self._loop(last)
             except KeyboardInterrupt:
@@ -359,6 +450,12 @@ class Trainer:
                 raise
         finally:
             self.folder.close()
+        return self._finish()
+
+    def _finish(self) -> list[dict[str, Any]]:
+        """The logged history; under `train.fsdp` the learner gets its model back whole, on every process."""
+        if self.shards is not None:
+            self.learner.model = self.shards.plain_copy()
         return self.history
 
     def _resume(self, path: str) -> tuple[Path, int]:
@@ -381,11 +478,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
                 bar.update()
                 if self.eval_fn is not None and (step % cfg.eval_interval == 0 or step == last):
-                    metrics = self.evaluate(step)
-                    self._log(metrics)
-                    bar.write(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_std")))
-                    if cfg.save_best:
-                        self._save_best(metrics)
+                    with self._whole_model():
+                        metrics = self.evaluate(step)
+                        self._log(metrics)
+                        bar.write(" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_std")))
+                        if cfg.save_best:
+                            self._save_best(metrics)
                 if step % cfg.checkpoint_interval == 0 or step == last:
                     self.save_checkpoint()
         finally:

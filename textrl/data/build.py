@@ -29,10 +29,11 @@ from textrl.data.store import (
     check_dataset_id,
     clean_staging_leftovers,
     dataset_dir,
+    env_id_of,
     folder_of,
     load,
-    write_dataset,
 )
+from textrl.data.writer import write_dataset
 from textrl.env import observation_space
 from textrl.rollout import Episode, collect_episodes
 from textrl.tasks import TASKS, get_task
@@ -43,14 +44,14 @@ RETIRED_VERSIONS = {0: "was built with step limits as truncations (a task's own 
 DEFAULT_EPISODES = 1000
 DEFAULT_SEED = 0
 CHUNK = 2000  # episodes collected and written at a time (part of what an id means: do not change)
-_TASK_ID = re.compile(r"^textrl/(?P<task>[a-z_]+)/(?P<tier>[a-z]+)(?:-n(?P<n>\d+))?(?:-s(?P<seed>\d+))?"
-                      r"-v(?P<version>\d+)$")
+_TASK_ID = re.compile(r"textrl/(?P<task>[a-z_]+)/(?P<tier>[a-z]+)(?:-n(?P<n>\d+))?(?:-s(?P<seed>\d+))?"
+                      r"-v(?P<version>\d+)")
 
 
 def _match(dataset_id: str) -> re.Match:
     """The parts of a task dataset id, with a clear error for anything else."""
     check_dataset_id(dataset_id)
-    m = _TASK_ID.match(dataset_id)
+    m = _TASK_ID.fullmatch(dataset_id)
     if not m or m["task"] not in TASKS:
         raise ValueError(f"{dataset_id!r} is not a task dataset id: expected textrl/<task>/<tier>-vN with task one "
                          f"of {', '.join(TASKS)}")
@@ -97,10 +98,11 @@ def task_dataset_ids() -> list[str]:
 def _check_existing(dataset: minari.MinariDataset, wanted: dict[str, Any]) -> minari.MinariDataset:
     """The dataset already under the id, or an error naming what differs from the data this build makes.
 
-    Catches a dataset built elsewhere under a task id, one made by an older textrl at another size,
-    and another process that finished the same id first with other settings.
+    Catches a dataset built elsewhere under a task id, one made by an older textrl at another size
+    or for an env id since retired, and another process that finished the same id first with other
+    settings. `wanted` is the build info this id means plus "env", the env id it evaluates on.
     """
-    info = build_info(dataset)
+    info = {**build_info(dataset), "env": env_id_of(dataset)}
     clash = {k: (v, info.get(k)) for k, v in wanted.items() if info.get(k) != v}
     if clash:
         detail = ", ".join(f"{k} {want} (built with {have})" for k, (want, have) in clash.items())
@@ -131,7 +133,7 @@ def make_dataset(dataset_id: str, num_episodes: int | None = None, seed: int | N
             "chunk": CHUNK}
     clean_staging_leftovers()
     if dataset_dir(dataset_id).exists():
-        return _check_existing(load(dataset_id), info)
+        return _check_existing(load(dataset_id), {**info, "env": task.env_id})
     source = task.dataset_task()  # e.g. a task's training starts; evaluation stays on `task`
     policy = source.behaviour_policy(epsilon)
 
@@ -162,5 +164,5 @@ def make_dataset(dataset_id: str, num_episodes: int | None = None, seed: int | N
                              task.tokenizer, metadata, info)
     except FileExistsError:
         if dataset_dir(dataset_id).exists():  # built meanwhile by another process: check it is what was asked
-            return _check_existing(load(dataset_id), info)
+            return _check_existing(load(dataset_id), {**info, "env": task.env_id})
         raise

@@ -4,7 +4,7 @@ A dataset textrl writes gets its cache in the same pass as its hdf5 file (`write
 `pack` only opens it. Any other dataset is packed once by streaming its hdf5 file episode by
 episode with h5py's low-level reads (about 4x faster than the high-level API, yet only about
 1,000 to 2,000 episodes/s: Minari's per-episode groups are the bottleneck); no episode is kept
-as a Python object. The cache is a memory-mapped TensorDict under `<dataset>/packed/<key>/`, where the key
+as a Python object. The cache is raw arrays, memory-mapped as a TensorDict, under `<dataset>/packed/<key>/`, where the key
 hashes the data files and the packing options, so a changed dataset is repacked and an
 unchanged one is opened in milliseconds without touching Minari. `info.json` records the size and
 sha256 checksum of every cache file; a cache that fails the check on opening is rebuilt.
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from h5py import h5d, h5g, h5s
-from tensordict import TensorDict
 from tqdm.auto import tqdm
 
 from textrl.data.packed import (
@@ -33,12 +32,13 @@ from textrl.data.packed import (
     PackedDataset,
     file_checksums,
     normalizer,
+    save_arrays,
     vocab_fingerprint,
 )
 from textrl.data.store import TOKENIZER_DIR, env_id_of, folder_of, load, load_tokenizer
 from textrl.io import atomic_directory, atomic_write_text, file_sha256
 
-PACK_VERSION = 3  # 3: token ids of vocabularies over 256 are int16/int32 (torch cannot gather uint16)
+PACK_VERSION = 4  # 3: token ids over 256 are int16/int32 (torch cannot gather uint16); 4: raw .bin arrays
 CACHE_DIR = "packed"
 DIGESTS = "digests.json"
 
@@ -210,6 +210,6 @@ def write_cache(dataset: minari.MinariDataset, arrays: dict[str, np.ndarray], pa
             "pad_token_id": int(pad), "vocab_fingerprint": fingerprint, "env_id": env_id_of(dataset),
             "dataset_id": dataset.spec.dataset_id, "pack_version": PACK_VERSION}
     with atomic_directory(cache) as tmp:
-        TensorDict({k: torch.from_numpy(v) for k, v in arrays.items()}, batch_size=[]).memmap_(tmp / "tensors")
-        (tmp / "info.json").write_text(json.dumps({**info, "checksums": file_checksums(tmp)}))
+        layout = save_arrays(tmp, arrays)
+        (tmp / "info.json").write_text(json.dumps({**info, "arrays": layout, "checksums": file_checksums(tmp)}))
     return cache

@@ -7,9 +7,11 @@ with offsets, in the smallest dtypes, and padded only when a batch is assembled.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,43 @@ class DamagedCacheError(ValueError):
     """A packed cache whose files are missing, resized or changed since it was written."""
 
 
+def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> dict[str, list]:
+    """Write each array's raw bytes to `folder/tensors/<key>.bin`; return {key: [dtype, length]} for info.json.
+
+    Plain writes, not a growing memory map: a full disk raises OSError (ENOSPC) here instead of
+    killing the process with SIGBUS when a mapped page cannot be backed. The free space is checked first.
+    """
+    needed = sum(a.nbytes for a in arrays.values())
+    full = (f"the disk is full: cannot write the packed cache in {folder.parent} (it needs {needed / 2**20:.1f} MiB); free "
+            "some space or move the dataset to a larger disk, then run it again")
+    if needed > shutil.disk_usage(folder).free:
+        raise OSError(errno.ENOSPC, full)
+    (folder / "tensors").mkdir()
+    layout = {}
+    for key, values in arrays.items():
+        values = np.ascontiguousarray(values)
+        try:
+            with open(folder / "tensors" / f"{key}.bin", "wb") as f:
+                f.write(memoryview(values).cast("B"))
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, full) from e
+            raise
+        layout[key] = [values.dtype.str, len(values)]
+    return layout
+
+
+def _map_arrays(folder: Path, layout: dict[str, list]) -> TensorDict:
+    """The cache's arrays memory-mapped read-only (copy-on-write), opened in milliseconds whatever their size."""
+    tensors = {}
+    for key, (dtype, length) in layout.items():
+        torch_dtype = torch.from_numpy(np.empty(0, np.dtype(dtype))).dtype
+        path = folder / "tensors" / f"{key}.bin"
+        tensors[key] = (torch.from_file(str(path), shared=False, size=int(length), dtype=torch_dtype) if length
+                        else torch.empty(0, dtype=torch_dtype))
+    return TensorDict(tensors, batch_size=[])
+
+
 def file_checksums(folder: Path) -> dict[str, list]:
     """[size, sha256] of every file under `folder/tensors`, keyed by relative path (stored in info.json).
 
@@ -209,8 +248,8 @@ class PackedDataset:
                                     "repack") from e
         verify_files(folder, info)
         try:
-            td = TensorDict.load_memmap(folder / "tensors")
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            td = _map_arrays(folder, info["arrays"])
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
             raise DamagedCacheError(f"the packed cache at {folder} is unreadable ({e}): delete the folder to "
                                     "repack") from e
         return cls(td, info, reward_normalization)

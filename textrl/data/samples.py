@@ -19,7 +19,9 @@ docs/architecture.md with the tokenizer's size as vocabulary.
 from __future__ import annotations
 
 import math
+import numbers
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sized
 from itertools import zip_longest
 from typing import Any
@@ -29,7 +31,8 @@ import numpy as np
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from textrl.data.store import write_dataset, written_line
+from textrl.data.store import check_dataset_id, written_line
+from textrl.data.writer import write_dataset
 from textrl.rollout import Episode
 
 CHUNK = 512  # samples tokenized in one call
@@ -140,23 +143,47 @@ def _texts(sample: Any, index: int) -> list[str]:
     return list(sample)
 
 
+def _real(value: Any, what: str, kind: str = "rewards") -> float:
+    """A real number (int or float, numpy's too; not bool, not str) as a float that stays finite in float32."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{kind} must be real numbers (int or float; not bool, str or None): {what} is {value!r} "
+                        f"({type(value).__name__})")
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        raise ValueError(f"{kind} must be finite (within float32's range, |r| <= 3.4e38, the dtype they are trained "
+                         f"in); {what} is {value!r}")
+    return number
+
+
+def _reference_scores(lowest: float, highest: float, ref_min_score: float | None, ref_max_score: float | None,
+                      count: int) -> tuple[float | None, float | None]:
+    """The reference scores to store: as given, else the lowest and highest reward; none when all rewards are equal.
+
+    A normalised score divides by `ref_max_score - ref_min_score`, so equal scores are never stored:
+    defaulted ones are left out (with a warning), given ones that meet or cross are an error.
+    """
+    lo = lowest if ref_min_score is None else ref_min_score
+    hi = highest if ref_max_score is None else ref_max_score
+    if lo < hi:
+        return lo, hi
+    if ref_min_score is None and ref_max_score is None:
+        warnings.warn(f"all {count} rewards equal {lo!r}: no reference scores are stored (a normalised score would "
+                      "divide by zero); pass ref_min_score and ref_max_score to set them", UserWarning, stacklevel=6)
+        return None, None
+    raise ValueError(f"ref_min_score ({lo!r}) must be below ref_max_score ({hi!r}); a score that is not given is "
+                     "the lowest or highest reward: a normalised score divides by their difference")
+
+
 def _reward(value: Any, index: int) -> float:
-    """A sample's reward as a float that stays finite in float32 (the dtype rewards are trained in)."""
-    try:
-        reward = float(value)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"rewards must be one number per sample; sample {index} has {value!r} ({e})") from e
-    if not math.isfinite(reward) or abs(reward) > FLOAT32_MAX:
-        raise ValueError(f"rewards must be finite (within float32's range, |r| <= 3.4e38, the dtype they are trained "
-                         f"in); sample {index} has {value!r}")
-    return reward
+    """A sample's reward, checked by `_real`."""
+    return _real(value, f"the reward of sample {index}")
 
 
 def _pairs(samples: Iterable[Any], rewards: Iterable[Any] | None) -> Iterator[tuple[Any, float]]:
     """(sample, reward) pairs from two parallel iterables, or from an iterable of pairs."""
     if rewards is None:
         for i, item in enumerate(samples):
-            if not (isinstance(item, tuple) and len(item) == 2 and not isinstance(item[1], str)):
+            if not (isinstance(item, tuple) and len(item) == 2):
                 raise TypeError(f"with rewards=None, samples must yield (sample, reward) pairs; item {i} is "
                                 f"{type(item).__name__}: pass rewards, or yield (sample, reward) tuples")
             yield item[0], _reward(item[1], i)
@@ -209,15 +236,25 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     generator over a file, read once and streamed; `rewards` is a parallel collection or
     iterable, or None when `samples` yields `(sample, reward)` pairs. `max_length` is the
     observation width: by default the longest sample, which needs a sized collection (an
-    iterator is read only once, so give `max_length`). Reference scores default to the
-    lowest and highest reward. With `progress`, a bar runs and the rate and size are printed.
+    iterator is read only once, so give `max_length`). Rewards and reference scores are real
+    numbers (not bool, not str). Reference scores default to the lowest and highest reward; when
+    all rewards are equal none are stored (with a warning: a normalised score would divide by
+    zero), and given ones must have ref_min_score < ref_max_score. The id is checked with
+    Minari's rule before any sample is read. With `progress`, a bar runs and the rate and size
+    are printed.
     """
+    check_dataset_id(dataset_id)
     if isinstance(samples, str):
         raise TypeError("samples must be a sequence of samples, got a single string: wrap it in a list")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an int >= 2 (a prompt and an output token), got {max_length!r}")
     if isinstance(samples, Sized) and isinstance(rewards, Sized) and len(samples) != len(rewards):
         raise ValueError(f"got {len(samples)} samples but {len(rewards)} rewards: give exactly one reward per sample")
+    ref_min_score, ref_max_score = (None if score is None else _real(score, name, "reference scores")
+                                    for score, name in ((ref_min_score, "ref_min_score"),
+                                                        (ref_max_score, "ref_max_score")))
+    if ref_min_score is not None and ref_max_score is not None:
+        _reference_scores(ref_min_score, ref_max_score, ref_min_score, ref_max_score, 0)  # refuses crossed ones now
     check_tokenizer(tokenizer)
     encoder = _Encoder(tokenizer)
     items: Iterable[tuple[Turns, float]] = _encoded(_pairs(samples, rewards), encoder)
@@ -252,10 +289,10 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
                 bar.update()
         if seen["n"] == 0:
             raise ValueError("no samples: give at least one sample and its reward")
+        lo, hi = _reference_scores(seen["lo"], seen["hi"], ref_min_score, ref_max_score, seen["n"])
         metadata.update(  # read by write_dataset after the last chunk
             description=description or f"{seen['n']} samples imported with textrl.from_samples",
-            ref_min_score=float(seen["lo"] if ref_min_score is None else ref_min_score),
-            ref_max_score=float(seen["hi"] if ref_max_score is None else ref_max_score))
+            ref_min_score=lo, ref_max_score=hi)
         info["num_episodes"] = seen["n"]  # build_info, too, is written after the last chunk
 
     start = time.perf_counter()

@@ -14,25 +14,21 @@ import os
 import re
 import shutil
 import socket
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import h5py
 import minari
-from gymnasium import spaces
 
-from textrl.data.background import BackgroundEpisodeFile
-from textrl.data.packed import PackBuilder
-from textrl.io import make_temp_dir
 from textrl.pretrained import load_pretrained
-from textrl.rollout import Episode
 
 TOKENIZER_DIR = "tokenizer"
 BUILD_INFO = "textrl.json"
-# Every segment starts with a letter or digit, so no id can hold '.', '..', an absolute path or a drive.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]+(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*/[A-Za-z0-9][A-Za-z0-9_.\-]*-v\d+$")
+# Minari's own dataset-id rule (minari.dataset.minari_dataset.DATASET_ID_RE), with the namespace and the
+# version required: word characters, '-', '_' and '/' only, so no id can hold '.', '..', an absolute path or
+# a drive. Always used with `fullmatch` (a `$` would let a trailing newline through).
+_ID = re.compile(r"(?P<namespace>[-_\w][-_\w/]*[-_\w]+)/(?P<name>[-_\w]+?)-v(?P<version>\d+)")
 STAGING_PREFIX = ".staging-"
 
 
@@ -45,7 +41,7 @@ def datasets_root() -> Path:
 
 def check_dataset_id(dataset_id: str) -> None:
     """Raise a clear error unless `dataset_id` is `namespace/name-vN`, a path that stays under the datasets root."""
-    if isinstance(dataset_id, str) and not _ID.match(dataset_id):
+    if isinstance(dataset_id, str) and not _ID.fullmatch(dataset_id):
         parts = re.split(r"[/\\]", dataset_id)
         if ".." in parts or "." in parts or dataset_id.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", dataset_id):
             raise ValueError(
@@ -55,11 +51,11 @@ def check_dataset_id(dataset_id: str) -> None:
         if "\\" in dataset_id:
             raise ValueError(f"dataset id {dataset_id!r} contains a backslash: a dataset id is 'namespace/name-vN' "
                              "with '/' between its parts")
-    if not isinstance(dataset_id, str) or not _ID.match(dataset_id):
+    if not isinstance(dataset_id, str) or not _ID.fullmatch(dataset_id):
         raise ValueError(
             f"malformed dataset id {dataset_id!r}: expected 'namespace/name-vN' such as "
-            "'textrl/randomwalks/random-v1' (namespace of 2+ characters, each part starting with a letter or digit, "
-            "a version number at the end)"
+            "'textrl/randomwalks/random-v1' (Minari's rule: letters, digits, '_' and '-' with '/' between the "
+            "parts, a namespace of 2+ characters, a version number at the end; no '.', spaces or newlines)"
         )
 
 
@@ -113,83 +109,6 @@ def clean_staging_leftovers() -> list[Path]:
     return removed
 
 
-def write_dataset(
-    dataset_id: str,
-    chunks: Iterable[list[Episode]],
-    observation_space: spaces.Space,
-    action_space: spaces.Space,
-    tokenizer: Any,
-    metadata: dict[str, Any],
-    build_info: dict[str, Any],
-) -> minari.MinariDataset:
-    """Write episode chunks as a Minari dataset with its packed cache, atomically (staged, then renamed).
-
-    Episodes go straight into Minari's hdf5 layout (`textrl.data.hdf5`, on a writer thread that
-    overlaps the caller's collecting or encoding: `textrl.data.background`) and, in the same
-    pass, into the packed arrays that `pack` would read back, so the cost per episode is flat
-    and packing costs nothing later. An episode's arrays must not change after its chunk is
-    yielded (they are written later). `metadata` (Minari's dataset metadata) is read after the last
-    chunk, so a streaming caller may fill in what it learns on the way. An interrupted write
-    leaves no dataset under `dataset_id` (and nothing blocking the id); `build_info` (how it
-    was made) is saved as `textrl.json` beside the data.
-    """
-    from textrl.data.pack import write_cache  # pack imports this module
-
-    check_dataset_id(dataset_id)
-    final = dataset_dir(dataset_id)
-    if final.exists():
-        raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it or bump the version")
-    root = datasets_root()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = make_temp_dir(root, staging_prefix())
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(staging)
-    try:
-        builder = PackBuilder(int(action_space.n), int(observation_space["input_ids"].shape[0]))
-        writer = BackgroundEpisodeFile(staging / "episodes.hdf5")
-        written = False
-        try:
-            for chunk in chunks:
-                for ep in chunk:
-                    builder.add(f"episode {len(builder)}", ep.observations["length"],
-                                ep.observations["input_ids"][-1], ep.actions, ep.rewards, ep.terminations)
-                    writer.write(ep.observations, ep.actions, ep.rewards, ep.terminations, ep.truncations,
-                                 {"prompt": ep.prompt, "text": ep.text})
-            written = True
-        finally:
-            writer.close(finish=written)
-        episodes = writer.file
-        if episodes.episodes == 0:
-            raise ValueError(f"dataset {dataset_id}: no episodes to write")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Minari warns about fields we deliberately leave empty
-            dataset = minari.create_dataset_from_buffers(dataset_id, [], observation_space=observation_space,
-                                                         action_space=action_space, **metadata)
-        os.replace(staging / "episodes.hdf5", Path(dataset.storage.data_path) / "main_data.hdf5")
-        # Minari keeps reference scores only when it has an eval env: store them for env-less data too.
-        refs = {k: float(metadata[k]) for k in ("ref_min_score", "ref_max_score") if metadata.get(k) is not None}
-        dataset.storage.update_metadata({"total_episodes": episodes.episodes, "total_steps": episodes.steps,
-                                         **{k: v for k, v in refs.items() if k not in dataset.storage.metadata}})
-        dataset.storage.update_metadata({"dataset_size": dataset.storage.get_size()})
-        tokenizer.save_pretrained(str(staging / dataset_id / TOKENIZER_DIR))
-        (staging / dataset_id / BUILD_INFO).write_text(json.dumps(build_info, indent=1))
-        write_cache(open_dataset(staging / dataset_id), builder.arrays())
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(staging / dataset_id, final)
-        except OSError as e:
-            if final.exists():
-                raise FileExistsError(f"dataset {dataset_id} appeared at {final} while this one was written") from e
-            raise
-    finally:
-        if previous is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = previous
-        shutil.rmtree(staging, ignore_errors=True)
-    return open_dataset(final)
-
-
 def written_line(dataset: minari.MinariDataset, seconds: float, unit: str = "episodes") -> str:
     """One line saying what a write produced: count, steps, rate and size on disk."""
     folder = folder_of(dataset)
@@ -237,7 +156,7 @@ def load(dataset: Any) -> minari.MinariDataset:
     """
     if isinstance(dataset, minari.MinariDataset):
         return dataset
-    if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and not _ID.match(dataset)
+    if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and not _ID.fullmatch(dataset)
                                              and os.path.isdir(dataset)):
         return open_dataset(dataset)
     if not isinstance(dataset, str):
@@ -277,9 +196,11 @@ def load_tokenizer(dataset: Any) -> Any:
 
 
 def env_id_of(dataset: minari.MinariDataset) -> str | None:
-    """The registered env id the dataset evaluates on, if any."""
-    spec = dataset._eval_env_spec or dataset.spec.env_spec  # Minari 0.5 keeps the eval spec private
-    return spec.id if spec is not None else None
+    """The registered env id the dataset evaluates on (its eval env, else the env it was collected in), if any."""
+    eval_spec = dataset.storage.metadata.get("eval_env_spec")  # Minari stores the EnvSpec as JSON
+    if eval_spec is not None:
+        return str(json.loads(eval_spec)["id"])
+    return dataset.env_spec.id if dataset.env_spec is not None else None
 
 
 def build_info(dataset: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ ILQL: log-probabilities + beta * (Qbar - V); CQL: Q); decoding is the same for a
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable, Optional
 
@@ -56,6 +57,7 @@ def sample_next(scores: torch.Tensor, top_k: int, temperature: float,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+@functools.lru_cache(maxsize=None)
 def _cache_name(forward: Any) -> str:
     """The KV cache keyword of a forward: transformers 5.24 renamed `past_key_values` to `cache`
     (the old name is deprecated, to be removed in 5.40)."""
@@ -67,6 +69,18 @@ def _returned_cache(out: Any) -> Any:
     return out["cache"] if "cache" in out else out.past_key_values
 
 
+def causal_forward(base: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                   cache: Any = None) -> tuple[torch.Tensor, Any]:
+    """Last hidden states [B, T, H] of a causal base model over `input_ids`, and the KV cache after them.
+
+    With `cache` (a transformers `Cache` holding the earlier tokens) the new tokens attend to it and it
+    comes back grown by them; without, nothing is cached (None comes back).
+    """
+    out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+               use_cache=cache is not None, **{_cache_name(type(base).forward): cache})
+    return out.last_hidden_state, (_returned_cache(out) if cache is not None else None)
+
+
 class _CausalSteps:
     """Decoder-only stepping: left-padded prompts, then one new token per step (KV cache or full recompute)."""
 
@@ -76,15 +90,12 @@ class _CausalSteps:
         self.base, self.lm_head = last_hidden_and_lm(backbone)
         self.use_cache, self.ids, self.mask = use_cache, input_ids, attention_mask.long()
         self.past = DynamicCache() if use_cache else None
-        self.cache_name = _cache_name(self.base.forward)
         self.feed, self.feed_pos = self.ids, (self.mask.cumsum(-1) - 1).clamp(min=0)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden state and LM logits [B, H], [B, V] for the next token."""
-        out = self.base(input_ids=self.feed, attention_mask=self.mask, position_ids=self.feed_pos,
-                        use_cache=self.use_cache, **{self.cache_name: self.past})
-        self.past = _returned_cache(out) if self.use_cache else None
-        hidden = out.last_hidden_state[:, -1]
+        states, self.past = causal_forward(self.base, self.feed, self.mask, self.feed_pos, self.past)
+        hidden = states[:, -1]
         return hidden, self.lm_head(hidden)
 
     def append(self, token: torch.Tensor, visible: torch.Tensor) -> None:
@@ -109,7 +120,7 @@ class _Seq2SeqSteps:
         self.dec = torch.full((len(input_ids), 1), start, dtype=torch.long, device=input_ids.device)
         self.dec_mask = torch.ones_like(self.dec)
         self.feed, self.past = self.dec, None
-        self.cache_name = _cache_name(self.model.forward)
+        self.cache_name = _cache_name(type(self.model).forward)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(encoder_outputs=self.encoded, attention_mask=self.enc_mask, decoder_input_ids=self.feed,

@@ -15,13 +15,21 @@ from textrl.tasks.wordle import WordleTask
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask,
                                                           EndgamesTask, EndgamesStockfishTask, WordleTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
+RETIRED_ENV_IDS: dict[str, str] = {old: f"{old} is retired: {why}; use {cls.env_id}"
+                                   for cls in TASKS.values() for old, why in cls.retired_env_ids.items()}
+"""Old env id -> the message that refuses it (names the current id and what changed)."""
 
 __all__ = ["TASKS", "BracketsTask", "EndgamesStockfishTask", "EndgamesTask", "MazePOTask", "MazeTask", "Policy",
-           "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
+           "RETIRED_ENV_IDS", "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
 
 
 def get_task(name_or_env_id: str, **kwargs: Any) -> Task:
-    """The task with this short name ("maze") or env id ("textrl/Maze-v0"), built with `kwargs`."""
+    """The task with this short name ("maze") or env id ("textrl/Maze-v1"), built with `kwargs`.
+
+    A retired id ("textrl/Maze-v0") is refused with what changed and the id to use.
+    """
+    if name_or_env_id in RETIRED_ENV_IDS:
+        raise ValueError(RETIRED_ENV_IDS[name_or_env_id])
     name = _BY_ENV_ID.get(name_or_env_id, name_or_env_id)
     if name not in TASKS:
         known = ", ".join([*TASKS, *_BY_ENV_ID])

@@ -52,6 +52,8 @@ class Task(ABC):
 
     name: ClassVar[str]
     env_id: ClassVar[str]
+    # Older ids of this env -> what changed since; they are registered only to be refused with that reason.
+    retired_env_ids: ClassVar[dict[str, str]] = {}
     max_length: int
     ref_min_score: float
     ref_max_score: float

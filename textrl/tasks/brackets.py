@@ -48,7 +48,9 @@ class BracketsTask(Task):
     probability 8^-(depth + 1); the mean over depths 1..4).
 
     ## Version History
-    - Datasets -v1: unchanged data (the task never truncated); the version moved with the other tasks.
+    - v0: the only version (observations and ends never changed: every end was always a termination).
+    - Datasets -v1: the same data as -v0 (the task never truncated); the dataset version moved with the
+      other tasks' datasets.
     """
 
     name = "brackets"

@@ -53,7 +53,7 @@ class MazeTask(Task):
        context length shows how much is left, so there is no future to bootstrap from.
 
     ## Arguments
-    `max_steps=20`; also through `gymnasium.make("textrl/Maze-v0", max_steps=10)`.
+    `max_steps=20`; also through `gymnasium.make("textrl/Maze-v1", max_steps=10)`.
 
     ## Reference scores
     Exact, with 20 steps: `ref_max_score` -6.84 (BFS shortest paths, the mean over the 25 starts);
@@ -61,12 +61,14 @@ class MazeTask(Task):
     programming over (cell, steps left)).
 
     ## Version History
-    - Datasets -v1: the step budget is a termination.
-    - Datasets -v0 (refused): the budget was a truncation, so learners bootstrapped there.
+    - v1: the step budget ends with `terminated=True` (datasets -v1).
+    - v0 (refused): the budget ended with `truncated=True`, so learners bootstrapped there (datasets -v0).
     """
 
     name = "maze"
-    env_id = "textrl/Maze-v0"
+    env_id = "textrl/Maze-v1"
+    retired_env_ids = {"textrl/Maze-v0": "the step budget ended episodes with truncated=True; since v1 it is a "
+                                          "termination (the budget is part of the task)"}
     observe_position = True
 
     def __init__(self, max_steps: int = 20) -> None:
@@ -241,11 +243,14 @@ class MazePOTask(MazeTask):
     `ref_min_score` -74.67347740001391 (MazeTask's: the uniform policy does not read observations).
 
     ## Version History
-    As MazeTask: datasets -v1 end at the budget with a termination, -v0 (refused) with a truncation.
+    - v1: the step budget ends with `terminated=True` (datasets -v1), as MazeTask's v1.
+    - v0 (refused): the budget ended with `truncated=True` (datasets -v0).
     """
 
     name = "maze_po"
-    env_id = "textrl/MazePO-v0"
+    env_id = "textrl/MazePO-v1"
+    retired_env_ids = {"textrl/MazePO-v0": "the step budget ended episodes with truncated=True; since v1 it is a "
+                                            "termination (the budget is part of the task)"}
     observe_position = False
 
     def __init__(self, max_steps: int = 20) -> None:

@@ -78,7 +78,7 @@ class RandomWalksTask(Task):
 
     ## Arguments
     `n_nodes=21`, `p_edge=0.1`, `max_nodes=10`, `graph_seed=1000`; also through
-    `gymnasium.make("textrl/RandomWalks-v0", max_nodes=8)`.
+    `gymnasium.make("textrl/RandomWalks-v1", max_nodes=8)`.
 
     ## Reference scores
     Exact, by dynamic programming over (node, path length), with the defaults: `ref_max_score`
@@ -87,12 +87,14 @@ class RandomWalksTask(Task):
     `random` tier).
 
     ## Version History
-    - Datasets -v1: the `max_nodes` limit is a termination.
-    - Datasets -v0 (refused): the limit was a truncation, so learners bootstrapped there.
+    - v1: a path that reaches `max_nodes` nodes ends with `terminated=True` (datasets -v1).
+    - v0 (refused): that path ended with `truncated=True`, so learners bootstrapped there (datasets -v0).
     """
 
     name = "randomwalks"
-    env_id = "textrl/RandomWalks-v0"
+    env_id = "textrl/RandomWalks-v1"
+    retired_env_ids = {"textrl/RandomWalks-v0": "a path reaching the max_nodes limit ended with truncated=True; "
+                                                 "since v1 it is a termination (the limit is scored)"}
 
     def __init__(self, n_nodes: int = 21, p_edge: float = 0.1, max_nodes: int = 10, graph_seed: int = 1000) -> None:
         if n_nodes < 2 or max_nodes < 2 or not 0 < p_edge <= 1:

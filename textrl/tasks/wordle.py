@@ -117,7 +117,7 @@ class WordleTask(Task):
     a uniform word of the list), else the optimal guess.
 
     ## Version History
-    v0: first version.
+    - v0: the only version (its guess budget was a termination from the start; datasets -v1).
     """
 
     name = "wordle"

@@ -1,0 +1,213 @@
+"""Env rollouts through `agent.policy` against `generate`'s token rate, with and without the context cache.
+
+(1) Per task, the ILQL agent of the task preset (`task_config(task, "ilql")`, trained `--train-steps`
+    steps on the mixed tier so its episodes look like a benchmark run's): tokens per second of
+    `textrl.rollout.evaluate(agent.policy, ...)` with `cache_contexts` on and off, over the wall time of
+    the whole loop (env steps included), against `decode` (what `agent.generate` runs: KV cache, the
+    agent's scores) on the same model from the same reset prompts, one row per env, for the mean
+    episode length. "tok/s" counts the tokens the policy chose (calls x envs); "used actions/s" only
+    those the env used (not the autoreset steps' ignored actions nor rows past their share of the
+    episodes). "Model tokens per token chosen": tokens run through the model, the env's appended
+    ones (Wordle's feedback, a maze's observation, a chess reply) included; each runs once with the
+    cache. "Env setup apart": the same rate with the env's construction and reset (timed alone) left
+    out of the rollout's time. The two rollouts' returns must be equal (same seeds, same actions).
+(2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
+(3) The benchmark's evaluation (`agents.protocol.scoring_fn`: every ILQL beta on the validation
+    episodes, then the test episodes) of the agents of (1), seconds with the cache off and on.
+Timings alternate between the sides and report medians over `--repeats` (a shared machine spreads
+by about 20%).
+
+    python benchmarks/bench_rollout.py [--tasks wordle ...] [--num-envs 256] [--episodes 512] [--repeats 3]
+                                       [--train-steps 40] [--small-tasks wordle] [--small-envs 32] [--small-uncached] [--threads 1]
+                                       [--no-preset-speed]
+                                       [--no-protocol]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from agents import ILQLAgent
+from agents.benchmark import dataset_id
+from agents.protocol import ILQL_BETAS, scoring_fn
+from textrl import make_dataset, task_config
+from textrl.models import decode
+from textrl.presets import tiny_model_config
+from textrl.rollout import evaluate
+from textrl.tasks import TASKS, Task, get_task
+
+DEFAULT_TASKS = [name for name in TASKS if name != "endgames_stockfish"]
+BETA = 4.0
+"""The acting beta of the rollouts and generation (any value: it changes the scores, not the work)."""
+
+
+def trained_agent(task: Task, steps: int) -> ILQLAgent:
+    """The task preset's ILQL agent, trained `steps` steps on 1000 mixed-tier episodes (untrained with 0)."""
+    config = task_config(task.name, "ilql", progress_bar=False, total_steps=max(steps, 1), eval_interval=10**9,
+                         checkpoint_interval=10**9, checkpoint_dir=f"/tmp/bench_rollout/{task.name}", save_best=False)
+    agent = ILQLAgent(config)
+    if steps:
+        agent.fit(make_dataset(dataset_id(task.name, "mixed"), num_episodes=1000, progress=False), rollout_eval=False)
+    else:
+        agent.tokenizer = task.tokenizer
+        agent.model = agent.build_model(task.vocab_size)
+    return agent
+
+
+def small_agent(task: Task) -> ILQLAgent:
+    """An untrained ILQL agent on a GPT-2-small-shaped model (12 layers, 768 wide) at the task's vocabulary."""
+    tok = task.tokenizer
+    model = tiny_model_config(task.vocab_size, task.max_length, tok.pad_token_id, tok.eos_token_id,
+                              n_layer=12, n_embd=768, n_head=12)
+    agent = ILQLAgent(task_config(task.name, "ilql").evolve(model=dict(model_path=model)))
+    torch.manual_seed(0)
+    agent.tokenizer, agent.model = tok, agent.build_model(task.vocab_size)
+    return agent
+
+
+def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool) -> tuple[float, Any, int]:
+    """Seconds of `evaluate(agent.policy)`, its result and the number of policy calls, with the cache on or off."""
+    agent.cache_contexts = cache
+    agent.forget_contexts()
+    agent.generator.manual_seed(0)
+    calls = []
+
+    def policy(obs: dict[str, np.ndarray], rng: Any) -> np.ndarray:
+        calls.append(1)
+        return agent.policy(obs, rng, beta=BETA)
+
+    start = time.perf_counter()
+    result = evaluate(policy, task, episodes, seed=0, num_envs=num_envs)
+    return time.perf_counter() - start, result, len(calls)
+
+
+def env_setup(task: Task, num_envs: int) -> float:
+    """Seconds to build the vector env and reset it (one seeded rng per env): what `evaluate` pays before its
+    first step, and `decode`'s prompts do not."""
+    start = time.perf_counter()
+    task.make_vector_env(num_envs).reset(seed=0)
+    return time.perf_counter() - start
+
+
+def generation(agent: ILQLAgent, task: Task, num_envs: int, new_tokens: int) -> float:
+    """Seconds of `decode` (generate's loop) of `new_tokens` per row from the env's reset prompts, no early stop."""
+    obs, _ = task.make_vector_env(num_envs).reset(seed=0)
+    ids, length = obs["input_ids"].astype(np.int64), obs["length"].astype(np.int64)
+    width = int(length.max())
+    left = np.full((num_envs, width), task.pad_id, dtype=np.int64)
+    for r in range(num_envs):
+        left[r, width - length[r]:] = ids[r, :length[r]]
+    mask = torch.as_tensor(np.arange(width)[None] >= width - length[:, None]).long()
+    gen = agent.config.method.gen_kwargs
+    agent.generator.manual_seed(0)
+    model = agent.model.eval()
+    start = time.perf_counter()
+    decode(model.backbone, torch.as_tensor(left), mask, max_new_tokens=new_tokens, top_k=gen.top_k,
+           temperature=gen.temperature, score_fn=lambda h, lg: agent.next_token_scores(h, lg, BETA),
+           eos_token_id=None, pad_token_id=task.pad_id, generator=agent.generator)
+    return time.perf_counter() - start
+
+
+def paired(repeats: int, sides: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Median seconds of each side, the sides alternating within each repeat."""
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(repeats):
+        for k, fn in sides.items():
+            times[k].append(fn())
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int,
+              uncached: bool = True) -> str:
+    """One table row: generate tok/s; rollout tok/s cached and uncached (tokens the policy chose, and the
+    actions the env used); the ratios; whether the two rollouts' returns are equal."""
+    _, on, calls = rollout(agent, task, episodes, num_envs, True)
+    used, chosen, fed = int(on.lengths.sum()), calls * num_envs, agent._contexts.fed_tokens
+    new_tokens = max(1, math.ceil(on.lengths.mean()))
+    sides = {"gen": lambda: generation(agent, task, num_envs, new_tokens),
+             "on": lambda: rollout(agent, task, episodes, num_envs, True)[0],
+             "setup": lambda: env_setup(task, num_envs)}
+    if uncached:
+        sides["off"] = lambda: rollout(agent, task, episodes, num_envs, False)[0]
+    t = paired(repeats, sides)
+    t.setdefault("off", float("nan"))
+    same = "-"
+    if uncached:
+        _, off, _ = rollout(agent, task, episodes, num_envs, False)
+        same = "yes" if np.array_equal(off.returns, on.returns) and np.array_equal(off.lengths, on.lengths) else "NO"
+    gen = num_envs * new_tokens / t["gen"]
+    loop = t["on"] - t["setup"]
+    return (f"| {label} | {num_envs} | {new_tokens} | {gen:,.0f} | {chosen / t['on']:,.0f} | "
+            f"**{chosen / t['on'] / gen:.2f}** | {chosen / loop / gen:.2f} | {used / t['on']:,.0f} | "
+            f"{used / t['on'] / gen:.2f} | "
+            f"{chosen / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {fed / chosen:.2f} | {fed / t['on'] / gen:.2f} | "
+            f"{same} |")
+
+
+def protocol_row(agent: ILQLAgent, task: Task, repeats: int) -> str:
+    """Seconds of one benchmark evaluation (every ILQL beta on validation, then test) with the cache off and on."""
+    score = scoring_fn(task.name, ILQL_BETAS)
+
+    def timed(cache: bool) -> float:
+        agent.cache_contexts = cache
+        agent.forget_contexts()
+        agent.generator.manual_seed(0)
+        start = time.perf_counter()
+        score(agent)
+        return time.perf_counter() - start
+
+    t = paired(repeats, {"off": lambda: timed(False), "on": lambda: timed(True)})
+    return f"| {task.name} | {t['off']:.2f} | {t['on']:.2f} | **{t['off'] / t['on']:.1f}x** |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
+    parser.add_argument("--num-envs", type=int, default=256)
+    parser.add_argument("--episodes", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--small-tasks", nargs="*", default=["wordle"])
+    parser.add_argument("--small-envs", type=int, default=32)
+    parser.add_argument("--small-uncached", action="store_true",
+                        help="time the uncached rollouts at GPT-2-small shape too (slow on a CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared machine more threads mostly wait for each other)")
+    parser.add_argument("--no-preset-speed", action="store_true", help="skip table 1 (its agents still train)")
+    parser.add_argument("--no-protocol", action="store_true", help="skip the benchmark evaluation timing (table 3)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    head = ("| model | envs | new tokens (gen) | generate tok/s | rollout tok/s, cached | / generate | "
+            "/ generate, env setup apart | used actions/s, "
+            "cached | / generate | rollout tok/s, uncached | cached / uncached | model tokens per token chosen | "
+            "model tok/s / generate | same returns |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print(head)
+    agents = {}
+    for name in args.tasks:
+        task = get_task(name)
+        agents[name] = trained_agent(task, args.train_steps)
+        if not args.no_preset_speed:
+            print(speed_row(f"{name} preset", agents[name], task, args.episodes, args.num_envs, args.repeats), flush=True)
+    for name in args.small_tasks:
+        task = get_task(name)
+        print(speed_row(f"{name}, GPT-2-small shape", small_agent(task), task, args.small_envs * 2, args.small_envs,
+                        args.repeats, uncached=args.small_uncached), flush=True)
+    if not args.no_protocol:
+        print("\n| task | evaluation s, uncached | evaluation s, cached | saving |\n| --- | ---: | ---: | ---: |")
+        for name in args.tasks:
+            print(protocol_row(agents[name], get_task(name), args.repeats), flush=True)
+
+
+if __name__ == "__main__":
+    main()
