@@ -285,7 +285,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_identity(tmp_path) -> 
     assert Trainer(wider, Rows(), _config(tmp_path, total_steps=3)).train()[-1]["step"] == 3
 
 
-@pytest.mark.parametrize("other", ["textrl/Brackets-v0", "textrl/Wordle-v0", "textrl/Maze-v0"])
+@pytest.mark.parametrize("other", ["textrl/Brackets-v0", "textrl/Wordle-v0", "textrl/Maze-v1"])
 def test_a_randomwalks_agent_refuses_observations_of_other_tasks(other) -> None:
     import gymnasium
     from bad_checkpoints import _trained
@@ -293,11 +293,11 @@ def test_a_randomwalks_agent_refuses_observations_of_other_tasks(other) -> None:
     from agents import BCAgent
 
     agent = BCAgent.load(_trained() / "saved")  # trained on RandomWalks data, then saved and loaded
-    assert agent.env_id == "textrl/RandomWalks-v0"
+    assert agent.env_id == "textrl/RandomWalks-v1"
     with pytest.raises(ValueError, match="observation of another task's env|vocabulary has"):
         agent.act(gymnasium.make(other).reset(seed=0)[0])
-    env = gymnasium.make("textrl/RandomWalks-v0")
+    env = gymnasium.make("textrl/RandomWalks-v1")
     obs = env.reset(seed=0)[0]
     assert 0 <= agent.act(obs, env=env) < len(agent.tokenizer)
-    with pytest.raises(ValueError, match="trained on data of textrl/RandomWalks-v0, not textrl/Brackets-v0"):
+    with pytest.raises(ValueError, match="trained on data of textrl/RandomWalks-v1, not textrl/Brackets-v0"):
         agent.act(obs, env="textrl/Brackets-v0")
