@@ -9,9 +9,11 @@ path, the training loop, evaluation and checkpoints are the same for all agents.
 from __future__ import annotations
 
 import functools
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
+import gymnasium
 import minari
 import numpy as np
 import torch
@@ -25,13 +27,15 @@ from agents.inputs import (
     left_padded,
     prompt_list,
     room_for_new_tokens,
+    start_prefix,
 )
 from agents.saving import SavedAgent
-from textrl.config import MethodConfig, TRLConfig, default_config
+from textrl.config import TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
+from textrl.methods import MethodConfig
 from textrl.models import ContextCache, ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
-from textrl.tasks import get_task
+from textrl.tasks import TASK_ENV_IDS, get_task
 from textrl.trainer import Trainer, seed_everything
 
 
@@ -83,6 +87,7 @@ class OfflineAgent(SavedAgent, ABC):
         self.model: Optional[ValueModel] = None
         self.env_id: Optional[str] = None  # the env of the data it was fitted on (observations are checked against it)
         self.generator = torch.Generator().manual_seed(config.train.seed)
+        self.prompt_prefix: list[int] = []  # the start token of every training episode, put before prompts
         self.cache_contexts = True
         self._contexts: Optional[ContextCache] = None
 
@@ -144,7 +149,7 @@ class OfflineAgent(SavedAgent, ABC):
         data = None if isinstance(dataset, PackedDataset) else load(dataset)  # resolved once, here
         packed = dataset if data is None else pack(data, reward_normalization=self.config.train.reward_normalization)
         task = _task_or_none(packed.env_id)
-        self.env_id = task.env_id if task is not None else None
+        self.env_id = packed.env_id if task is not None else None  # the id the env is registered under
         if self.tokenizer is None:
             self.tokenizer = self._resolve_tokenizer(data)
         if len(self.tokenizer) != packed.vocab_size:
@@ -157,6 +162,8 @@ class OfflineAgent(SavedAgent, ABC):
                 f"the dataset's episodes are up to {packed.max_tokens} tokens long but train.seq_length is "
                 f"{self.config.train.seq_length}: raise train.seq_length to at least {packed.max_tokens}"
             )
+        td = packed.td
+        self.prompt_prefix = start_prefix(td["tokens"][td["token_offsets"][:-1][packed.rows]], self.tokenizer)
         if self.model is None:
             seed_everything(self.config.train.seed)  # the same seed gives the same initial weights
             self.model = self.build_model(packed.vocab_size)
@@ -189,10 +196,12 @@ class OfflineAgent(SavedAgent, ABC):
 
     @torch.no_grad()
     @_in_eval_mode
-    def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None, env: Any = None) -> Any:
+    def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None,
+            temperature: Optional[float] = None, env: Any = None) -> Any:
         """The next token for an env observation (an int) or a batch of them (an int64 array).
 
-        The network runs in eval mode (no dropout), whatever mode training left it in. With
+        `beta` and `temperature` override `gen_kwargs` for this call (temperature 0: greedy). The
+        network runs in eval mode (no dropout), whatever mode training left it in. With
         `cache_contexts` (the default) each row keeps its KV cache from the previous call: when the
         row's observation extends the context it was last shown, only the new tokens run; otherwise
         (a reset, another env, any other observation) the row starts over. The cached and the full
@@ -226,14 +235,18 @@ class OfflineAgent(SavedAgent, ABC):
             raise ValueError("gen_kwargs.beta is a sweep list: pass act(obs, beta=...) with one value")
         hidden = self._last_hidden(model, ids, length)
         scores = self.next_token_scores(hidden, last_hidden_and_lm(model.backbone)[1](hidden), beta)
-        tokens = sample_next(scores, top_k=gen.top_k, temperature=gen.temperature, generator=self.generator)
+        temperature = gen.temperature if temperature is None else temperature
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
+            raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature!r}")
+        tokens = sample_next(scores, top_k=gen.top_k, temperature=temperature, generator=self.generator)
         tokens = tokens.cpu().numpy().astype(np.int64)
         return int(tokens[0]) if single else tokens
 
     def policy(self, obs: dict[str, np.ndarray], rng: Optional[np.random.Generator] = None, *,
-               beta: Optional[float] = None, env: Any = None) -> np.ndarray:
+               beta: Optional[float] = None, temperature: Optional[float] = None,
+               env: Any = None) -> np.ndarray:
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
-        return self.act(obs, beta=beta, env=env)
+        return self.act(obs, beta=beta, temperature=temperature, env=env)
 
     def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray) -> torch.Tensor:
         """Last-layer hidden state [N, H] at each row's last token: from the rows' cached contexts, or (with
@@ -252,8 +265,12 @@ class OfflineAgent(SavedAgent, ABC):
 
     @torch.no_grad()
     @_in_eval_mode
-    def generate(self, prompts: Sequence[str], **gen_kwargs: Any) -> list[str]:
+    def generate(self, prompts: Optional[Sequence[str]], **gen_kwargs: Any) -> list[str]:
         """Continue each prompt (a string) and return the generated text (without the prompt).
+
+        Each prompt gets the start token the training data began with (`prompt_prefix`: the BOS
+        that `from_samples` puts before a string sample), so `generate([""])` or `generate(None)`
+        writes fresh text as the data's samples were written.
 
         The network runs in eval mode (no dropout); the tokenizer's own settings are left as they were.
         A row stops at EOS, after `max_new_tokens`, or when its context fills the model's positions;
@@ -269,8 +286,8 @@ class OfflineAgent(SavedAgent, ABC):
         if isinstance(settings.beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: call generate once per beta")
         tok = self.tokenizer
-        enc = left_padded(tok, list(prompts))
-        max_new_tokens = room_for_new_tokens(model, tok, prompts, enc["attention_mask"], settings.max_new_tokens)
+        enc = left_padded(tok, prompts, self.prompt_prefix)
+        max_new_tokens = room_for_new_tokens(model, prompts, enc["attention_mask"], settings.max_new_tokens)
         device = next(model.parameters()).device
         out = decode(
             model.backbone, enc["input_ids"].to(device), enc["attention_mask"].to(device),
@@ -284,5 +301,17 @@ class OfflineAgent(SavedAgent, ABC):
 
 
 def _task_or_none(env_id: Optional[str]) -> Any:
-    """The registered task of an env id, or None for datasets without an env."""
-    return get_task(env_id) if env_id else None
+    """The task of a dataset's env id: a built-in task, the task of an env registered with gymnasium (a
+    `TextEnv` with your reward function), or None for datasets without an env (or one not registered here)."""
+    if not env_id:
+        return None
+    if env_id in TASK_ENV_IDS:
+        return get_task(env_id)
+    if env_id not in gymnasium.registry:
+        warnings.warn(f"the dataset names env {env_id!r}, which is not registered in this process, so fit does not "
+                      "evaluate by rollouts: run the gymnasium.register(...) of that env before fit", stacklevel=4)
+        return None
+    env = gymnasium.make(env_id)
+    task = getattr(env.unwrapped, "task", None)
+    env.close()
+    return task

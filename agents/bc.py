@@ -1,4 +1,4 @@
-"""Behaviour cloning: next-token cross-entropy on the agent's tokens only."""
+"""Behaviour cloning: next-token cross-entropy on the agent's tokens only (textrl/methods/bc.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import OfflineAgent
-from textrl.config import BCConfig
-from textrl.models import ValueModel, load_backbone, masked_mean, token_cross_entropy
+from textrl.methods import BCConfig, bc_loss
+from textrl.models import ValueModel, load_backbone
 
 
 class BCAgent(OfflineAgent):
@@ -20,6 +20,4 @@ class BCAgent(OfflineAgent):
         return ValueModel.build(load_backbone(self.config.model, vocab_size), with_heads=False)
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(batch)
-        loss = masked_mean(token_cross_entropy(out.logits, out.actions), batch["action_mask"].float())
-        return loss, {"loss_bc": loss.item()}
+        return bc_loss(model(batch), batch)

@@ -15,6 +15,7 @@ BC model the `*_bc` entries start from). One benchmark at a time writes into an 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 from agents.protocol import (
     ENTRIES,
     EVALUATIONS,
+    GATE_POINTS,
     TEST_EPISODES,
     TEST_SEED,
     TIERS,
@@ -44,6 +46,8 @@ from agents.protocol import (
     Summary,
     acting_label,
     choose_knob,
+    converged,
+    data_score,
     run_key,
     score_key,
     scoring_fn,
@@ -52,7 +56,7 @@ from agents.protocol import (
 from agents.registry import AGENTS
 from textrl.config import TRLConfig
 from textrl.data import make_dataset
-from textrl.data.build import DATASET_VERSION
+from textrl.data.build import task_dataset_id
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
 from textrl.runs import LOCK_FILE, FolderBusyError, RunLock
@@ -82,7 +86,7 @@ class Plan:
 
 def dataset_id(task: str, tier: str) -> str:
     """The task dataset a cell trains on, e.g. `textrl/maze/mixed-v1`."""
-    return f"textrl/{task}/{tier}-v{DATASET_VERSION}"
+    return task_dataset_id(task, tier)
 
 
 def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int],
@@ -158,11 +162,12 @@ def run_config(plan: Plan, spec: Spec, model_path: Optional[str] = None) -> TRLC
 
 def spec_key(plan: Plan, spec: Spec) -> str:
     """The key of a run: what it is, then a digest of every setting that changes its result (the config,
-    the dataset, the betas and episodes it is scored with, and the key of the BC run it starts from)."""
+    the dataset, the betas, temperatures and episodes it is scored with, and the key of the BC run it starts from)."""
     task, tier, entry, knob, seed = spec
     e = ENTRIES[entry]
     settings = {
         "config": run_config(plan, spec).to_dict(), "dataset": dataset_id(task, tier), "betas": list(e.betas),
+        "temperatures": list(e.temperatures),
         "validation": [VALIDATION_SEED, plan.validation_episodes], "test": [TEST_SEED, plan.test_episodes],
         "starts_from": spec_key(plan, (task, tier, "bc", 0, seed)) if e.from_bc else None,
     }
@@ -170,9 +175,11 @@ def spec_key(plan: Plan, spec: Spec) -> str:
     return run_key(*spec, digest)
 
 
-def _curves(run_dir: Path) -> tuple[list[int], dict[Optional[float], list[float]], list[float], list[float]]:
-    """(steps, validation curve per acting beta, test curve, chosen betas) from a run's metrics.jsonl; the
-    last record of a step wins (a resumed run may log a step twice) and a torn last line is skipped."""
+def _curves(run_dir: Path) -> tuple[list[int], dict[tuple[Optional[float], Optional[float]], list[float]], list[float],
+                                    list[float], list[float]]:
+    """(steps, validation curve per acting value (beta, temperature), test curve, chosen betas, chosen
+    temperatures) from a run's metrics.jsonl; the last record of a step wins (a resumed run may log a step
+    twice) and a torn last line is skipped."""
     records: dict[int, dict[Any, float]] = {}
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         try:
@@ -183,13 +190,14 @@ def _curves(run_dir: Path) -> tuple[list[int], dict[Optional[float], list[float]
             records[int(record["step"])] = {
                 score_key(k[len("eval/"):]) or k: float(v) for k, v in record.items() if k.startswith("eval/")}
     steps = sorted(records)
-    val: dict[Optional[float], list[float]] = {}
+    val: dict[tuple[Optional[float], Optional[float]], list[float]] = {}
     for step in steps:
         for key, value in records[step].items():
             if isinstance(key, tuple) and key[0] == "val":
-                val.setdefault(key[1], []).append(value)
-    return (steps, val, [records[s][("test", None)] for s in steps],
-            [records[s]["eval/beta"] for s in steps if "eval/beta" in records[s]])
+                val.setdefault(key[1:], []).append(value)
+    return (steps, val, [records[s][("test", None, None)] for s in steps],
+            [records[s]["eval/beta"] for s in steps if "eval/beta" in records[s]],
+            [records[s]["eval/temperature"] for s in steps if "eval/temperature" in records[s]])
 
 
 def _clear_unstarted(run_dir: Path) -> None:
@@ -211,11 +219,33 @@ def _clear_unstarted(run_dir: Path) -> None:
         lock.release()
 
 
+class PrefixedLines:
+    """A text stream that starts every line with `prefix` (a worker's lines name their run) and drops a
+    line equal to the one before it."""
+
+    def __init__(self, stream: Any, prefix: str) -> None:
+        self.stream, self.prefix, self.partial, self.last = stream, prefix, "", None
+
+    def write(self, text: str) -> int:
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            if line.strip() and line != self.last:
+                self.stream.write(f"{self.prefix}{line}\n")
+            self.last = line
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int, work_dir: Path,
-              progress: bool = False) -> Run:
+              progress: bool = False, prefix_lines: bool = False) -> Run:
     """Train one entry on one cell with one seed, scoring validation and test episodes at every evaluation.
 
-    A run folder holding a checkpoint is resumed from it; one without is started afresh.
+    A run folder holding a checkpoint is resumed from it; one without is started afresh. With
+    `prefix_lines` (a worker process) every line it prints starts with the run's key, e.g.
+    `[maze-mixed__ilql__k0__s1]`: the workers' lines interleave.
     """
     e = ENTRIES[entry]
     spec = (task, tier, entry, knob, seed)
@@ -230,13 +260,16 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
     if last is None or int(last.name.split("_")[1]) < config.train.total_steps:
         config = config.evolve(train=dict(resume_from_checkpoint=None if last is None else str(last)))
         agent = AGENTS[e.agent](config)
-        agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
-                  metric_fn=scoring_fn(task, e.betas, plan.validation_episodes, plan.test_episodes))
+        with contextlib.redirect_stdout(PrefixedLines(sys.stdout, f"[{run_key(*spec)}] ")) if prefix_lines else \
+                contextlib.nullcontext():
+            agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
+                      metric_fn=scoring_fn(task, e.betas, e.temperatures, plan.validation_episodes,
+                                           plan.test_episodes))
     for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
         shutil.rmtree(old, ignore_errors=True)
-    steps, val, test, betas = _curves(run_dir)
+    steps, val, test, betas, temperatures = _curves(run_dir)
     return Run(task, tier, entry, knob, seed, steps, val, test, betas, time.perf_counter() - started,
-               key.rsplit("__", 1)[1])
+               temperatures, key.rsplit("__", 1)[1])
 
 
 def _worker_init(threads: int) -> None:
@@ -259,7 +292,7 @@ def _exit_quietly(signum: int, frame: Any) -> None:
 def _train_spec(job: tuple[Plan, Spec, Path]) -> Run:
     """`train_run` of one spec, in a worker process."""
     plan, spec, work_dir = job
-    return train_run(plan, *spec, work_dir=work_dir)
+    return train_run(plan, *spec, work_dir=work_dir, prefix_lines=True)
 
 
 def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
@@ -354,8 +387,8 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool) -> list[Summary]
             raise ValueError(f"{path} holds the run {run.key}, not {path.stem}: delete it and run the same command "
                              "again to rerun that run")
         done[path.stem] = run
-    for task, tier in plan.cells:  # built here once, not by two workers at a time
-        make_dataset(dataset_id(task, tier), progress=progress)
+    data = {(task, tier): data_score(task, make_dataset(dataset_id(task, tier), progress=progress))
+            for task, tier in plan.cells}  # built here once, not by two workers at a time
     first = _first_phase(plan)
     with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
         bar.total = len(first)
@@ -370,7 +403,7 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool) -> list[Summary]
                                                  if others else ""), file=sys.stderr)
     runs = [r for k, r in done.items() if k in planned]
     rows = summarize(runs, plan)
-    write_reports(runs, rows, out)
+    write_reports(runs, rows, out, data)
     return rows
 
 
@@ -389,27 +422,43 @@ def summarize(runs: Sequence[Run], plan: Plan) -> list[Summary]:
     return rows
 
 
-def format_table(rows: Sequence[Summary]) -> str:
-    """A Markdown table of test-episode normalised scores (mean ± std over seeds) with the chosen knobs."""
-    head = ("| task | tier | agent | knobs (chosen on validation) | seeds | test, final | test, best | "
-            "validation, final |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+def _gate(rows: Sequence[Summary], cell: tuple[str, str], data: dict[tuple[str, str], float]) -> Optional[bool]:
+    """The sanity gate of a cell (None when its BC or data score is missing)."""
+    bc = next((r for r in rows if (r.task, r.tier, r.entry) == (*cell, "bc")), None)
+    return converged(bc, data.get(cell))
+
+
+def format_table(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]] = None) -> str:
+    """A Markdown table of test-episode normalised scores (mean ± std over seeds) with the chosen knobs; each
+    cell opens with its data's own score and the sanity gate (BC within GATE_POINTS of it)."""
+    data = data or {}
+    lines = ["| task | tier | agent | knobs (chosen on validation) | seeds | test, final | test, best | "
+             "validation, final |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def ms(values: np.ndarray) -> str:
         return f"{values.mean():.1f} ± {values.std():.1f}"
 
-    return head + "".join(f"| {r.task} | {r.tier} | {r.entry} | {r.knobs} | {r.seeds} | {ms(r.test_final)} | "
-                          f"{ms(r.test_best)} | {ms(r.val_final)} |\n" for r in rows)
+    gate = {None: "no BC run", True: "converged", False: "**not converged**"}
+    for cell in dict.fromkeys([*data, *((r.task, r.tier) for r in rows)]):
+        if cell in data:
+            lines.append(f"| {cell[0]} | {cell[1]} | data | the dataset's own episodes; BC within {GATE_POINTS:g}: "
+                         f"{gate[_gate(rows, cell, data)]} | - | {data[cell]:.1f} | - | - |")
+        lines += [f"| {r.task} | {r.tier} | {r.entry} | {r.knobs} | {r.seeds} | {ms(r.test_final)} | "
+                  f"{ms(r.test_best)} | {ms(r.val_final)} |" for r in rows if (r.task, r.tier) == cell]
+    return "\n".join(lines) + "\n"
 
 
 BASELINES = tuple(name for name, e in ENTRIES.items() if e.agent != "ilql")
 """The entries ILQL is compared with: every entry of another agent."""
 
 
-def compare(rows: Sequence[Summary]) -> str:
+def compare(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]] = None) -> str:
     """Per cell, ILQL (from scratch and from BC) against the best baseline by test final score: win, tie
-    or lose, a tie being a difference within two standard errors of it (4 seeds: std / 2 each)."""
-    lines = ["| task | tier | ILQL | ILQL from BC | best baseline | ILQL vs it | ILQL from BC vs it |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    or lose, a tie being a difference within two standard errors of it (4 seeds: std / 2 each). A cell
+    whose BC misses the sanity gate is "not converged" and its verdicts are marked "not counted"."""
+    data = data or {}
+    lines = ["| task | tier | data | ILQL | ILQL from BC | best baseline | ILQL vs it | ILQL from BC vs it |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def verdict(a: Summary, b: Summary) -> str:
         diff = a.test_final.mean() - b.test_final.mean()
@@ -425,24 +474,31 @@ def compare(rows: Sequence[Summary]) -> str:
         best = max(base, key=lambda r: r.test_final.mean())
         cols = [f"{here[e].test_final.mean():.1f}" if e in here else "-" for e in ("ilql", "ilql_bc")]
         verdicts = [verdict(here[e], best) if e in here else "-" for e in ("ilql", "ilql_bc")]
-        lines.append(f"| {cell[0]} | {cell[1]} | {cols[0]} | {cols[1]} | {best.entry} {best.test_final.mean():.1f} | "
-                     f"{verdicts[0]} | {verdicts[1]} |")
+        if _gate(rows, cell, data) is False:
+            verdicts = [f"not counted: not converged, {v}" if v != "-" else v for v in verdicts]
+        shown = f"{data[cell]:.1f}" if cell in data else "-"
+        lines.append(f"| {cell[0]} | {cell[1]} | {shown} | {cols[0]} | {cols[1]} | {best.entry} "
+                     f"{best.test_final.mean():.1f} | {verdicts[0]} | {verdicts[1]} |")
     return "\n".join(lines) + "\n"
 
 
-def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | Path) -> None:
-    """Write runs.csv (every evaluation of every run), table.md (the table, then ILQL against the best
-    baseline per cell) and scores_<task>.png."""
+def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | Path,
+                  data: Optional[dict[tuple[str, str], float]] = None) -> None:
+    """Write runs.csv (every evaluation of every run, and per cell the data's own score as agent `data`,
+    seed 0, step 0, split `test`), table.md (the table, then ILQL against the best baseline per cell)
+    and scores_<task>.png."""
     out = Path(out_dir)
+    data = data or {}
     lines = ["task,tier,agent,knob,seed,step,split,acting,score"]
+    lines += [f"{task},{tier},data,0,0,0,test,,{score:.4f}" for (task, tier), score in data.items()]
     for r in runs:
-        series = [("val", acting_label(beta), scores) for beta, scores in r.val.items()]
-        series.append(("test", "chosen" if r.betas else "", r.test))
+        series = [("val", acting_label(*value), scores) for value, scores in r.val.items()]
+        series.append(("test", "chosen" if r.betas or r.temperatures else "", r.test))
         for split, label, scores in series:
             lines += [f"{r.task},{r.tier},{r.entry},{r.knob},{r.seed},{s},{split},{label},{v:.4f}"
                       for s, v in zip(r.steps, scores)]
     atomic_write_text(out / "runs.csv", "\n".join(lines) + "\n")
-    atomic_write_text(out / "table.md", format_table(rows) + "\n" + compare(rows))
+    atomic_write_text(out / "table.md", format_table(rows, data) + "\n" + compare(rows, data))
     for task in dict.fromkeys(r.task for r in rows):
         plot_task([r for r in rows if r.task == task], out / f"scores_{task}.png")
 

@@ -1,4 +1,4 @@
-"""The `textrl bench` and `textrl demo` subcommands (plugged into the `textrl` CLI by entry point)."""
+"""The `textrl bench`, `demo`, `fit` and `generate` subcommands (plugged into the `textrl` CLI by entry point)."""
 
 from __future__ import annotations
 
@@ -67,20 +67,20 @@ def _bench_settings(args: argparse.Namespace) -> dict:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from agents.benchmark import format_table, run_benchmark
+    from agents.benchmark import run_benchmark
 
     argv = args.argv[args.argv.index("bench") + 1:]
     settings = _bench_settings(args)
     started = time.perf_counter()
     try:
-        rows = run_benchmark(**settings, out_dir=args.out, progress=not args.no_progress)
+        run_benchmark(**settings, out_dir=args.out, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ntextrl bench: interrupted; finished runs are in {Path(args.out) / 'runs'} and the checkpoints of "
               f"the interrupted ones in {Path(args.out) / 'work'}; to resume where it stopped run the same command: "
               f"{resume_command(argv)}", file=sys.stderr)
         return 130
-    print(format_table(rows))
     out = Path(args.out)
+    print((out / "table.md").read_text(encoding="utf-8"))
     print(f"wrote {out / 'runs.csv'}, {out / 'table.md'} and a plot per task (scores_<task>.png) "
           f"in {time.perf_counter() - started:.0f} s")
     return 0
@@ -88,7 +88,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def add_demo_command(sub: argparse._SubParsersAction) -> None:
     """Register `textrl demo`: RandomWalks data, BC and ILQL on a tiny GPT-2, rolled out and compared."""
-    p = sub.add_parser("demo", help="train BC and ILQL on RandomWalks and compare them (a few minutes on CPU)")
+    p = sub.add_parser("demo", help="train BC and ILQL on RandomWalks and compare them (about half a minute on 2 CPU cores)")
     p.add_argument("--steps", type=int, default=None, help="training steps per agent (default: the task's)")
     p.add_argument("--episodes", type=int, default=500, help="evaluation episodes")
     p.add_argument("--seed", type=int, default=0)
@@ -100,4 +100,81 @@ def _demo(args: argparse.Namespace) -> int:
     from agents.demo import run_demo
 
     run_demo(steps=args.steps, episodes=args.episodes, seed=args.seed, out_dir=args.out)
+    return 0
+
+
+def add_fit_command(sub: argparse._SubParsersAction) -> None:
+    """Register `textrl fit`: train the agent a config names on a dataset, then save it."""
+    p = sub.add_parser("fit", help="train an agent (the config's method) on a dataset and save it")
+    p.add_argument("config", help="a config YAML file (`textrl config --method ilql > ilql.yaml`, then edit it)")
+    p.add_argument("dataset", help="a dataset id (namespace/name-vN) or a dataset folder")
+    p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by its dotted key, e.g. --set train.total_steps=500 (YAML values; "
+                        "repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in train.checkpoint_dir from its last checkpoint")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module first, e.g. one that registers your TextEnv (repeatable)")
+    p.set_defaults(func=_fit)
+
+
+def _config_changes(changes: list[str]) -> dict:
+    """`--set key=value` pairs as dotted config keys with YAML-parsed values."""
+    import yaml
+
+    out = {}
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {change!r}: expected KEY=VALUE, e.g. --set train.total_steps=500")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import importlib
+
+    from agents.registry import AGENTS
+    from textrl.config import load_yaml
+
+    for module in args.imports:
+        importlib.import_module(module)
+    config = load_yaml(args.config).update(_config_changes(args.changes))
+    if args.resume:
+        config = config.update({"train.resume_from_checkpoint": config.train.checkpoint_dir})
+    agent = AGENTS[config.method.name](config)
+    agent.fit(args.dataset)
+    saved = Path(config.train.checkpoint_dir) / "final"
+    agent.save(saved)
+    print(f"saved the trained agent to {saved}; generate with: textrl generate {shlex.quote(str(saved))} PROMPT ...")
+    return 0
+
+
+def add_generate_command(sub: argparse._SubParsersAction) -> None:
+    """Register `textrl generate`: continue prompts with a saved agent."""
+    p = sub.add_parser("generate", help="continue prompts with a saved agent (none: one fresh text)")
+    p.add_argument("agent", help="a saved agent folder (what `textrl fit` prints) or a checkpoint's step_N folder")
+    p.add_argument("prompts", nargs="*", help="prompts to continue (none: fresh text); prints what the agent writes "
+                                              "after each, one line each")
+    p.add_argument("--num", type=int, default=1, help="texts per prompt (default 1)")
+    p.add_argument("--beta", type=float, default=None, help="acting beta (default: the agent's)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens to write at most")
+    p.set_defaults(func=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from agents.registry import load_agent
+
+    if args.num < 1:
+        raise ValueError(f"--num {args.num}: give at least 1")
+    agent = load_agent(args.agent)
+    settings = {k: v for k, v in (("beta", args.beta), ("temperature", args.temperature),
+                                  ("max_new_tokens", args.max_new_tokens)) if v is not None}
+    beta = agent.config.method.gen_kwargs.beta
+    if isinstance(beta, list) and "beta" not in settings:
+        raise ValueError(f"the agent's config sweeps beta {beta}: choose one with --beta")
+    prompts = [p for p in (args.prompts or [""]) for _ in range(args.num)]
+    for text in agent.generate(prompts, **settings):  # one line each: the text written after its prompt
+        print(text)
     return 0

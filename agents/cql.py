@@ -1,6 +1,6 @@
 """Token-level CQL: Q-learning with a double-DQN target, a Polyak target head and the CQL regulariser.
 
-The losses are written out in `textrl.config.CQLConfig`'s docstring.
+The losses, and their equations, are in textrl/methods/cql.py.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import OfflineAgent
-from agents.targets import PolyakTargetSync, td_target
-from textrl.config import CQLConfig
-from textrl.models import ValueModel, load_backbone, masked_mean, taken_and_logsumexp
+from agents.targets import PolyakTargetSync
+from textrl.methods import CQLConfig, cql_loss
+from textrl.models import ValueModel, load_backbone
 
 
 class CQLAgent(PolyakTargetSync, OfflineAgent):
@@ -26,18 +26,7 @@ class CQLAgent(PolyakTargetSync, OfflineAgent):
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.config.method
-        mask = batch["action_mask"].float()
-        out = model(batch)
-        with torch.no_grad():
-            h_next = out.state_hidden[:, 1:]
-            best = model.heads.qs(h_next)[0].argmax(-1)  # a* = argmax_a Q(s_{k+1}, a), online head
-            next_q = model.heads.target_q_at(h_next, best)  # Qbar(s_{k+1}, a*)
-        target = td_target(batch["rewards"], next_q, batch["notdone"], m.gamma)
-        q_taken, q_lse = taken_and_logsumexp(out.qs[0], out.actions)
-        loss_td = masked_mean((q_taken - target) ** 2, mask)
-        loss_cql = masked_mean(q_lse - q_taken, mask)  # cross-entropy of Q: logsumexp Q - Q(a)
-        loss = loss_td + m.cql_scale * loss_cql
-        return loss, {"loss_td": loss_td.item(), "loss_cql": loss_cql.item(), "q_mean": q_taken[mask.bool()].mean().item()}
+        return cql_loss(model(batch), model.heads, batch, gamma=m.gamma, cql_scale=m.cql_scale)
 
     def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
         return self.model.heads.qs(hidden)[0].float()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,7 @@ from textrl.data import make_dataset, pack
 from textrl.presets import task_config
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
+from textrl.trainer import ResumeWarning
 
 DATASET = "textrl/randomwalks/random-v1"
 
@@ -33,7 +35,15 @@ def run_demo(steps: Optional[int] = None, episodes: int = 500, seed: int = 0, ou
             train.update(total_steps=steps, checkpoint_interval=steps, eval_interval=steps)
         print(f"\nTraining {name} on a tiny GPT-2 ...")
         agent = cls(task_config("randomwalks", cls.agent_name, **train))
-        agent.fit(dataset)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResumeWarning)
+            agent.fit(dataset)
+        for w in caught:  # the demo always trains from step 0: say so in its own words, not the trainer's
+            if issubclass(w.category, ResumeWarning):
+                print(f"{train['checkpoint_dir']} holds an earlier demo run: the demo starts it over (use --out "
+                      "for another folder)")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         scores[name] = evaluate(agent.policy, task, num_episodes=episodes, seed=seed + 1).normalized_score
         agents[name] = agent
     scores["optimal"] = 100.0

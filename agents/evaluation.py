@@ -38,7 +38,7 @@ def rollout_eval_fn(agent: Any, task: Any, metric_fn: Any) -> Optional[EvalFn]:
             out["return" + suffix] = returns
             out["score" + suffix] = task.normalized_score(returns)
         if metric_fn is not None:
-            out.update({k: np.asarray([v], dtype=np.float64) for k, v in metric_fn(agent).items()})
+            out.update({k: np.asarray(v, dtype=np.float64) for k, v in metric_fn(agent).items()})
         return out
 
     return run

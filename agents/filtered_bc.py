@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-
 from agents.bc import BCAgent
-from textrl.config import FilteredBCConfig
 from textrl.data import PackedDataset
-
-
-def top_fraction(returns: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Indices of the best ceil(fraction * n) episodes; ties go to the earlier episode."""
-    keep = max(1, math.ceil(fraction * len(returns)))
-    order = sorted(range(len(returns)), key=lambda i: (-float(returns[i]), i))
-    return torch.tensor(sorted(order[:keep]))
+from textrl.methods import FilteredBCConfig, top_fraction
 
 
 class FilteredBCAgent(BCAgent):

@@ -1,6 +1,6 @@
 """ILQL: V and twin Q heads with expectile regression; acts by shifting the LM's log-probs by beta * (Qbar - V).
 
-The losses are written out in `textrl.config.ILQLConfig`'s docstring.
+The losses, and their equations, are in textrl/methods/ilql.py.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from tensordict import TensorDict
 
 from agents.base import OfflineAgent
 from agents.targets import PolyakTargetSync
-from textrl.config import ILQLConfig
-from textrl.models import ValueModel, ilql_loss, load_backbone
+from textrl.methods import ILQLConfig, ilql_loss, shifted_log_probs
+from textrl.models import ValueModel, load_backbone
 
 
 class ILQLAgent(PolyakTargetSync, OfflineAgent):
@@ -32,4 +32,4 @@ class ILQLAgent(PolyakTargetSync, OfflineAgent):
                          beta=m.beta, awac_weight_max=m.awac_weight_max)
 
     def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
-        return self.model.heads.shifted_log_probs(hidden, logits, beta)
+        return shifted_log_probs(self.model.heads, hidden, logits, beta)

@@ -3,24 +3,39 @@ the tokenizer can read, and room left in the model's positions (each would other
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from textrl.models import ValueModel
 from textrl.models.value_model import transformers_model
-from textrl.tasks import get_task
+from textrl.tasks import TASK_ENV_IDS, get_task
 
 
-def left_padded(tokenizer: Any, prompts: list[str]) -> Any:
-    """Encode prompts padded on the left (decoding appends on the right), restoring the tokenizer's side."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
+def left_padded(tokenizer: Any, prompts: list[str], prefix: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """`prefix` (the start token training saw, if any) and each prompt's tokens, padded on the left
+    (decoding appends on the right): `input_ids` and `attention_mask` tensors."""
+    for i, prompt in enumerate(prompts):
+        unknown = unknown_words(tokenizer, prompt)
+        if unknown:
+            raise ValueError(f"prompt {i} has words outside the tokenizer's vocabulary: {', '.join(map(repr, unknown))} "
+                             "(the tokenizer cannot read them); use the tokens the agent was trained on")
+    rows = [[*prefix, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def start_prefix(first_tokens: torch.Tensor, tokenizer: Any) -> list[int]:
+    """The start token every training episode begins with, which prompts then get too: the tokenizer's BOS
+    (its EOS when it has none), as `from_samples` puts before a string sample; [] for other data."""
+    if tokenizer is None or tokenizer.eos_token_id is None:
+        return []
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [int(bos)] if len(first_tokens) and bool((first_tokens == bos).all()) else []
 
 
 def model_limits(model: ValueModel) -> tuple[int, Optional[int]]:
@@ -63,14 +78,16 @@ def check_positions(model: ValueModel, longest: int, seq_length: int) -> None:
 
 def check_env(trained_on: Optional[str], ids: np.ndarray, env: Any) -> None:
     """Refuse an observation of another env than the one the agent's data came from (`trained_on`, an env
-    id): by the env the caller names (an id or a gymnasium env) and by the observation's width (wider
-    than that env's contexts)."""
+    id): by the env the caller names (an id or a gymnasium env) and, for a built-in task, by the
+    observation's width (wider than that env's contexts)."""
     if trained_on is None:
         return
     given = env if env is None or isinstance(env, str) else getattr(getattr(env, "spec", None), "id", None)
     if given is not None and given != trained_on:
         raise ValueError(f"the agent was trained on data of {trained_on}, not {given}: act on the env of the data "
                          "the agent was trained on")
+    if trained_on not in TASK_ENV_IDS:  # an env registered by the user (a TextEnv): checked by its id only
+        return
     width = get_task(trained_on).max_length  # an observation may be trimmed to its length, never wider
     if ids.shape[-1] > width:
         raise ValueError(f"the observation has {ids.shape[-1]} token slots but {trained_on} gives at most {width}: is "
@@ -79,7 +96,10 @@ def check_env(trained_on: Optional[str], ids: np.ndarray, env: Any) -> None:
 
 
 def prompt_list(prompts: Any, tokenizer: Any) -> list[str]:
-    """The prompts as a list of strings, with a clear error for a bare string, a non-string or no tokenizer."""
+    """The prompts as a list of strings (None: one empty prompt), with a clear error for a bare string, a
+    non-string or no tokenizer."""
+    if prompts is None:
+        return [""]  # one fresh text, after the start token training saw
     if isinstance(prompts, str):
         raise TypeError("generate takes a list of prompt strings; wrap a single prompt in a list")
     prompts = list(prompts)
@@ -93,31 +113,37 @@ def prompt_list(prompts: Any, tokenizer: Any) -> list[str]:
 
 
 def unknown_words(tokenizer: Any, prompt: str) -> list[str]:
-    """The words of a prompt that the tokenizer maps to its unknown token (none for byte-level tokenizers)."""
+    """The words of a prompt that the tokenizer maps to its unknown token, or cannot encode at all (a word-level
+    tokenizer without one, as the tasks' are); none for byte-level tokenizers."""
     unk = tokenizer.unk_token_id
-    if unk is None or not tokenizer.is_fast:
+    if unk is None:
+        return [w for w in prompt.split() if not _encodes(tokenizer, w)]
+    if not tokenizer.is_fast:
         return []
     enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     spans = [prompt[a:b] for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if t == unk]
     return [w for w in spans if w != tokenizer.unk_token]
 
 
-def room_for_new_tokens(model: ValueModel, tokenizer: Any, prompts: list[str], attention_mask: torch.Tensor,
-                         max_new_tokens: int) -> int:
+def _encodes(tokenizer: Any, word: str) -> bool:
+    """Whether the tokenizer encodes `word` (a word-level tokenizer without an unknown token raises)."""
+    try:
+        tokenizer(word, add_special_tokens=False)
+    except Exception:  # tokenizers raises a bare Exception for a word outside a WordLevel vocabulary
+        return False
+    return True
+
+
+def room_for_new_tokens(model: ValueModel, prompts: list[str], attention_mask: torch.Tensor,
+                        max_new_tokens: int) -> int:
     """How many tokens to generate: `max_new_tokens`, or fewer where the context would outgrow the
-    model's positions. Refuses empty prompts, words outside the vocabulary and prompts that leave no
-    room (each would otherwise fail deep in torch or generate from unknown tokens)."""
+    model's positions. Refuses empty prompts and prompts that leave no room (each would otherwise fail
+    deep in torch)."""
     lengths = attention_mask.sum(1)
     if (lengths == 0).any():
         i = int((lengths == 0).nonzero()[0])
-        raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty: it has no tokens to continue; give each prompt at "
-                         "least one token")
-    for i, prompt in enumerate(prompts):
-        unknown = unknown_words(tokenizer, prompt)
-        if unknown:
-            raise ValueError(f"prompt {i} has words outside the tokenizer's vocabulary: {', '.join(map(repr, unknown))} "
-                             f"(they would be read as the unknown token {tokenizer.unk_token!r}); use the tokens the "
-                             "agent was trained on")
+        raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty: it has no tokens to continue (the agent's data "
+                         "had no start token to begin from); give each prompt at least one token")
     _, positions = model_limits(model)
     longest = int(lengths.max())
     if positions is None:

@@ -1,4 +1,7 @@
-"""Monte-Carlo returns: Q and V heads regressed on discounted returns-to-go; acts like ILQL."""
+"""Monte-Carlo returns: Q and V heads regressed on discounted returns-to-go; acts like ILQL.
+
+The loss, and its equation, are in textrl/methods/mc_returns.py.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import OfflineAgent
-from agents.targets import returns_to_go
-from textrl.config import MCReturnsConfig
-from textrl.models import ValueModel, load_backbone, masked_mean, token_cross_entropy
+from textrl.methods import MCReturnsConfig, mc_returns_loss, shifted_log_probs
+from textrl.models import ValueModel, load_backbone
 
 
 class MCReturnsAgent(OfflineAgent):
@@ -25,15 +27,7 @@ class MCReturnsAgent(OfflineAgent):
 
     def loss(self, model: ValueModel, batch: TensorDict) -> tuple[torch.Tensor, dict[str, float]]:
         m = self.config.method
-        mask = batch["action_mask"].float()
-        out = model(batch)
-        g = returns_to_go(batch["rewards"], mask, m.gamma)
-        q_taken = [q.gather(-1, out.actions[..., None]).squeeze(-1) for q in out.qs]
-        loss_q = sum(masked_mean((q - g) ** 2, mask) for q in q_taken)
-        loss_v = masked_mean((out.vs[:, :-1] - g) ** 2, mask)
-        loss_bc = masked_mean(token_cross_entropy(out.logits, out.actions), mask)
-        loss = loss_q + loss_v + m.bc_scale * loss_bc
-        return loss, {"loss_q": loss_q.item(), "loss_v": loss_v.item(), "loss_bc": loss_bc.item()}
+        return mc_returns_loss(model(batch), batch, gamma=m.gamma, bc_scale=m.bc_scale)
 
     def next_token_scores(self, hidden: torch.Tensor, logits: torch.Tensor, beta: float) -> torch.Tensor:
-        return self.model.heads.shifted_log_probs(hidden, logits, beta, use_targets=False)
+        return shifted_log_probs(self.model.heads, hidden, logits, beta, use_targets=False)

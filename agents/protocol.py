@@ -2,7 +2,9 @@
 
 Every (task, tier) is a cell. Each entry of the table (an agent, possibly initialised from the BC
 model or with another Q-head rank) has at most two knobs that matter:
-- an acting knob (beta for ILQL and MC returns), scored at every evaluation without retraining;
+- an acting knob, scored at every evaluation without retraining: the acting temperature (greedy
+  or 1) of every agent that samples (BC, %BC, MC returns, ILQL; CQL acts greedily), crossed with
+  beta for ILQL and MC returns;
 - a training knob grid (the filter fraction of %BC; CQL's conservative weight and target rate),
   each point a training run on the tuning seed (the first seed); the other seeds then run the
   point chosen.
@@ -11,6 +13,11 @@ evaluation starts), never on the test episodes (`TEST_SEED`, the "test" starts) 
 reports. "Final" is the test score of the last checkpoint; "best" the test score of the
 checkpoint with the best validation score (per seed). Both splits are scored at every evaluation
 with the same weights, so choosing afterwards costs no extra rollouts.
+
+A sanity gate comes before any verdict, as offline-RL benchmarks use it: each cell shows the
+data's own normalised score (`data_score`), and BC must reach within `GATE_POINTS` of it
+(`converged`). A cell whose BC misses is "not converged": its budget, not the methods, decides
+its scores, so its verdicts are not counted.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from textrl.data import pack
 from textrl.rollout import evaluate
 from textrl.tasks import Task, get_task
 
@@ -47,6 +55,10 @@ TIERS: dict[str, tuple[str, ...]] = {
     "endgames": ("medium", "mixed"),
     "wordle": ("medium", "mixed"),
 }
+TEMPERATURES = (0.0, 1.0)
+"""Acting temperatures chosen among on validation (0: greedy; 1: sampling from the policy as trained)."""
+GATE_POINTS = 5.0
+"""BC's test score (final, mean over seeds) must be at least the data's score minus this."""
 QUICK = dict(tasks=("randomwalks", "maze"), tiers=("mixed",), seeds=1, steps=60)
 """`textrl bench --quick`: a smoke run of the whole pipeline in minutes (numbers not comparable)."""
 
@@ -58,6 +70,7 @@ class Entry:
     name: str
     agent: str
     betas: tuple[float, ...] = ()  # acting knob: every beta scored at every evaluation (empty: none)
+    temperatures: tuple[float, ...] = TEMPERATURES  # acting knob, crossed with betas (empty: the preset's)
     grid: tuple[dict[str, Any], ...] = ({},)  # training knob: method settings, one run each on the tuning seed
     from_bc: bool = False  # start from the BC run's model of the same cell and seed (the ILQL paper's recipe)
     model: dict[str, Any] = field(default_factory=dict)  # model settings (e.g. q_head_rank)
@@ -75,7 +88,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("bc", "bc"),
     Entry("filtered_bc", "filtered_bc", grid=tuple({"fraction": f} for f in (0.1, 0.3, 0.5))),
     Entry("cql", "cql", grid=tuple({"cql_scale": c, "target_update_rate": r} for c in (0.1, 1.0)
-                                   for r in (0.005, 0.1))),
+                                   for r in (0.005, 0.1)), temperatures=()),  # greedy (its preset)
     Entry("mc_returns", "mc_returns", betas=MC_BETAS),
     Entry("mc_returns_bc", "mc_returns", betas=MC_BETAS, from_bc=True),
     Entry("ilql", "ilql", betas=ILQL_BETAS),
@@ -87,34 +100,49 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
 )}
 
 
-def acting_label(beta: Optional[float]) -> str:
-    """How an acting knob value reads in reports: '' (none) or 'beta=4'."""
-    return "" if beta is None else f"beta={beta:g}"
+def acting_label(beta: Optional[float], temperature: Optional[float] = None) -> str:
+    """How an acting knob value reads in reports: '' (none), 'beta=4', 'temperature=0' or 'beta=4,temperature=0'."""
+    return ",".join(f"{name}={v:g}" for name, v in (("beta", beta), ("temperature", temperature)) if v is not None)
 
 
-ScoreKey = tuple[str, Optional[float]]
-"""A score of one evaluation: (split, acting beta), e.g. ("val", 4.0), ("test", None)."""
+ScoreKey = tuple[str, Optional[float], Optional[float]]
+"""A score of one evaluation: (split, acting beta, acting temperature), None where the entry has no such
+knob, e.g. ("val", 4.0, 0.0), ("val", None, 1.0), ("test", None, None)."""
+
+_KNOBS = ("beta", "temperature")
 
 
 def metric_name(key: ScoreKey) -> str:
-    """The name a score is logged under in metrics.jsonl (`eval/` is prefixed by the trainer); `score_key`
-    reads it back, so the two spellings live here only."""
-    split, beta = key
-    if beta is None:
-        return split
-    short = f"{beta:g}"  # 'val@beta=4', unless that loses digits that `score_key` must read back
-    return f"{split}@beta={short if float(short) == beta else repr(float(beta))}"
+    """The name a score is logged under in metrics.jsonl (`eval/` is prefixed by the trainer), e.g.
+    'val@beta=4,temperature=0'; `score_key` reads it back, so the two spellings live here only."""
+    split, *values = key
+
+    def number(v: float) -> str:
+        short = f"{v:g}"  # '4', unless that loses digits that `score_key` must read back
+        return short if float(short) == v else repr(float(v))
+
+    knobs = ",".join(f"{name}={number(v)}" for name, v in zip(_KNOBS, values) if v is not None)
+    return f"{split}@{knobs}" if knobs else split
 
 
 def score_key(name: str) -> Optional[ScoreKey]:
-    """The (split, beta) of a logged metric name written by `metric_name`; None for any other metric."""
-    split, at, beta = name.partition("@beta=")
+    """The (split, beta, temperature) of a logged metric name written by `metric_name`; None for any other
+    metric."""
+    split, at, knobs = name.partition("@")
     if split not in ("val", "test"):
         return None
-    try:
-        return (split, float(beta)) if at else (split, None)
-    except ValueError:
+    values: dict[str, float] = {}
+    for part in knobs.split(",") if at else ():
+        knob, eq, value = part.partition("=")
+        if not eq or knob not in _KNOBS or knob in values:
+            return None
+        try:
+            values[knob] = float(value)
+        except ValueError:
+            return None
+    if at and not values:
         return None
+    return (split, values.get("beta"), values.get("temperature"))
 
 
 @functools.cache
@@ -125,27 +153,34 @@ def split_tasks(task: str) -> tuple[Task, Task]:
     return get_task(task), get_task(task)
 
 
-def scoring_fn(task: str, betas: Sequence[float], validation_episodes: int = VALIDATION_EPISODES,
-               test_episodes: int = TEST_EPISODES) -> Any:
-    """`metric_fn` for `fit`: every beta scored on the validation episodes, then the test episodes scored
-    with the beta that did best there (so test rollouts never choose anything).
+def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] = (),
+               validation_episodes: int = VALIDATION_EPISODES, test_episodes: int = TEST_EPISODES) -> Any:
+    """`metric_fn` for `fit`: every acting value (beta x temperature) scored on the validation episodes,
+    then the test episodes scored with the value that did best there (so test rollouts never choose anything).
 
-    Keys: `metric_name(("val", beta))` per beta, `metric_name(("test", None))`, and `beta` (the one
-    chosen). Every training seed sees the same validation and the same test episodes.
+    Keys: `metric_name(("val", beta, temperature))` per value (e.g. `val@beta=4,temperature=0`; `val`
+    without an acting knob), `metric_name(("test", None, None))`, and `beta` and `temperature` (the ones
+    chosen, where the entry has them). Every training seed sees the same validation and the same test
+    episodes.
     """
     valid, test = split_tasks(task)
+    values = [(b, t) for b in (betas or (None,)) for t in (temperatures or (None,))]
 
-    def mean_score(split: Task, beta: Optional[float], seed: int, n: int, agent: Any) -> float:
-        result = evaluate(functools.partial(agent.policy, beta=beta), split, num_episodes=n, seed=seed)
+    def mean_score(split: Task, value: tuple[Optional[float], Optional[float]], seed: int, n: int,
+                   agent: Any) -> float:
+        beta, temperature = value
+        result = evaluate(functools.partial(agent.policy, beta=beta, temperature=temperature), split,
+                          num_episodes=n, seed=seed)
         return float(split.normalized_score(np.asarray(result.returns)).mean())
 
     def score(agent: Any) -> dict[str, float]:
-        val = {b: mean_score(valid, b, VALIDATION_SEED, validation_episodes, agent) for b in betas or (None,)}
-        chosen = max(val, key=lambda b: val[b])  # the first of equals
-        out = {metric_name(("val", b)): v for b, v in val.items()}
-        out[metric_name(("test", None))] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
-        if chosen is not None:
-            out["beta"] = chosen
+        val = {v: mean_score(valid, v, VALIDATION_SEED, validation_episodes, agent) for v in values}
+        chosen = max(val, key=lambda v: val[v])  # the first of equals
+        out = {metric_name(("val", *v)): s for v, s in val.items()}
+        out[metric_name(("test", None, None))] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
+        for name, v in zip(_KNOBS, chosen):
+            if v is not None:
+                out[name] = v
         return out
 
     return score
@@ -153,8 +188,9 @@ def scoring_fn(task: str, betas: Sequence[float], validation_episodes: int = VAL
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: per evaluation, the validation score of each acting beta (None: no acting knob),
-    the test score at the beta chosen there, and that beta (empty without an acting knob)."""
+    """One training run: per evaluation, the validation score of each acting value (beta, temperature; None
+    where the entry has no such knob), the test score at the value chosen there, and that value's beta and
+    temperature (empty without that knob)."""
 
     task: str
     tier: str
@@ -162,15 +198,17 @@ class Run:
     knob: int  # index into the entry's grid
     seed: int
     steps: list[int]
-    val: dict[Optional[float], list[float]]
+    val: dict[tuple[Optional[float], Optional[float]], list[float]]
     test: list[float]
     betas: list[float]
     seconds: float
+    temperatures: list[float] = field(default_factory=list)  # chosen per evaluation (empty: not a knob)
     settings: str = ""  # the digest of every setting that changes its result (agents.benchmark.run_settings)
 
     def to_json(self) -> str:
-        """The run as JSON (validation scores as [beta, scores] pairs: JSON keys cannot be numbers)."""
-        return json.dumps({**asdict(self), "val": [[b, s] for b, s in self.val.items()]})
+        """The run as JSON (validation scores as [beta, temperature, scores] lists: JSON keys cannot be
+        numbers)."""
+        return json.dumps({**asdict(self), "val": [[b, t, s] for (b, t), s in self.val.items()]})
 
     @classmethod
     def read(cls, path: Path) -> "Run":
@@ -182,9 +220,9 @@ class Run:
                 got = sorted(data) if isinstance(data, dict) else type(data).__name__
                 raise ValueError(f"its keys are {got}, not {sorted(names)}")
             val = data["val"]
-            if not isinstance(val, list) or not all(isinstance(p, list) and len(p) == 2 for p in val):
-                raise ValueError("val is not a list of [beta, scores] pairs")
-            run = cls(**{**data, "val": {b: s for b, s in val}})
+            if not isinstance(val, list) or not all(isinstance(p, list) and len(p) == 3 for p in val):
+                raise ValueError("val is not a list of [beta, temperature, scores] lists")
+            run = cls(**{**data, "val": {(b, t): s for b, t, s in val}})
             _check_run(run)
         except (ValueError, TypeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a finished run of this benchmark ({str(e)[:200]}): delete it and run the "
@@ -221,13 +259,16 @@ def _check_run(run: Run) -> None:
     numbers(run.steps, "steps", (int,))
     numbers(run.test, "test")
     numbers(run.betas, "betas")
+    numbers(run.temperatures, "temperatures")
     numbers([run.seconds], "seconds")
-    if not run.val or len(run.test) != len(run.steps) or run.betas and len(run.betas) != len(run.steps):
+    if not run.val or len(run.test) != len(run.steps) or any(
+            chosen and len(chosen) != len(run.steps) for chosen in (run.betas, run.temperatures)):
         raise ValueError("its curves do not have one value per evaluation step")
-    for beta, scores in run.val.items():
-        if beta is not None:
-            numbers([beta], "a beta")
-        numbers(scores, f"val at beta {beta}")
+    for (beta, temperature), scores in run.val.items():
+        for name, v in zip(_KNOBS, (beta, temperature)):
+            if v is not None:
+                numbers([v], f"a {name}")
+        numbers(scores, f"val at {acting_label(beta, temperature) or 'no acting knob'}")
         if len(scores) != len(run.steps):
             raise ValueError("its curves do not have one value per evaluation step")
 
@@ -279,6 +320,8 @@ def summarize_cell(runs: Sequence[Run], grid_size: int, tuning_seed: int) -> Opt
     parts = [f"{k} {v:g}" for k, v in entry.grid[knob].items()]
     if chosen[0].betas:
         parts.append("beta " + "/".join(f"{r.betas[-1]:g}" for r in chosen))
+    if chosen[0].temperatures:
+        parts.append("temperature " + "/".join(f"{r.temperatures[-1]:g}" for r in chosen))
     return Summary(
         task=chosen[0].task, tier=chosen[0].tier, entry=chosen[0].entry, knobs=", ".join(parts) or "-",
         seeds=len(chosen),
@@ -288,3 +331,16 @@ def summarize_cell(runs: Sequence[Run], grid_size: int, tuning_seed: int) -> Opt
         curve_steps=chosen[0].steps,
         test_curves=np.array([r.test for r in chosen if r.steps == chosen[0].steps]),
     )
+
+
+def data_score(task: str, dataset: Any) -> float:
+    """The normalised score of a dataset's own episodes (mean return), on the test split's reference scores."""
+    returns = pack(dataset).returns.double().numpy()
+    return float(split_tasks(task)[1].normalized_score(returns.mean()))
+
+
+def converged(bc: Optional[Summary], data: Optional[float]) -> Optional[bool]:
+    """The sanity gate of a cell: BC's final test score within `GATE_POINTS` of the data's (None: unknown)."""
+    if bc is None or data is None:
+        return None
+    return bool(bc.test_final.mean() >= data - GATE_POINTS)

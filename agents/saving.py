@@ -13,6 +13,7 @@ from textrl.io import (
     DamagedFileError,
     atomic_directory,
     atomic_write_text,
+    read_json_mapping,
     verify_manifest,
     write_manifest,
 )
@@ -49,7 +50,8 @@ class SavedAgent:
             self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         model.save_pretrained(directory / MODEL_DIR)
         atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name,
-                                                                "env_id": self.env_id}))
+                                                                "env_id": self.env_id,
+                                                                "prompt_prefix": self.prompt_prefix}))
         write_manifest(directory)
 
     @classmethod
@@ -88,15 +90,10 @@ class SavedAgent:
         if env_id is not None and not isinstance(env_id, str):
             raise DamagedFileError(f"{directory / AGENT_FILE} names env {env_id!r}, not an env id: save the agent again")
         agent.env_id = env_id
+        agent.prompt_prefix = [int(i) for i in info.get("prompt_prefix", [])]
         return agent
 
 
 def read_agent_info(path: Path) -> dict[str, Any]:
     """The contents of a saved agent's agent.json; a truncated or garbled file is named as damaged."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(info, dict):
-            raise ValueError(f"expected a mapping, got {type(info).__name__}")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DamagedFileError(f"{path} is damaged ({e}): restore it or save the agent again") from None
-    return info
+    return read_json_mapping(path, ": restore it or save the agent again")

@@ -30,7 +30,8 @@ from tensordict import TensorDict
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from textrl.config import OptimizerConfig
-from textrl.models import ValueModel, decode, ilql_loss
+from textrl.methods import ilql_loss, shifted_log_probs
+from textrl.models import ValueModel, decode
 from textrl.optim import build_optimizer
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -181,7 +182,7 @@ def decode_rates(model: ValueModel, shape: Shape, device: str, repeats: int, aut
     top_k = 20
 
     def ilql_score(hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return model.heads.shifted_log_probs(hidden, logits, beta=1.0)
+        return shifted_log_probs(model.heads, hidden, logits, beta=1.0)
 
     def ours() -> None:
         with autocast():

@@ -40,7 +40,7 @@ import torch
 from agents import ILQLAgent
 from agents.benchmark import dataset_id
 from agents.protocol import ILQL_BETAS, scoring_fn
-from textrl import make_dataset, task_config
+from textrl import TokenVectorEnv, make_dataset, task_config
 from textrl.models import decode
 from textrl.presets import tiny_model_config
 from textrl.rollout import evaluate
@@ -95,13 +95,13 @@ def env_setup(task: Task, num_envs: int) -> float:
     """Seconds to build the vector env and reset it (one seeded rng per env): what `evaluate` pays before its
     first step, and `decode`'s prompts do not."""
     start = time.perf_counter()
-    task.make_vector_env(num_envs).reset(seed=0)
+    TokenVectorEnv(task, num_envs).reset(seed=0)
     return time.perf_counter() - start
 
 
 def generation(agent: ILQLAgent, task: Task, num_envs: int, new_tokens: int) -> float:
     """Seconds of `decode` (generate's loop) of `new_tokens` per row from the env's reset prompts, no early stop."""
-    obs, _ = task.make_vector_env(num_envs).reset(seed=0)
+    obs, _ = TokenVectorEnv(task, num_envs).reset(seed=0)
     ids, length = obs["input_ids"].astype(np.int64), obs["length"].astype(np.int64)
     width = int(length.max())
     left = np.full((num_envs, width), task.pad_id, dtype=np.int64)

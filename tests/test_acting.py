@@ -54,9 +54,9 @@ def test_non_finite_scores_raise_a_non_finite_error(bad: float) -> None:
     scores[1, 2] = bad
     with pytest.raises(NonFiniteScoresError, match="NaN or infinite in 1 of 3 rows"):
         sample_next(scores, top_k=0, temperature=1.0)
-    with pytest.raises(NonFiniteLossError):  # the trainer's error family: one except clause catches both
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite in 1 of 3 rows"):  # the trainer's error family: one except clause catches both
         sample_next(scores, top_k=0, temperature=0.0)
-    with pytest.raises(NonFiniteScoresError):
+    with pytest.raises(NonFiniteScoresError, match="NaN or infinite in 1 of 1 rows"):
         sample_next(torch.full((1, 4), float("-inf")), top_k=0, temperature=1.0)
 
 
@@ -66,3 +66,16 @@ def test_an_observation_of_another_task_is_refused_before_torch_sees_it(agent) -
         agent.act(obs)
     rw = gymnasium.make("textrl/RandomWalks-v1").reset(seed=0)[0]
     assert 0 <= agent.act(rw) < agent.tokenizer.vocab_size
+
+
+def test_acting_temperature_overrides_the_config_per_call(agent) -> None:
+    env = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("textrl/RandomWalks-v1")] * 1)
+    obs = {k: v.repeat(256, 0) for k, v in env.reset(seed=0)[0].items()}
+    assert agent.config.method.gen_kwargs.temperature == 1.0
+    greedy = agent.act(obs, temperature=0.0)
+    with torch.no_grad():
+        logits = agent.model.backbone(torch.as_tensor(obs["input_ids"][:, :1].astype("int64"))).logits[:, -1]
+    assert (greedy == logits.argmax(-1).numpy()).all()  # greedy: the most likely token, on every row
+    assert len(set(agent.act(obs).tolist())) > 1  # the config's temperature 1 samples
+    with pytest.raises(ValueError, match="temperature must be a number >= 0"):
+        agent.act(obs, temperature=-1.0)

@@ -7,9 +7,8 @@ import torch
 from tensordict import TensorDict
 
 from agents import AGENTS, BCAgent, CQLAgent, FilteredBCAgent, ILQLAgent, MCReturnsAgent, load_agent
-from agents.filtered_bc import top_fraction
-from agents.targets import returns_to_go, td_target
 from textrl import default_config, make_dataset, pack, task_config
+from textrl.methods import returns_to_go, td_target, top_fraction
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
 
@@ -90,7 +89,7 @@ def test_beta_list_evaluates_every_beta_on_the_same_episodes(small_data, tmp_pat
     cfg = short("ilql", tmp_path, total_steps=10, eval_interval=10).evolve(
         method=dict(gen_kwargs=dict(beta=[0.0, 8.0], temperature=0.0)))
     agent = ILQLAgent(cfg)
-    with pytest.warns(UserWarning, match="best_metric 'eval/score' is not among"):
+    with pytest.warns(UserWarning, match=r"best_metric 'eval/score' is not among .*\(e.g. 'eval/score@beta=0'\)"):
         history = agent.fit(small_data)
     (metrics,) = [h for h in history if "eval/episodes" in h]
     assert "eval/score" not in metrics
@@ -306,3 +305,13 @@ def test_default_ilql_config_offline_fails_fast_naming_both_ways_forward(small_d
     message = str(err.value)
     assert "task_config(task, 'ilql')" in message
     assert "default_ilql_config().evolve(model=dict(model_path=DIR), tokenizer=dict(tokenizer_path=DIR))" in message
+
+
+def test_metric_fn_values_count_no_episodes_and_the_best_warning_names_them(small_data, tmp_path) -> None:
+    """A metric_fn-only evaluation logs its numbers without an `eval/episodes` count, and a best_metric it
+    lacks is answered with one of the metrics it has."""
+    agent = BCAgent(short("bc", tmp_path, total_steps=4, eval_interval=4, checkpoint_interval=4))
+    with pytest.warns(UserWarning, match=r"\(e.g. 'eval/my_score'\)"):
+        history = agent.fit(small_data, rollout_eval=False, metric_fn=lambda a: {"my_score": 3.0})
+    (record,) = [h for h in history if "eval/my_score" in h]
+    assert record["eval/my_score"] == 3.0 and "eval/episodes" not in record

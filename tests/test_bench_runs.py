@@ -23,6 +23,7 @@ QUICK_RUN = dict(tiers=["mixed"], eval_interval=2, validation_episodes=4, test_e
 def test_quick_fills_only_the_flags_left_out_even_abbreviated(monkeypatch, tmp_path) -> None:
     seen = {}
     monkeypatch.setattr(benchmark, "run_benchmark", lambda **kwargs: seen.update(kwargs) or [])
+    (tmp_path / "table.md").write_text("| table |\n")  # what a bench leaves for the command to print
     assert main(["bench", "--step", "10", "--quick", "--out", str(tmp_path)]) == 0
     assert seen["total_steps"] == 10 and list(seen["tasks"]) == list(QUICK["tasks"]) and seen["seeds"] == QUICK["seeds"]
     assert main(["bench", "--quick", "--seeds", "2", "--tasks", "maze", "--out", str(tmp_path)]) == 0
@@ -69,8 +70,8 @@ def test_runs_are_reused_only_with_the_same_settings_and_the_count_is_said(tmp_p
 
 
 def _valid_run() -> dict:
-    return json.loads(Run("maze", "mixed", "bc", 0, 0, [2, 4], {None: [1.0, 2.0]}, [3.0, 4.0], [], 1.5,
-                          "abc").to_json())
+    return json.loads(Run("maze", "mixed", "bc", 0, 0, [2, 4], {(None, 0.0): [1.0, 2.0]}, [3.0, 4.0], [], 1.5,
+                          [0.0, 0.0], "abc").to_json())
 
 
 @pytest.mark.parametrize("content,problem", [
@@ -86,7 +87,7 @@ def test_a_damaged_stored_run_is_named_with_what_is_wrong(tmp_path, content, pro
     with pytest.raises(ValueError, match=rf"{path.name} is not a finished run of this benchmark \({problem}.*"
                                          "delete it and run the same command again to rerun that run"):
         run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, total_steps=2, **QUICK_RUN)
-    assert Run.read(_write(tmp_path / "ok.json", json.dumps(_valid_run()))).val == {None: [1.0, 2.0]}
+    assert Run.read(_write(tmp_path / "ok.json", json.dumps(_valid_run()))).val == {(None, 0.0): [1.0, 2.0]}
 
 
 def _write(path: Path, text: str) -> Path:

@@ -30,11 +30,11 @@ def _run(seed: int, knob: int, val: dict, test: list, betas: list = (), entry: s
 
 def test_the_training_knob_is_chosen_on_the_tuning_seeds_final_validation_score_never_on_test() -> None:
     runs = [
-        _run(0, 0, {None: [50.0, 60.0]}, [10.0, 99.0]),  # the best test score, not chosen
-        _run(0, 1, {None: [90.0, 70.0]}, [80.0, 20.0]),  # best validation early, not at the end
-        _run(0, 2, {None: [40.0, 80.0]}, [30.0, 50.0]),  # the best final validation score: chosen
-        _run(1, 2, {None: [70.0, 75.0]}, [60.0, 65.0]),
-        _run(1, 0, {None: [99.0, 99.0]}, [99.0, 99.0]),  # another seed's runs do not choose
+        _run(0, 0, {(None, None): [50.0, 60.0]}, [10.0, 99.0]),  # the best test score, not chosen
+        _run(0, 1, {(None, None): [90.0, 70.0]}, [80.0, 20.0]),  # best validation early, not at the end
+        _run(0, 2, {(None, None): [40.0, 80.0]}, [30.0, 50.0]),  # the best final validation score: chosen
+        _run(1, 2, {(None, None): [70.0, 75.0]}, [60.0, 65.0]),
+        _run(1, 0, {(None, None): [99.0, 99.0]}, [99.0, 99.0]),  # another seed's runs do not choose
     ]
     assert choose_knob(runs, tuning_seed=0) == 2
     assert choose_knob(runs, tuning_seed=3) is None
@@ -48,8 +48,8 @@ def test_the_training_knob_is_chosen_on_the_tuning_seeds_final_validation_score_
 
 def test_the_best_checkpoint_and_the_acting_beta_come_from_validation() -> None:
     runs = [
-        _run(0, 0, {4.0: [90.0, 60.0], 16.0: [70.0, 85.0]}, [40.0, 70.0], [4.0, 16.0], "ilql"),
-        _run(1, 0, {4.0: [50.0, 95.0], 16.0: [55.0, 60.0]}, [99.0, 91.0], [16.0, 4.0], "ilql"),
+        _run(0, 0, {(4.0, None): [90.0, 60.0], (16.0, None): [70.0, 85.0]}, [40.0, 70.0], [4.0, 16.0], "ilql"),
+        _run(1, 0, {(4.0, None): [50.0, 95.0], (16.0, None): [55.0, 60.0]}, [99.0, 91.0], [16.0, 4.0], "ilql"),
     ]
     row = summarize_cell(runs, grid_size=1, tuning_seed=0)
     assert row.knobs == "beta 16/4"  # the beta each seed's last evaluation chose
@@ -58,15 +58,17 @@ def test_the_best_checkpoint_and_the_acting_beta_come_from_validation() -> None:
 
 
 class _Switch:
-    """A stand-in agent: the optimal policy at beta 1, uniform random moves otherwise."""
+    """A stand-in agent: the optimal policy at beta 1 acting greedily, uniform random moves otherwise."""
 
     def __init__(self, task):
-        self.task, self.betas = task, []
+        self.task, self.betas, self.temperatures = task, [], []
 
-    def policy(self, obs, rng=None, *, beta=None):
+    def policy(self, obs, rng=None, *, beta=None, temperature=None):
         self.betas.append((beta, len(obs["length"])))
+        self.temperatures.append(temperature)
         rng = np.random.default_rng(0)
-        return (self.task.optimal_policy if beta == 1.0 else self.task.exploration_policy)(obs, rng)
+        good = beta == 1.0 and temperature in (None, 0.0)
+        return (self.task.optimal_policy if good else self.task.exploration_policy)(obs, rng)
 
 
 def test_scoring_picks_the_beta_on_validation_episodes_and_scores_test_episodes_with_it_alone() -> None:
@@ -81,6 +83,30 @@ def test_scoring_picks_the_beta_on_validation_episodes_and_scores_test_episodes_
     assert {beta for beta, envs in agent.betas if envs == 32} == {0.0, 1.0}
     plain = scoring_fn("randomwalks", (), validation_episodes=8, test_episodes=8)(agent)
     assert set(plain) == {"val", "test"}
+
+
+def test_the_acting_temperature_is_chosen_on_validation_beside_beta() -> None:
+    agent = _Switch(get_task("randomwalks"))
+    scores = scoring_fn("randomwalks", (0.0, 1.0), (1.0, 0.0), validation_episodes=16, test_episodes=24)(agent)
+    assert set(scores) == {"val@beta=0,temperature=1", "val@beta=0,temperature=0", "val@beta=1,temperature=1",
+                           "val@beta=1,temperature=0", "test", "beta", "temperature"}
+    assert (scores["beta"], scores["temperature"]) == (1.0, 0.0) and scores["test"] == pytest.approx(100.0)
+    assert agent.temperatures[-1] == 0.0  # the test rollout acted at the chosen temperature
+    greedy = scoring_fn("randomwalks", (), (0.0, 1.0), validation_episodes=8, test_episodes=8)(_Switch(agent.task))
+    assert set(greedy) == {"val@temperature=0", "val@temperature=1", "test", "temperature"}
+    assert ENTRIES["cql"].temperatures == () and all(ENTRIES[e].temperatures == (0.0, 1.0) for e in
+                                                     ("bc", "filtered_bc", "mc_returns", "ilql", "ilql_bc"))
+
+
+def test_score_names_carry_beta_and_temperature_and_read_back_exactly() -> None:
+    from agents.protocol import metric_name, score_key
+
+    for key, name in [(("val", 4.0, 0.0), "val@beta=4,temperature=0"), (("val", None, 1.0), "val@temperature=1"),
+                      (("val", 0.1234567891, None), "val@beta=0.1234567891"), (("test", None, None), "test")]:
+        assert metric_name(key) == name and score_key(name) == key
+    assert score_key(metric_name(("val", 1 / 3, 0.0))) == ("val", 1 / 3, 0.0)  # digits %g drops are kept
+    for other in ("beta", "temperature", "val_std", "val@", "val@beta=x", "val@top_k=4", "val@beta=1,beta=2"):
+        assert score_key(other) is None
 
 
 def test_validation_and_test_episodes_are_apart() -> None:
@@ -112,7 +138,8 @@ def test_the_harness_tunes_on_seed_0_starts_bc_entries_from_bc_and_never_redoes_
                   progress=False)
     rows = run_benchmark(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, tmp_path, **kwargs)
     runs = {p.stem.rsplit("__", 1)[0]: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
-    tuned = [runs[f"randomwalks-mixed__filtered_bc__k{k}__s0"]["val"][0][1][-1] for k in range(3)]
+    tuned = [max(scores[-1] for _, _, scores in runs[f"randomwalks-mixed__filtered_bc__k{k}__s0"]["val"])
+             for k in range(3)]  # at the acting temperature chosen at the end
     knob = int(np.argmax(tuned))
     assert set(runs) == {"randomwalks-mixed__bc__k0__s0", "randomwalks-mixed__bc__k0__s1",
                          "randomwalks-mixed__filtered_bc__k0__s0", "randomwalks-mixed__filtered_bc__k1__s0",
@@ -124,11 +151,22 @@ def test_the_harness_tunes_on_seed_0_starts_bc_entries_from_bc_and_never_redoes_
         config = load_yaml(work / "step_000004" / "agent" / "config.yaml", complete=True)
         assert config.model.model_path == str(bc_model_dir(plan, tmp_path / "work", "randomwalks", "mixed", seed))
     assert [r.entry for r in rows] == ["bc", "filtered_bc", "ilql_bc"]
-    assert rows[1].knobs == f"fraction {ENTRIES['filtered_bc'].grid[knob]['fraction']:g}"
-    assert rows[2].knobs.startswith("beta ") and rows[2].seeds == 2
+    assert rows[1].knobs.startswith(f"fraction {ENTRIES['filtered_bc'].grid[knob]['fraction']:g}, temperature ")
+    assert rows[2].knobs.startswith("beta ") and ", temperature " in rows[2].knobs and rows[2].seeds == 2
+    assert {(b, t) for b, t, _ in runs["randomwalks-mixed__bc__k0__s0"]["val"]} == {(None, 0.0), (None, 1.0)}
     csv_rows = read_csv(tmp_path / "runs.csv")
-    assert {r["split"] for r in csv_rows} == {"val", "test"} and {r["step"] for r in csv_rows} == {"2", "4"}
+    (data,) = [r for r in csv_rows if r["agent"] == "data"]
+    from agents.protocol import data_score
+    from textrl.data import make_dataset
+    assert float(data["score"]) == pytest.approx(data_score("randomwalks", make_dataset("textrl/randomwalks/mixed-v1")),
+                                                 abs=1e-4) and 80 < float(data["score"]) < 100
+    assert (data["seed"], data["step"], data["split"]) == ("0", "0", "test")
+    runs_csv = [r for r in csv_rows if r["agent"] != "data"]
+    assert {r["split"] for r in runs_csv} == {"val", "test"} and {r["step"] for r in runs_csv} == {"2", "4"}
     table = (tmp_path / "table.md").read_text()
+    gate = "converged" if rows[0].test_final.mean() >= float(data["score"]) - 5 else "**not converged**"
+    assert f"| randomwalks | mixed | data | the dataset's own episodes; BC within 5: {gate} | - | " \
+           f"{float(data['score']):.1f} |" in table
     assert "| randomwalks | mixed | ilql_bc | beta " in table and "±" in table
     assert (tmp_path / "scores_randomwalks.png").read_bytes()[:4] == b"\x89PNG"
     again = run_benchmark(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, tmp_path, **kwargs)
@@ -146,13 +184,13 @@ def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_p
     def save_then_interrupt(self):
         path = real_save(self)
         if self.state.step == 3:
-            raise KeyboardInterrupt  # Ctrl-C right after the run's first checkpoint
+            raise KeyboardInterrupt("Ctrl-C after the first checkpoint")
         return path
 
     kwargs = dict(tiers=["mixed"], total_steps=6, eval_interval=3, validation_episodes=4, test_episodes=4,
                   progress=False)
     monkeypatch.setattr(Trainer, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="Ctrl-C after the first checkpoint"):
         run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
     assert not list((tmp_path / "runs").glob("*.json"))
     monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
@@ -177,5 +215,40 @@ def test_ilql_is_compared_with_the_best_baseline_and_close_results_are_ties() ->
     rows = [row("bc", [80, 82, 78, 80]), row("cql", [90, 91, 89, 90]), row("ilql", [95, 96, 94, 95]),
             row("ilql_bc", [91, 80, 99, 90])]
     line = compare(rows).splitlines()[2]
-    assert line == "| maze | mixed | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |"
+    assert line == "| maze | mixed | - | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |"
+    assert compare(rows, {("maze", "mixed"): 85.0}).splitlines()[2] == (
+        "| maze | mixed | 85.0 | 95.0 | 90.0 | cql 90.0 | win (+5.0) | tie (+0.0) |")  # BC 80 is within 5 of 85
     assert "lose (-10.0)" in compare([row("bc", [90, 90, 90, 90]), row("ilql", [80, 80, 80, 80])])
+
+
+def test_a_cell_whose_bc_misses_its_data_by_more_than_5_is_not_converged_and_its_verdicts_do_not_count() -> None:
+    from agents.benchmark import compare, format_table
+    from agents.protocol import Summary, converged
+
+    def row(entry, finals):
+        finals = np.array(finals, dtype=float)
+        return Summary("wordle", "mixed", entry, "-", len(finals), finals, finals, finals, [1], finals[:, None])
+
+    bc, ilql = row("bc", [10, 12, 8, 10]), row("ilql", [30, 30, 30, 30])
+    assert converged(bc, 15.0) and not converged(bc, 15.1) and converged(None, 15.0) is None
+    data = {("wordle", "mixed"): 93.3}
+    line = compare([bc, ilql], data).splitlines()[2]
+    assert line == "| wordle | mixed | 93.3 | 30.0 | - | bc 10.0 | not counted: not converged, win (+20.0) | - |"
+    table = format_table([bc, ilql], data).splitlines()
+    assert table[2] == ("| wordle | mixed | data | the dataset's own episodes; BC within 5: **not converged** | - | "
+                        "93.3 | - | - |") and table[3].startswith("| wordle | mixed | bc |")
+    assert "converged | - | 12.0 |" in format_table([bc], {("wordle", "mixed"): 12.0})
+
+
+def test_worker_lines_name_their_run_and_repeats_are_dropped() -> None:
+    import io
+
+    from agents.benchmark import PrefixedLines
+
+    out = io.StringIO()
+    stream = PrefixedLines(out, "[maze-mixed__bc__k0__s1] ")
+    stream.write("eval/test=50 step=100\neval/test=50 step=100\n")
+    stream.write("eval/test=60 ")
+    stream.write("step=200\n")
+    assert out.getvalue().splitlines() == ["[maze-mixed__bc__k0__s1] eval/test=50 step=100",
+                                           "[maze-mixed__bc__k0__s1] eval/test=60 step=200"]

@@ -74,7 +74,8 @@ def test_a_crafted_pickle_checkpoint_is_never_unpickled(tmp_path) -> None:
             os.unlink(step / name)
     marker = tmp_path / "pwned"
     torch.save({"step": Payload(marker)}, step / "trainer_state.pt")
-    with pytest.raises(ValueError, match="is a pickle written by an older textrl: it is not loaded"):
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint at {run}: expected a step_N folder holding "
+                                                "trainer_state.json"):
         _resume(tmp_path, total_steps=6)
     assert not marker.exists()
 
@@ -167,7 +168,7 @@ def test_replacing_a_folder_never_leaves_it_missing(tmp_path, monkeypatch) -> No
 
     def killed_after_rename(src, dst):
         real_replace(src, dst)
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("killed after the rename")
 
     monkeypatch.setattr(textrl.io.os, "replace", killed_after_rename)
     with atomic_directory(best) as tmp:  # the swap is one rename: no os.replace, no window
@@ -175,7 +176,7 @@ def test_replacing_a_folder_never_leaves_it_missing(tmp_path, monkeypatch) -> No
     assert (best / "v").read_text() == "2" and sorted(os.listdir(tmp_path)) == ["best"]
 
     monkeypatch.setattr(textrl.io, "_exchange", lambda a, b: False)  # a filesystem without RENAME_EXCHANGE
-    with pytest.raises(KeyboardInterrupt), atomic_directory(best) as tmp:
+    with pytest.raises(KeyboardInterrupt, match="killed after the rename"), atomic_directory(best) as tmp:
         (tmp / "v").write_text("3")
     assert not best.exists()  # killed between moving the old folder aside and the new one in
     monkeypatch.setattr(textrl.io.os, "replace", real_replace)
@@ -222,10 +223,10 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys) -> None:
 
     def interrupt(model, step):
         if step == 5:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("Ctrl-C at step 5")
 
     learner.after_optimizer_step = interrupt
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="Ctrl-C at step 5"):
         Trainer(learner, Rows(), _config(tmp_path)).train()
     lines = capsys.readouterr().err.strip().splitlines()
     run = tmp_path / "run"

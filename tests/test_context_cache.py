@@ -8,7 +8,7 @@ import torch
 
 from agents import BCAgent, ILQLAgent
 from textrl import task_config
-from textrl.env import TokenEnv
+from textrl.env import TokenEnv, TokenVectorEnv
 from textrl.models import ContextCache
 from textrl.rollout import collect_episodes
 from textrl.tasks import get_task
@@ -131,7 +131,7 @@ def test_rows_with_different_appends_are_run_in_at_most_two_padded_forwards() ->
 
 def test_a_user_acting_on_unrelated_observations_gets_the_uncached_tokens() -> None:
     agent, task = untrained("maze", BCAgent)
-    envs = [task.make_vector_env(5), get_task("maze_po").make_vector_env(5)]
+    envs = [TokenVectorEnv(task, 5), TokenVectorEnv(get_task("maze_po"), 5)]
     rng = np.random.default_rng(0)
     latest = [env.reset(seed=s)[0] for s, env in enumerate(envs)]
     shown = []  # two envs in turn, now and then one row of a batch as a single observation, or a shuffled batch
@@ -184,7 +184,7 @@ def test_fit_and_a_new_model_drop_the_cached_contexts(tmp_path) -> None:
                                 checkpoint_dir=str(tmp_path), eval_interval=100))
     data = make_dataset("textrl/randomwalks/mixed-v1", num_episodes=40, progress=False)
     agent.fit(data)
-    obs = get_task("randomwalks").make_vector_env(4).reset(seed=0)[0]
+    obs = TokenVectorEnv(get_task("randomwalks"), 4).reset(seed=0)[0]
     agent.act(obs)
     assert agent._contexts is not None and agent._contexts.fed_tokens > 0
     agent.fit(data, total_steps=3, checkpoint_dir=str(tmp_path / "more"))  # the weights change: what was cached ran through the old ones

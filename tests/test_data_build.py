@@ -153,7 +153,7 @@ def test_interrupted_build_leaves_nothing_and_rebuilds(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(build, "CHUNK", 10)
     monkeypatch.setattr(task, "behaviour_policy", failing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="simulated interruption"):
         make_dataset(RW, num_episodes=60, progress=False)
     assert calls["n"] > 25
     with pytest.raises(FileNotFoundError, match="no local dataset"):
@@ -171,7 +171,7 @@ def test_interrupted_build_leaves_nothing_and_rebuilds(monkeypatch: pytest.Monke
     ("textrl/randomwalks/hard-v1", "unknown tier 'hard'"),
     ("x/randomwalks-v0", "malformed dataset id"),
     ("textrl/randomwalks/random-v0", "-v0 was built with step limits as truncations.*use textrl/randomwalks/random-v1"),
-    ("textrl/maze/mixed-v2", "-v2 does not exist .task datasets are at -v1.; use textrl/maze/mixed-v1"),
+    ("textrl/maze/mixed-v2", "-v2 does not exist .maze datasets are at -v1.; use textrl/maze/mixed-v1"),
     ("../../../escape/x-v0", "leaves the datasets root"),
     ("textrl/../../x-v0", "leaves the datasets root"),
     ("/tmp/abs/x-v0", "leaves the datasets root"),

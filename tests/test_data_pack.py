@@ -1,6 +1,5 @@
 """Packing: rows match the Minari episodes, the cache, normalisation, batches, subsets and validation."""
 
-import importlib
 import json
 import math
 import shutil
@@ -14,13 +13,13 @@ import torch
 from gymnasium import spaces
 from minari.data_collector import EpisodeBuffer
 
+import textrl.data.cache as cache_module
 from textrl.data import PackedDataset, check_vocab, load, load_tokenizer, make_dataset, pack
-from textrl.data.packed import BATCH_KEYS, normalizer
+from textrl.data.packed_dataset import BATCH_KEYS, normalizer
 from textrl.data.store import folder_of
 from textrl.tasks import get_task
 
 MAZE = "textrl/maze/mixed-v1"
-pack_module = importlib.import_module("textrl.data.pack")  # the module, not the function
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +82,14 @@ def test_a_batch_is_trimmed_to_its_longest_row(maze) -> None:
 def test_a_second_pack_reads_nothing_from_minari(maze, monkeypatch: pytest.MonkeyPatch) -> None:
     first = pack(maze)
     reads = []
-    real_read = pack_module.read_packed_arrays
-    monkeypatch.setattr(pack_module, "read_packed_arrays", lambda *a, **k: reads.append(1) or real_read(*a, **k))
-    monkeypatch.setattr(pack_module, "_Episodes", lambda *a, **k: pytest.fail("Minari's episodes were read"))
+    real_read = cache_module.read_packed_arrays
+    monkeypatch.setattr(cache_module, "read_packed_arrays", lambda *a, **k: reads.append(1) or real_read(*a, **k))
+    monkeypatch.setattr(cache_module, "_HDF5EpisodeReader", lambda *a, **k: pytest.fail("Minari's episodes were read"))
     again = pack(maze.spec.dataset_id)
     assert reads == []
     assert (again.batch(torch.arange(60)) == first.batch(torch.arange(60))).all()
     monkeypatch.undo()
-    monkeypatch.setattr(pack_module, "read_packed_arrays", lambda *a, **k: reads.append(1) or real_read(*a, **k))
+    monkeypatch.setattr(cache_module, "read_packed_arrays", lambda *a, **k: reads.append(1) or real_read(*a, **k))
     other_pad = pack(maze, pad_token_id=1)  # another packing option is another cache entry
     assert reads == [1] and other_pad.pad_token_id == 1
     assert (other_pad.batch([0, 1])["input_ids"] != first.batch([0, 1])["input_ids"]).any()
@@ -115,8 +114,8 @@ def test_an_interrupted_cache_write_leaves_no_cache(maze, tmp_path: Path, monkey
     def die(*args, **kwargs):
         raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(pack_module, "save_arrays", die)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(cache_module, "save_arrays", die)
+    with pytest.raises(KeyboardInterrupt, match="simulated interruption"):
         pack(copy)
     monkeypatch.undo()
     assert list((copy / "packed").glob("*/info.json")) == [] and not list((copy / "packed").glob(".*"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from textrl.data import build_info, from_samples, load_tokenizer, pack
+from textrl.data import build_info, from_samples, load, load_tokenizer, pack
 
 WORDS = ["<pad>", "<eos>", "q", "a", "b", "c", "user", "bot", "yes", "no", "ok", "again"]
 
@@ -174,11 +174,24 @@ def test_bad_samples_get_clear_errors(samples, rewards, kwargs, error, message) 
 
 def test_a_failed_import_leaves_the_id_free() -> None:
     tok = word_tokenizer()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sample 1 is longer than max_length=4 tokens"):
         from_samples(["q a", "q a b c"], [1.0, 2.0], tok, "imported/retry-v0", max_length=4, progress=False)
     assert from_samples(["q a"], [1.0], tok, "imported/retry-v0", progress=False).total_episodes == 1
     with pytest.raises(FileExistsError, match="already exists"):
         from_samples(["q a"], [1.0], tok, "imported/retry-v0", progress=False)
+
+
+def test_overwrite_replaces_a_dataset_and_a_failed_overwrite_keeps_the_old_one() -> None:
+    tok = word_tokenizer()
+    from_samples(["q a"], [1.0], tok, "imported/again-v0", progress=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        from_samples(["q a"], [1.0], tok, "imported/again-v0", progress=False)
+    with pytest.raises(ValueError):
+        from_samples(["q a", "q a b c"], [1.0, 2.0], tok, "imported/again-v0", max_length=4, progress=False,
+                     overwrite=True)
+    assert load("imported/again-v0").total_episodes == 1
+    again = from_samples(["q a", "q b"], [1.0, 2.0], tok, "imported/again-v0", progress=False, overwrite=True)
+    assert again.total_episodes == 2 and load("imported/again-v0").total_episodes == 2
 
 
 def test_readme_bring_your_own_text_agent_learns_to_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,8 +46,20 @@ def sample(n: int, seed: int) -> np.ndarray:
 def play(task: EndgamesTask, fen_board: str, moves: list[str], **options) -> list[tuple]:
     """Step a single env from a board through UCI moves; (obs, reward, terminated, truncated) per step."""
     env = TokenEnv(task)
-    env.reset(options={"prompt": " ".join(fen_board) + " w"})
+    env.reset(options={"prompt": written(fen_board)})
     return [env.step(task.token_to_id[m])[:4] for m in moves]
+
+
+def written(fen_board: str) -> str:
+    """A FEN board field as the env writes a position: one token per square, then "w"."""
+    return " ".join(eg.expand_board_fen(fen_board)) + " w"
+
+
+def last_position(task: EndgamesTask, obs: dict) -> str:
+    """The FEN board field of the last position in an observation."""
+    end = int(obs["length"])
+    assert task.vocab[int(obs["input_ids"][end - 1])] == "w"
+    return eg.collapse_board(task.decode(obs["input_ids"][end - 65:end - 1]).replace(" ", ""))
 
 
 # ---------------------------------------------------------------------- vocabulary and move generation
@@ -55,7 +67,7 @@ def play(task: EndgamesTask, fen_board: str, moves: list[str], **options) -> lis
 
 def test_vocabulary_holds_every_uci_move(task):
     moves = eg.uci_moves()
-    assert len(moves) == len(set(moves)) == 1968 and task.vocab_size == 1992
+    assert len(moves) == len(set(moves)) == 1968 and task.vocab_size == 1984
     assert all(chess.Move.from_uci(m).uci() == m for m in moves)
     for fen in (chess.STARTING_FEN, "r3k2r/1P4P1/8/8/8/8/1p4p1/R3K2R w KQkq - 0 1",
                 "r3k2r/1P4P1/8/8/8/8/1p4p1/R3K2R b KQkq - 0 1"):
@@ -101,14 +113,20 @@ def test_single_move_legality_matches_python_chess():
         assert {(int(frm[k]), int(to[k])) for k in np.flatnonzero(ok[r])} == legal
 
 
-def test_prompt_length_bound_holds_and_is_reached(task):
+def test_positions_are_written_one_token_per_square_as_python_chess_fen(task):
     index = sample(3000, 7)
-    p = np.zeros(len(index), dtype=int)
-    legal = index[tb.is_legal(p, *tb.split_index(index), True)]
-    lengths = [len(task.prompt_of(0, int(i))) for i in legal]
-    assert max(lengths) <= eg.PROMPT_MAX
-    widest = task.prompt_of(0, int(tb.position_index(chess.B2, chess.D3, chess.F6)))  # 1K6, 3Q4, 5k2
-    assert len(widest) == eg.PROMPT_MAX == task.max_length - 2 * task.max_moves
+    piece = np.arange(len(index)) % 2
+    legal = tb.is_legal(piece, *tb.split_index(index), True)
+    piece, index = piece[legal], index[legal]
+    tokens = task.position_tokens(piece, *tb.split_index(index))
+    assert tokens.shape == (len(index), eg.POSITION_TOKENS) and task.max_length == 66 * task.max_moves
+    for r in range(0, len(index), 7):
+        fen = board(int(piece[r]), int(index[r])).board_fen()
+        assert task.decode(tokens[r]) == written(fen) and eg.collapse_board(eg.expand_board_fen(fen)) == fen
+    read = task.read_positions(tokens[:, :-1])
+    assert read[-1].all()
+    for got, want in zip(read[:4], (piece, *tb.split_index(index))):
+        np.testing.assert_array_equal(got, want)
 
 
 # ---------------------------------------------------------------------- tablebase
@@ -225,39 +243,77 @@ def test_stalemate_ends_with_zero(task):
 def test_black_takes_the_hanging_piece_and_the_game_is_drawn(task):
     (obs, reward, terminated, truncated), = play(task, "4k3/8/8/8/8/8/8/3QK3", ["d1d7"])
     assert (reward, terminated, truncated) == (0.0, True, False)
-    assert task.decode(obs["input_ids"][obs["length"] - 2:obs["length"]]) == "d1d7 e8d7"
     b = chess.Board("4k3/8/8/8/8/8/8/3QK3 w - - 0 1")
     b.push_uci("d1d7")
     b.push_uci("e8d7")
     assert b.is_insufficient_material()
+    assert task.decode(obs["input_ids"][obs["length"] - 66:obs["length"] - 65]) == "d1d7"
+    assert last_position(task, obs) == b.board_fen()  # the reply is shown, then the game ends
 
 
 def test_black_resists_longest_and_the_budget_is_a_termination():
     task = get_task("endgames", max_moves=2)
-    assert task.max_length == eg.PROMPT_MAX + 4
+    assert task.max_length == 2 * 66
     steps = play(task, "8/8/8/3k4/8/8/8/R3K3", ["a1a2", "a2a3"])
     (obs, reward, terminated, truncated) = steps[0]
     assert (reward, terminated, truncated) == (0.0, False, False)
-    reply = task.decode(obs["input_ids"][obs["length"] - 1:obs["length"]])
     b = chess.Board("8/8/8/3k4/8/8/8/R3K3 w - - 0 1")
     b.push_uci("a1a2")
     table = tb.load("KRvK")
     lengths = {}
     for m in b.legal_moves:
         b.push(m)
-        lengths[m.uci()] = int(table.dtm_w[index_of(b)])
+        lengths[b.board_fen()] = int(table.dtm_w[index_of(b)])
         b.pop()
-    assert lengths[reply] == max(lengths.values())
+    assert lengths[last_position(task, obs)] == max(lengths.values())  # the board shows black's reply
     assert steps[1][1:] == (0.0, True, False)  # the budget: terminated, never truncated
     assert steps[1][0]["length"] == steps[0][0]["length"] + 1  # no reply after the last move
 
 
-@pytest.mark.parametrize("prompt", ["8 / 8 / 8 / 3 k 4 / 8 / 8 / 8 / R 3 K 3", "8 / 8 / 8 / 3 k 4 / 8 / 8 / 8 / R R K 2 w",
-                                    "8 / 8 / 8 / 3 k 4 / 8 / 8 / 8 / R 3 K w", "k 7 / 8 / 8 / 8 / 8 / 8 / 8 / R 3 K 3 w",
-                                    "8 / 8 / 8 / 3 k 4 / 8 / 8 / 8 / e1e2 w"])
+def test_every_black_reply_is_followed_by_the_position_python_chess_reaches(task):
+    n = 16
+    rng = np.random.default_rng(5)
+    vec = TokenVectorEnv(task, n)
+    obs, _ = vec.reset(seed=1)
+    boards = [chess.Board(last_position(task, {k: v[r] for k, v in obs.items()}) + " w - - 0 1") for r in range(n)]
+    live = np.ones(n, dtype=bool)
+    while live.any():
+        actions = task.behaviour_policy(0.5)(obs, rng)
+        obs, reward, terminated, truncated, _ = vec.step(actions)
+        for r in np.flatnonzero(live):
+            o = {k: v[r] for k, v in obs.items()}
+            boards[r].push_uci(task.vocab[int(actions[r])])
+            if terminated[r] and task.vocab[int(o["input_ids"][o["length"] - 1])] != "w":
+                assert boards[r].is_checkmate() or boards[r].is_stalemate() or len(boards[r].move_stack) == 2 * task.max_moves - 1
+                live[r] = False
+                continue
+            # the move token, then one legal black reply away: the position as python-chess has it
+            assert task.decode(o["input_ids"][o["length"] - 66:o["length"] - 65]) == task.vocab[int(actions[r])]
+            (reply,) = [m for m in boards[r].legal_moves if _after(boards[r], m) == last_position(task, o)]
+            boards[r].push(reply)
+            live[r] &= not terminated[r]
+    assert obs["length"].max() > 66 * 5
+
+
+def test_endgames_v0_and_its_datasets_are_refused():
+    with pytest.raises(ValueError, match=r"Endgames-v0 is retired: .*appended after every black reply.*"
+                                         r"use textrl/Endgames-v1"):
+        get_task("textrl/Endgames-v0")
+    with pytest.raises(ValueError, match=r"-v1 was played on textrl/Endgames-v0.*use textrl/endgames/mixed-v2"):
+        make_dataset("textrl/endgames/mixed-v1")
+
+
+@pytest.mark.parametrize("prompt", [
+    " ".join(eg.expand_board_fen("8/8/8/3k4/8/8/8/R3K3")),  # no side token
+    written("8/8/8/3k4/8/8/8/RR2K3"),  # two rooks
+    written("8/8/8/3k4/8/8/8/R3K3")[2:],  # 63 squares
+    written("8/8/8/8/8/8/3k4/R3K3"),  # the kings touch
+    written("8/8/8/3k4/8/8/8/R3K3").replace("R", "e1e2"),  # a move among the squares
+    written("k7/8/8/8/8/8/8/R3K3"),  # black in check with white to move
+])
 def test_bad_prompts_are_refused(task, prompt):
     env = TokenEnv(task)
-    with pytest.raises(ValueError, match="FEN|legal K"):
+    with pytest.raises(ValueError, match="64 square tokens|legal K"):
         env.reset(options={"prompt": prompt})
 
 
@@ -268,14 +324,17 @@ def test_start_splits_are_disjoint_up_to_symmetry_and_need_five_moves(task):
     train = get_task("endgames", split="train")
     assert task.dataset_task().split == "train" and task.dataset_task().starts == train.starts
     assert train.dataset_task().split == "train"
-    assert len(task.starts) == 2 * eg.EVAL_STARTS and len(train.starts) == 2 * eg.TRAIN_STARTS
+    assert len(task.starts) == 2 * eg.EVAL_STARTS and len(train.starts) == 269_200
     for material in MATERIALS:
         table = tb.load(material)
         splits = eg.start_positions(material)
         canonical = {k: set(eg.transform(v[None], np.arange(8)[:, None]).min(0).tolist()) for k, v in splits.items()}
-        assert not canonical["eval"] & canonical["train"]
-        assert len(canonical["eval"]) == eg.EVAL_STARTS and len(canonical["train"]) == eg.TRAIN_STARTS
-        assert (table.dtm_w[splits["eval"]] >= 9).all() and (table.dtm_w[splits["train"]] >= 9).all()
+        assert not canonical["eval"] & canonical["train"] and len(canonical["eval"]) == eg.EVAL_STARTS
+        # training holds every mate-in->=5 position outside the evaluation classes
+        candidates = np.flatnonzero(table.dtm_w >= 9)
+        in_eval = np.isin(eg.transform(candidates[None], np.arange(8)[:, None]).min(0), list(canonical["eval"]))
+        np.testing.assert_array_equal(np.sort(splits["train"]), candidates[~in_eval])
+        assert (table.dtm_w[splits["eval"]] >= 9).all()
         assert not set(splits["valid"].tolist()) & set(splits["test"].tolist())
         assert sorted([*splits["valid"], *splits["test"]]) == sorted(splits["eval"])
     valid, test = get_task("endgames", split="valid"), get_task("endgames", split="test")
@@ -288,7 +347,7 @@ def test_start_splits_are_disjoint_up_to_symmetry_and_need_five_moves(task):
 
 
 def test_optimal_play_mates_every_evaluation_start_in_the_tablebase_depth(task):
-    prompts = [task.decode(p) for p in task._start_prompts]
+    prompts = [task.decode(task.prompt_of(p, i)) for p, i in task.starts]
     env = TokenVectorEnv(task, len(prompts))
     obs, _ = env.reset(seed=0, options={"prompts": prompts})
     rng = np.random.default_rng(0)
@@ -337,10 +396,10 @@ def test_ref_min_is_the_uniform_policy_value(task):
     for piece, i in (short.starts[0], short.starts[-1]):
         exact = eg.uniform_values(MATERIALS[piece], 3, task.vocab_size)[i]
         assert exact == pytest.approx(uniform_value_by_search(short, board(piece, i), 3), abs=1e-14)
-    assert task.ref_min_score == pytest.approx(-0.9991827678912832, abs=1e-15)
+    assert task.ref_min_score == pytest.approx(-0.9991794183496956, abs=1e-15)
     assert task.ref_min_score < short.ref_min_score  # more moves, more chances of an illegal token
     result = evaluate(task.random_policy, task, num_episodes=512, seed=1)
-    assert result.mean_return <= -0.99 and result.lengths.max() <= 3
+    assert result.mean_return <= -0.99 and result.lengths.max() <= 1 + 66 * 2
 
 
 def test_exploration_is_uniform_over_legal_moves_and_tiers_mix(task):
@@ -361,7 +420,7 @@ def test_exploration_is_uniform_over_legal_moves_and_tiers_mix(task):
 
 
 def test_registered_env_evaluates_on_the_evaluation_split_and_passes_check_env(task):
-    env = gymnasium.make("textrl/Endgames-v0")
+    env = gymnasium.make("textrl/Endgames-v1")
     assert env.unwrapped.task is task and env.unwrapped.task.split == "eval"
     check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=0)
@@ -396,20 +455,20 @@ def test_vector_env_matches_single_envs(task):
 
 @pytest.fixture(scope="module")
 def small_data():
-    return make_dataset("textrl/endgames/mixed-n60-v1", progress=False)
+    return make_dataset("textrl/endgames/mixed-n60-v2", progress=False)
 
 
 def test_dataset_builds_on_the_training_starts_and_loads_with_minari(small_data, task):
-    loaded = minari.load_dataset("textrl/endgames/mixed-n60-v1")
+    loaded = minari.load_dataset("textrl/endgames/mixed-n60-v2")
     assert loaded.total_episodes == 60
-    assert env_id_of(loaded) == "textrl/Endgames-v0"
+    assert env_id_of(loaded) == "textrl/Endgames-v1"
     assert loaded.storage.metadata["ref_min_score"] == task.ref_min_score
     assert loaded.storage.metadata["ref_max_score"] == 1.0
     train = get_task("endgames", split="train")
-    train_prompts = {task.decode(p) for p in train._start_prompts}
-    eval_prompts = {task.decode(p) for p in task._start_prompts}
-    prompts = [m["options"]["prompt"] for m in loaded.storage.get_episode_metadata(range(60))]
-    assert set(prompts) <= train_prompts and not set(prompts) & eval_prompts
+    prompts = np.array([task.encode(m["options"]["prompt"]) for m in loaded.storage.get_episode_metadata(range(60))])
+    piece, wk, wx, bk, ok = task.read_positions(prompts[:, :-1])
+    starts = set(zip(piece.tolist(), tb.position_index(wk, wx, bk).tolist()))
+    assert ok.all() and starts <= set(train.starts) and not starts & set(task.starts)
     for episode in loaded.iterate_episodes(range(5)):
         assert episode.terminations[-1] and not episode.truncations.any()
 
@@ -423,7 +482,7 @@ def test_bc_and_ilql_fit_and_act(small_data, agent, tmp_path):
     model = AGENTS[agent](cfg)
     history = model.fit(small_data)
     assert any("eval/score" in h for h in history)
-    env = gymnasium.make("textrl/Endgames-v0")
+    env = gymnasium.make("textrl/Endgames-v1")
     obs, _ = env.reset(seed=0)
     assert env.action_space.contains(model.act(obs))
 
@@ -442,25 +501,34 @@ def test_stockfish_task_without_the_binary_says_how_to_get_it(monkeypatch, tmp_p
 
 @needs_stockfish
 def test_stockfish_opponent_replies_legally_and_optimal_white_still_mates():
-    task = get_task("textrl/EndgamesStockfish-v0")
+    task = get_task("textrl/EndgamesStockfish-v1")
     assert (task.ref_min_score, task.ref_max_score) == (get_task("endgames").ref_min_score, 1.0)
-    env = gymnasium.make("textrl/EndgamesStockfish-v0")
+    env = gymnasium.make("textrl/EndgamesStockfish-v1")
     texts = []
     for start in (0, len(task.starts) - 1):
         for _ in range(2):  # the same game twice: the engine's replies are deterministic
-            prompt = task.decode(task._start_prompts[start])
+            prompt = task.decode(task.prompt_of(*task.starts[start]))
             obs, info = env.reset(options={"prompt": prompt})
             depth = (tb.load(MATERIALS[task.starts[start][0]]).dtm_w[task.starts[start][1]] + 1) // 2
-            b = chess.Board(prompt.replace(" ", "")[:-1] + " w - - 0 1")
+            b = chess.Board(eg.collapse_board(prompt.replace(" ", "")[:-1]) + " w - - 0 1")
             for _ in range(depth):
-                obs, reward, terminated, truncated, info = env.step(int(task.optimal_policy(
-                    {k: np.asarray(v)[None] for k, v in obs.items()}, np.random.default_rng(0))[0]))
-                moves = task.decode(obs["input_ids"][obs["length"] - (1 if terminated else 2):obs["length"]]).split()
-                for m in moves:
-                    assert chess.Move.from_uci(m) in b.legal_moves
-                    b.push_uci(m)
+                move = int(task.optimal_policy({k: np.asarray(v)[None] for k, v in obs.items()},
+                                               np.random.default_rng(0))[0])
+                obs, reward, terminated, truncated, info = env.step(move)
+                b.push_uci(task.vocab[move])
                 if terminated:
                     break
+                replies = [m for m in b.legal_moves if _after(b, m) == last_position(task, obs)]
+                assert len(replies) == 1  # the shown board is one legal black reply away
+                b.push(replies[0])
             assert (reward, terminated, truncated) == (1.0, True, False) and b.is_checkmate()
             texts.append(info["text"])
     assert texts[0] == texts[1] and texts[2] == texts[3]
+
+
+def _after(b: chess.Board, move: chess.Move) -> str:
+    """The board field after a move (the board itself unchanged)."""
+    b.push(move)
+    fen = b.board_fen()
+    b.pop()
+    return fen

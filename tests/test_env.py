@@ -169,7 +169,7 @@ def test_invalid_action_does_not_corrupt_episode(name):
     obs, _ = env.reset(seed=42)
     obs_ref, _ = ref.reset(seed=42)
     for bad in (task.vocab_size, -3, 3.0, "up", np.array([1, 2])):
-        with pytest.raises((TypeError, ValueError)):
+        with pytest.raises((TypeError, ValueError), match=r"action .* (is outside the action space|is not a token id)"):
             env.step(bad)
     done = False
     while not done:
@@ -186,12 +186,12 @@ def test_invalid_action_does_not_corrupt_episode(name):
 def test_step_after_end_or_before_reset_raises():
     task = get_task("randomwalks")
     env = TokenEnv(task)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"after the episode ended: call reset\(\) first"):
         env.step(node(1))
     env.reset(seed=0)
     _, reward, terminated, truncated, _ = env.step(task.eos_id)
     assert terminated and not truncated and reward == 0.0
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"after the episode ended: call reset\(\) first"):
         env.step(node(1))
     # reset makes it steppable again
     obs, _ = env.reset(seed=0)
@@ -205,11 +205,11 @@ def test_reset_with_bad_prompts(name):
     env = TokenEnv(task)
     with pytest.raises(ValueError, match="unknown token"):
         env.reset(options={"prompt": "no_such_token"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the vocabulary"):
         env.reset(options={"prompt": [task.vocab_size]})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a prompt must hold 1 to"):
         env.reset(options={"prompt": [task.eos_id] * (task.max_length + 1)})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a prompt must hold 1 to .* got 0"):
         env.reset(options={"prompt": []})
     for not_ids in (5, [3.0], [True], ["3"]):
         with pytest.raises(TypeError, match="list of int token ids"):
@@ -222,24 +222,24 @@ def test_reset_with_bad_prompts(name):
 def test_randomwalks_prompt_too_long_or_goal():
     task = get_task("randomwalks")
     env = TokenEnv(task)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a prompt must hold 1 to 10 tokens, got 11"):
         env.reset(options={"prompt": " ".join(["3"] * (task.max_length + 1))})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one start node other than 0 .* got '3 5'"):
         env.reset(options={"prompt": "3 5"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one start node other than 0 .* got '0'"):
         env.reset(options={"prompt": "0"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one start node other than 0 .* got '0'"):
         env.reset(options={"prompt": [node(0)]})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one start node other than 0 .* got '<eos>'"):
         env.reset(options={"prompt": "<eos>"})
 
 
 def test_maze_prompt_must_be_a_start():
     task = get_task("maze")
     env = TokenEnv(task)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a start observation of maze: 'goal 8,6 pos 8,6"):
         env.reset(options={"prompt": maze_prompt(8, 6)})  # the goal is not a start
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a start observation of maze: 'goal 8,6 pos 1,1 w0000'"):
         env.reset(options={"prompt": "goal 8,6 pos 1,1 w0000"})  # wrong walls
     _, info = env.reset(options={"prompt": maze_prompt(5, 3)})
     assert info["prompt"] == maze_prompt(5, 3)
@@ -324,7 +324,7 @@ def test_randomwalks_ten_nodes_without_arrival_terminates():
         assert reward == 0.0 and not truncated
         assert terminated == (k == 10)  # the node limit is part of the task: scored 0, nothing to bootstrap
     assert obs["length"] == 10 == task.max_length
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"after the episode ended: call reset\(\) first"):
         env.step(node(0))
 
 
@@ -395,7 +395,7 @@ def test_render_ansi_and_info(name):
     assert text.startswith(prompt_text + " ")
     assert len(text.split()) == obs["length"]
     assert TokenEnv(task).render() is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="render_mode must be None or 'ansi', got 'human'"):
         TokenEnv(task, render_mode="human")
 
 
@@ -449,7 +449,7 @@ def test_vector_env_reset_seed_list_and_prompts():
     prompts = [maze_prompt(1, 1), maze_prompt(5, 3), maze_prompt(7, 6)]
     obs, _ = venv.reset(options={"prompts": prompts})
     assert [task.decode(obs["input_ids"][i, :obs["length"][i]]) for i in range(3)] == prompts
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"options\['prompts'\] must hold 3 prompts, got 2"):
         venv.reset(options={"prompts": prompts[:2]})
 
 
@@ -459,7 +459,7 @@ def test_env_construction_errors():
         TokenEnv(task, max_steps=5)  # options belong to the task, not next to a Task object
     with pytest.raises(TypeError, match="max_steps"):
         TokenVectorEnv(task, 2, max_steps=5)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="task must be a Task or a task name/env id, got int"):
         TokenEnv(42)
     assert TokenVectorEnv("maze", 2, max_steps=5).task.max_steps == 5
     venv = TokenVectorEnv(task, 3)
@@ -482,7 +482,7 @@ def test_vector_env_invalid_actions():
     before = venv.reset(seed=0)[0]
     for bad in (np.array([2, 3], dtype=np.int64), np.array([[2, 3, 4]]), np.array([2.0, 3.0, 4.0]),
                 [2, 3], np.array(["2", "3", "4"]), np.array([2, 3, task.vocab_size]), np.array([-1, 2, 3])):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"actions (must be an integer array of shape \(3,\)|\[-?\d+\] are outside the action space)"):
             venv.step(bad)
     # the episodes are untouched: a valid step behaves as from the reset state
     ref = TokenVectorEnv(task, 3)
@@ -494,5 +494,18 @@ def test_vector_env_invalid_actions():
     np.testing.assert_array_equal(out[1], out_ref[1])
     np.testing.assert_array_equal(out[2], out_ref[2])
     assert before["length"].tolist() == [1, 1, 1]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_envs must be at least 1, got 0"):
         TokenVectorEnv(task, 0)
+
+
+@pytest.mark.parametrize("code", [
+    "import gymnasium\nenv = gymnasium.make('textrl:textrl/Maze-v1')",  # the module prefix imports textrl itself
+    "import gymnasium, textrl\ngymnasium.register_envs(textrl)\nenv = gymnasium.make('textrl/Maze-v1')",
+])
+def test_gymnasium_idioms_make_an_env_in_a_fresh_interpreter(code: str) -> None:
+    import subprocess
+    import sys
+
+    probe = code + "\nobs, info = env.reset(seed=0)\nprint(type(env.unwrapped).__name__, info['prompt'].split()[0])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["TokenEnv", "goal"]

@@ -1,4 +1,4 @@
-"""Parity of `textrl.models.ilql_loss` with trlx's ILQL equations, written here independently in float64.
+"""Parity of `textrl.methods.ilql_loss` with trlx's ILQL equations, written here independently in float64.
 
 The reference follows trlx's formulation: heads evaluated at every position, then gathered at the
 action and state indices; a done mask whose first A entries mark the loss's actions and whose
@@ -18,7 +18,8 @@ from textrl.config import ModelConfig
 from textrl.data import pack
 from textrl.data.writer import write_dataset
 from textrl.env import observation_space
-from textrl.models import ValueModel, ilql_loss, load_backbone
+from textrl.methods import ilql_loss
+from textrl.models import ValueModel, load_backbone
 from textrl.presets import tiny_model_config
 from textrl.rollout import Episode
 

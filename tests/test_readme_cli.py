@@ -1,8 +1,9 @@
 """The documented uses cannot drift: README's code runs, its commands exist, CI runs its test command."""
 
 import re
+import shutil
 import subprocess
-import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch) -> None:
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["history"] and namespace["terminated"] or namespace["truncated"]
-    assert namespace["dataset"].total_episodes == 32  # the last block imported its 32 samples
+    assert namespace["dataset"].total_episodes == 60  # the last block (your own text) imported its 60 samples
 
 
 def test_quick_start_is_two_commands_and_ci_runs_the_test_one() -> None:
@@ -57,7 +58,9 @@ def test_cli_help_config_and_errors(capsys) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "textrl.cli", "config"], capture_output=True, text=True, check=True)
+    script = shutil.which("textrl", path=sysconfig.get_path("scripts"))  # beside this interpreter, not elsewhere on PATH
+    assert script is not None, f"no textrl console script in {sysconfig.get_path('scripts')}: pip install -e ."
+    out = subprocess.run([script, "config"], capture_output=True, text=True, check=True)
     assert "tau: 0.7" in out.stdout
 
 

@@ -8,6 +8,7 @@ from transformers import AutoModelForSeq2SeqLM, GPT2Config, T5Config
 from agents import ILQLAgent
 from textrl import make_dataset, pack, task_config
 from textrl.config import ModelConfig
+from textrl.methods import shifted_log_probs
 from textrl.models import ValueModel, decode, load_backbone
 from textrl.models.value_model import split_prompt
 from textrl.tasks import get_task
@@ -59,7 +60,7 @@ def test_greedy_beta_zero_equals_generate_and_cache_changes_nothing(model: Value
 
     def greedy(use_cache: bool) -> torch.Tensor:
         return decode(model.backbone, ids, mask, max_new_tokens=6, top_k=0, temperature=0.0,
-                      score_fn=lambda h, logits: model.heads.shifted_log_probs(h, logits, 0.0),
+                      score_fn=lambda h, logits: shifted_log_probs(model.heads, h, logits, 0.0),
                       eos_token_id=EOS, pad_token_id=PAD, use_cache=use_cache)
 
     ours = greedy(True)
@@ -68,7 +69,7 @@ def test_greedy_beta_zero_equals_generate_and_cache_changes_nothing(model: Value
     assert torch.equal(ours, reference[:, : ours.shape[1]])
     assert torch.equal(greedy(False), ours)
     shifted = decode(model.backbone, ids, mask, max_new_tokens=6, top_k=0, temperature=0.0,
-                     score_fn=lambda h, logits: model.heads.shifted_log_probs(h, logits, 1e4),
+                     score_fn=lambda h, logits: shifted_log_probs(model.heads, h, logits, 1e4),
                      eos_token_id=None, pad_token_id=PAD)
     h = model.backbone(input_ids=ids, attention_mask=mask, decoder_input_ids=torch.full((2, 1), START),
                        output_hidden_states=True).decoder_hidden_states[-1][:, 0]

@@ -92,11 +92,11 @@ def test_randomwalks_graph_matches_trlx():
 
 
 def test_randomwalks_invalid_construction():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RandomWalks needs n_nodes >= 2, max_nodes >= 2 and 0 < p_edge <= 1"):
         RandomWalksTask(n_nodes=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RandomWalks needs n_nodes >= 2, max_nodes >= 2 and 0 < p_edge <= 1"):
         RandomWalksTask(p_edge=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RandomWalks needs n_nodes >= 2, max_nodes >= 2 and 0 < p_edge <= 1"):
         RandomWalksTask(max_nodes=1)
 
 
@@ -305,7 +305,7 @@ def test_behaviour_policy_epsilon_one_maze_is_uniform_move(name):
 
 @pytest.mark.parametrize("eps", [-0.1, 1.01, 2.0, float("nan")])
 def test_behaviour_policy_invalid_epsilon(eps):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"epsilon must lie in \[0, 1\], got"):
         get_task("randomwalks").behaviour_policy(eps)
 
 
@@ -394,10 +394,15 @@ def test_brackets_episode_rewards():
     assert env.render() is None and int(env._ep.length[0]) == task.max_length
 
 
-@pytest.mark.parametrize("prompt", [") (", "( ]", "( )", "<eos>", "( <pad>", "( ( ( ( ( ( (", "( ( ( ( [ ] [ ] [ ]"])
-def test_brackets_bad_prompts(prompt):
+NOT_A_PREFIX, TOO_LONG = "a Brackets prompt is a prefix of a well-nested bracket string", "do not fit in max_length 13"
+
+
+@pytest.mark.parametrize(("prompt", "message"), [(") (", NOT_A_PREFIX), ("( ]", NOT_A_PREFIX), ("( )", NOT_A_PREFIX),
+                                                 ("<eos>", NOT_A_PREFIX), ("( <pad>", NOT_A_PREFIX),
+                                                 ("( ( ( ( ( ( (", TOO_LONG), ("( ( ( ( [ ] [ ] [ ]", TOO_LONG)])
+def test_brackets_bad_prompts(prompt, message):
     env = TokenEnv(get_task("brackets"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         env.reset(options={"prompt": prompt})
 
 
@@ -405,7 +410,7 @@ def test_brackets_invalid_construction():
     from textrl.tasks import BracketsTask
 
     for kwargs in ({"max_depth": 0}, {"max_depth": 2.0}, {"max_pairs": -1}, {"max_pairs": True}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_(depth|pairs) must be an int >= [01], got"):
             BracketsTask(**kwargs)
     small = BracketsTask(max_depth=2, max_pairs=0)
     assert small.max_length == 5
@@ -421,3 +426,21 @@ def test_brackets_references():
     assert BRACKETS_REF_MIN == pytest.approx(np.mean([8.0 ** -(d + 1) for d in range(1, 5)]), rel=1e-15)
     rnd = evaluate(task.random_policy, task, num_episodes=30000, seed=1, num_envs=1024)
     mc_check(rnd.returns, task.ref_min_score)
+
+
+def test_action_helpers_spell_words_and_moves_and_the_tokenizer_refuses_unspaced_words() -> None:
+    import gymnasium
+
+    wordle = gymnasium.make(get_task("wordle").env_id).unwrapped
+    ids = wordle.encode_action("crane")
+    assert ids == wordle.task.encode("c r a n e") and wordle.decode_action(ids) == "crane"
+    chess = gymnasium.make(get_task("endgames").env_id).unwrapped
+    (move,) = chess.encode_action("c8h8")
+    assert chess.task.vocab[move] == "c8h8" and chess.decode_action(move) == "c8h8"
+    with pytest.raises(ValueError, match="'c9h9' is neither a token of task endgames"):
+        chess.encode_action("c9h9")
+    with pytest.raises(ValueError, match=r"actions \[99999\] are outside the action space"):
+        chess.decode_action(99999)
+    assert wordle.task.tokenizer("c r a n e")["input_ids"] == ids
+    with pytest.raises(Exception, match="Missing"):  # was [0], the pad id
+        wordle.task.tokenizer("crane")

@@ -78,13 +78,23 @@ def test_trains_for_total_steps_and_logs_jsonl(tmp_path) -> None:
     assert (tmp_path / "run" / "step_000003" / "agent" / "weights.pt").is_file()
 
 
-def test_loss_decreases(tmp_path) -> None:
-    learner = Regressor()
-    rows = Rows(n=64)
-    history = Trainer(learner, rows, _config(tmp_path, total_steps=60, checkpoint_interval=100)).train()
-    first = np.mean([h["loss"] for h in history[:5]])
-    last = np.mean([h["loss"] for h in history[-5:]])
-    assert last < first
+def test_accumulation_weights_each_minibatch_by_its_valid_actions(tmp_path) -> None:
+    seen: list[tuple[int, float]] = []  # (valid actions, loss) of every minibatch, in order
+
+    class Recording(Regressor):
+        def loss(self, model, batch):
+            loss, stats = super().loss(model, batch)
+            seen.append((int(batch["action_mask"].sum()), loss.item()))
+            return loss, stats
+
+    history = Trainer(Recording(), Rows(), _config(tmp_path, total_steps=3, minibatch_size=4)).train()
+    assert len(seen) == 3 * 4
+    for step, record in enumerate(history):
+        counts, losses = zip(*seen[4 * step:4 * step + 4])
+        weights = [n / sum(counts) for n in counts]  # n_i / n: the full batch's mean over valid actions
+        assert record["loss"] == pytest.approx(sum(w * x for w, x in zip(weights, losses)), rel=1e-6)  # float32 n
+        assert record["mse"] == pytest.approx(record["loss"], rel=1e-6)
+        assert record["loss"] != pytest.approx(sum(losses) / 4, rel=1e-6)  # ragged rows: equal weights differ
 
 
 def test_epochs_cap_the_steps(tmp_path) -> None:
@@ -141,7 +151,7 @@ def test_interrupted_checkpoint_write_leaves_previous_one_valid(tmp_path, monkey
 
     learner.save_pretrained = broken_save
     trainer.state.step = 4
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed half way"):
         trainer.save_checkpoint()
     run = tmp_path / "run"
     assert find_checkpoint(run).name == "step_000003"

@@ -23,18 +23,32 @@ from textrl.config import (
 __version__ = "0.1.0"
 
 import textrl.registration  # noqa: E402,F401  (registers the gymnasium ids)
-from textrl.data import PackedDataset, from_samples, load, load_tokenizer, make_dataset, pack  # noqa: E402
 from textrl.env import TokenEnv, TokenVectorEnv  # noqa: E402
-from textrl.presets import task_config  # noqa: E402
+from textrl.presets import task_config, text_config  # noqa: E402
 from textrl.rollout import EvalResult, collect_episodes, evaluate  # noqa: E402
 from textrl.tasks import TASKS, get_task  # noqa: E402
-from textrl.trainer import NonFiniteLossError, Trainer  # noqa: E402
+from textrl.text_env import RewardFunctionError, TextEnv, TextTask  # noqa: E402
+
+# Imported on first use: these need torch, which `import textrl` (and `textrl --help`) does without.
+_LAZY = {name: "textrl.data" for name in ("PackedDataset", "from_samples", "load", "load_tokenizer", "make_dataset",
+                                          "pack")}
+_LAZY.update(NonFiniteLossError="textrl.trainer", Trainer="textrl.trainer")
+
+
+def __getattr__(name: str) -> object:
+    """The torch-backed names of the public API, imported when first asked for."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'textrl' has no attribute {name!r}")
+
 
 __all__ = [
     "BCConfig", "ConfigError", "CQLConfig", "FilteredBCConfig", "GenerationConfig", "ILQLConfig", "MCReturnsConfig",
     "ModelConfig", "OptimizerConfig", "SchedulerConfig", "TokenizerConfig", "TrainConfig", "TRLConfig",
     "default_config", "default_ilql_config", "load_yaml", "save_yaml",
     "PackedDataset", "from_samples", "load", "load_tokenizer", "make_dataset", "pack",
-    "TokenEnv", "TokenVectorEnv", "task_config", "EvalResult", "collect_episodes", "evaluate",
-    "TASKS", "get_task", "NonFiniteLossError", "Trainer",
+    "TokenEnv", "TokenVectorEnv", "task_config", "text_config", "EvalResult", "collect_episodes", "evaluate",
+    "TASKS", "get_task", "NonFiniteLossError", "Trainer", "RewardFunctionError", "TextEnv", "TextTask",
 ]

@@ -1,4 +1,5 @@
-"""Configuration: TRLConfig and its sections, the method configs and their registry, and the defaults.
+"""Configuration: TRLConfig, its shared sections and the defaults (each method's config lives with its
+losses in textrl/methods/ and is re-exported here).
 
 Every section is a dataclass whose fields are type-checked on construction (textrl/validation.py).
 `update` and `evolve` return new configs (deep merges that never mutate their input) and reject
@@ -14,10 +15,22 @@ import os
 import typing
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
 
+from textrl.methods import (
+    METHODS,
+    BCConfig,
+    CQLConfig,
+    FilteredBCConfig,
+    GenerationConfig,
+    ILQLConfig,
+    MCReturnsConfig,
+    MethodConfig,
+    get_method,
+    register_method,
+)
 from textrl.optim import OPTIMIZERS, SCHEDULERS, build_scheduler, check_class_kwargs
 from textrl.validation import ConfigError, Section, build_section, merge, unknown_key
 
@@ -188,254 +201,6 @@ def _try_scheduler(config: SchedulerConfig) -> None:
             scheduler.step()
     except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
         raise ConfigError(f"scheduler.kwargs = {config.kwargs!r} do not make a {config.name} schedule: {e}") from e
-
-
-MIN_TEMPERATURE = 1e-6
-"""The smallest sampling temperature accepted: below it 1/temperature nears float32's range and the
-result is greedy decoding anyway, which temperature 0 says plainly."""
-
-
-@dataclass(frozen=True)
-class GenerationConfig(Section):
-    """Decoding settings: how many tokens, top-k, temperature (0 = greedy) and the acting beta.
-
-    `beta` weighs the advantage when acting (log pi + beta * (Q - V) for ILQL and MC returns); it is
-    not `method.beta`, ILQL's AWAC temperature in training. A list evaluates every value on the same
-    episodes.
-    """
-
-    _path: typing.ClassVar[str] = "method.gen_kwargs"
-
-    max_new_tokens: int = 56
-    top_k: int = 20
-    beta: Union[float, list[float]] = 1.0
-    temperature: float = 1.0
-
-    def _check(self) -> None:
-        self._require("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1")
-        self._require("top_k", self.top_k >= 0, "must be 0 (no top-k filter) or positive")
-        self._require("temperature", self.temperature == 0 or (MIN_TEMPERATURE <= self.temperature < math.inf),
-                      f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}; a smaller one only underflows to greedy "
-                      "decoding: use 0")
-        betas = self.beta if isinstance(self.beta, list) else [self.beta]
-        self._require("beta", len(betas) > 0 and all(math.isfinite(b) for b in betas),
-                      "must be a finite number or a non-empty list of them")
-
-
-# --------------------------------------------------------------------------------------
-# Methods (one per agent) and their registry
-# --------------------------------------------------------------------------------------
-
-METHODS: dict[str, type["MethodConfig"]] = {}
-
-
-def register_method(cls: type["MethodConfig"]) -> type["MethodConfig"]:
-    """Class decorator: make a method config findable by its `name` (used by from_dict)."""
-    METHODS[cls.name] = cls
-    return cls
-
-
-def get_method(name: str) -> type["MethodConfig"]:
-    """The method config class registered under `name`."""
-    if name not in METHODS:
-        raise ConfigError(f"method.name = {name!r}: unknown method; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
-
-
-@dataclass(frozen=True)
-class MethodConfig(Section):
-    """Base of the per-agent method configs; `name` selects the agent's method."""
-
-    _path: typing.ClassVar[str] = "method"
-    name: typing.ClassVar[str] = ""
-
-    gen_kwargs: GenerationConfig = field(default_factory=GenerationConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.gen_kwargs, dict):
-            object.__setattr__(self, "gen_kwargs", build_section(GenerationConfig, self.gen_kwargs))
-        super().__post_init__()
-
-    def _check_unit(self, name: str, low_open: bool, high_open: bool) -> None:
-        v = getattr(self, name)
-        ok = (0 < v if low_open else 0 <= v) and (v < 1 if high_open else v <= 1)
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        self._require(name, ok, f"must lie in {lo}0, 1{hi}")
-
-
-@register_method
-@dataclass(frozen=True)
-class ILQLConfig(MethodConfig):
-    r"""Implicit Language Q-Learning (Snell et al. 2022), with trlx's defaults.
-
-    Notation: an episode is one token sequence; action k is the token x_{k+1} the agent emitted at
-    state s_k (the context before it), r_k its reward and notdone_k = 0 when the episode terminated
-    there (1 otherwise, and at a truncation, where the target bootstraps from V). The heads read the
-    last hidden state: V(s), Q_j(s, .) for j = 1..2 (1 when `two_qs` is False) and their target
-    copies Qbar_j, with Qbar(s, a) = min_j Qbar_j(s, a). Every mean is over the valid actions of
-    the batch (`textrl.models.ilql_loss` computes these lines)::
-
-        y_k    = r_k + gamma * V(s_{k+1}) * notdone_k                    (V detached)
-        L_Q    = sum_j mean_k (Q_j(s_k, a_k) - y_k)^2
-        L_V    = mean_k |tau - 1[Qbar(s_k, a_k) < V(s_k)]| * (Qbar(s_k, a_k) - V(s_k))^2
-        L_CQL  = sum_j mean_k [logsumexp_a Q_j(s_k, a) - Q_j(s_k, a_k)]
-        w_k    = exp(beta * (Qbar(s_k, a_k) - V(s_k)))                  (no gradient;
-                 min(w_k, awac_weight_max) when awac_weight_max is set)
-        L_AWAC = mean_k w_k * (-log pi(a_k | s_k))                       (pi: the LM's softmax)
-        L      = L_Q + L_V + cql_scale * L_CQL + awac_scale * L_AWAC
-
-    Every `steps_for_target_q_sync` optimizer steps: Qbar_j <- alpha * Q_j + (1 - alpha) * Qbar_j.
-    Acting scores the next token by log pi(a | s) + gen_kwargs.beta * (Qbar(s, a) - V(s)).
-
-    Attributes:
-        tau: expectile of V's regression on Qbar, in (0, 1); above 0.5 V leans towards the best
-            actions the data took.
-        gamma: discount factor.
-        cql_scale: weight of the conservative term L_CQL (the cross-entropy of Q as a softmax over
-            tokens: it pushes down the Q of tokens the data did not take).
-        awac_scale: weight of the advantage-weighted LM loss L_AWAC.
-        alpha: Polyak rate of the target Q heads (trlx's name; `CQLConfig.target_update_rate` is
-            the same thing). With 0.001 every 5 steps the targets move about 18% of the way to the
-            online heads in 1000 steps.
-        beta: AWAC temperature in *training* (0: plain cross-entropy). Not the acting weight, which
-            is `gen_kwargs.beta`.
-        awac_weight_max: optional cap on the AWAC weight w_k (d3rlpy and CORL cap at 100); None,
-            trlx's behaviour, leaves it uncapped.
-        steps_for_target_q_sync: optimizer steps between target updates.
-        two_qs: twin Q heads (min of the two targets), as trlx.
-        gen_kwargs: decoding; `gen_kwargs.beta` is the advantage weight when *acting*.
-
-    Returns: trlx's ILQL trainer z-scores the returns before training;
-    `default_ilql_config()` does the same with `train.reward_normalization: zscore`. The task
-    presets (`task_config`) set `reward_normalization: none` and their own rates explicitly.
-    """
-
-    name: typing.ClassVar[str] = "ilql"
-
-    tau: float = 0.7
-    gamma: float = 0.99
-    cql_scale: float = 0.1
-    awac_scale: float = 1.0
-    alpha: float = 0.001
-    beta: float = 0.0
-    awac_weight_max: Optional[float] = None
-    steps_for_target_q_sync: int = 5
-    two_qs: bool = True
-
-    def _check(self) -> None:
-        self._check_unit("tau", True, True)
-        self._check_unit("gamma", False, False)
-        self._check_unit("alpha", False, False)
-        self._require("cql_scale", self.cql_scale >= 0, "must be >= 0")
-        self._require("awac_scale", self.awac_scale >= 0, "must be >= 0")
-        if self.awac_weight_max is not None:
-            self._require("awac_weight_max", self.awac_weight_max > 0,
-                          "must be positive (or null: the AWAC weight is not capped)")
-        self._require("steps_for_target_q_sync", self.steps_for_target_q_sync >= 1, "must be at least 1")
-
-    @property
-    def target_update_rate(self) -> float:
-        """The Polyak rate of the target Q heads (`alpha`), under the name every method shares."""
-        return self.alpha
-
-
-@register_method
-@dataclass(frozen=True)
-class BCConfig(MethodConfig):
-    """Behaviour cloning: next-token cross-entropy on the agent's tokens."""
-
-    name: typing.ClassVar[str] = "bc"
-
-
-@register_method
-@dataclass(frozen=True)
-class FilteredBCConfig(MethodConfig):
-    """%BC: behaviour cloning on the top `fraction` of episodes by return."""
-
-    name: typing.ClassVar[str] = "filtered_bc"
-
-    fraction: float = 0.1
-
-    def _check(self) -> None:
-        self._check_unit("fraction", True, False)
-
-
-@register_method
-@dataclass(frozen=True)
-class MCReturnsConfig(MethodConfig):
-    r"""Monte-Carlo returns: Q and V regressed on the data's discounted returns-to-go, acting like ILQL.
-
-    With G_k = sum_{j >= k} gamma^(j - k) r_j the return-to-go of action k (notation of
-    `ILQLConfig`; means over the valid actions)::
-
-        L = sum_j mean_k (Q_j(s_k, a_k) - G_k)^2 + mean_k (V(s_k) - G_k)^2
-            + bc_scale * mean_k (-log pi(a_k | s_k))
-
-    Acting scores tokens by log pi(a | s) + gen_kwargs.beta * (min_j Q_j(s, a) - V(s)).
-
-    There is no conservative term, on purpose: this is the baseline that estimates the *behaviour*
-    policy's values (no max, no bootstrap), so nothing in training chases over-estimated actions.
-    The price is at acting time: Q of a token the data never took at s is untrained, so a large
-    `gen_kwargs.beta` follows noise. The task presets therefore use a small acting beta chosen on
-    validation episodes where it was swept, 1 elsewhere (`textrl.presets`).
-
-    Attributes:
-        gamma: discount factor of the returns-to-go.
-        bc_scale: weight of the LM's cross-entropy on the data's tokens.
-        two_qs: two Q heads (min when acting).
-        gen_kwargs: decoding; `gen_kwargs.beta` is the advantage weight when acting (MC returns has
-            no training beta).
-    """
-
-    name: typing.ClassVar[str] = "mc_returns"
-
-    gamma: float = 0.99
-    bc_scale: float = 1.0
-    two_qs: bool = False
-
-    def _check(self) -> None:
-        self._check_unit("gamma", False, False)
-        self._require("bc_scale", self.bc_scale >= 0, "must be >= 0")
-
-
-@register_method
-@dataclass(frozen=True)
-class CQLConfig(MethodConfig):
-    r"""Token-level conservative Q-learning (Kumar et al. 2020) with a double-DQN target.
-
-    One Q head over the vocabulary and its target copy Qbar (notation of `ILQLConfig`; means over
-    the valid actions)::
-
-        a*_k  = argmax_a Q(s_{k+1}, a)                                (online head, no gradient)
-        y_k   = r_k + gamma * Qbar(s_{k+1}, a*_k) * notdone_k         (double DQN, no gradient)
-        L_TD  = mean_k (Q(s_k, a_k) - y_k)^2
-        L_CQL = mean_k [logsumexp_a Q(s_k, a) - Q(s_k, a_k)]
-        L     = L_TD + cql_scale * L_CQL
-
-    Every `steps_for_target_q_sync` steps: Qbar <- target_update_rate * Q + (1 - rate) * Qbar.
-    Acting samples softmax(Q(s, .) / gen_kwargs.temperature) (greedy at temperature 0);
-    `gen_kwargs.beta` is unused.
-
-    Attributes:
-        gamma: discount factor.
-        cql_scale: the conservative weight (d3rlpy calls it `alpha`): how hard L_CQL pushes down the
-            Q of tokens the data did not take relative to the token it did.
-        target_update_rate: Polyak rate of the target head (ILQL's `alpha`).
-        steps_for_target_q_sync: optimizer steps between target updates.
-    """
-
-    name: typing.ClassVar[str] = "cql"
-
-    gamma: float = 0.99
-    cql_scale: float = 1.0
-    target_update_rate: float = 0.1
-    steps_for_target_q_sync: int = 1
-
-    def _check(self) -> None:
-        self._check_unit("gamma", False, False)
-        self._check_unit("target_update_rate", False, False)
-        self._require("cql_scale", self.cql_scale >= 0, "must be >= 0")
-        self._require("steps_for_target_q_sync", self.steps_for_target_q_sync >= 1, "must be at least 1")
 
 
 # --------------------------------------------------------------------------------------

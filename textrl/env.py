@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -9,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
+from textrl.tasks import get_task
 from textrl.tasks.base import Task
 
 
@@ -20,7 +22,7 @@ def observation_space(task: Task) -> spaces.Dict:
     })
 
 
-class _Episodes:
+class _EpisodeBuffers:
     """N episodes' token buffers, lengths and task state: the core both envs share."""
 
     def __init__(self, task: Task, n: int) -> None:
@@ -92,8 +94,6 @@ def _prompt_from_options(task: Task, options: dict[str, Any] | None) -> list[int
 def _resolve_task(task: Task | str, task_kwargs: dict[str, Any]) -> Task:
     """The task itself, or the one named (with `task_kwargs`); kwargs next to a Task object are an error."""
     if isinstance(task, str):
-        from textrl.tasks import get_task
-
         return get_task(task, **task_kwargs)
     if not isinstance(task, Task):
         raise TypeError(f"task must be a Task or a task name/env id, got {type(task).__name__}")
@@ -124,8 +124,9 @@ class TokenEnv(gym.Env):
     The agent writes one token per step after a prompt; a multi-turn task answers with
     environment tokens, appended to the context as observations (never actions). The dynamics
     are the task's batched `transition`, the code `TokenVectorEnv` and dataset collection run
-    too. Each task class (`RandomWalksTask`, `MazeTask`, `MazePOTask`, `BracketsTask`) documents
-    its own spaces, rewards, ends and references; this gives what every task shares.
+    too. Each task class in `textrl.tasks.TASKS` (RandomWalks, Maze, MazePO, Brackets, Endgames,
+    EndgamesStockfish, Wordle) documents its own spaces, rewards, ends and references; this gives
+    what every task shares.
 
     ## Action Space
     `Discrete(task.vocab_size)`: a token id, an int or a 0-d integer array. Anything else raises
@@ -178,7 +179,7 @@ class TokenEnv(gym.Env):
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(task.vocab_size)
         self.observation_space = observation_space(task)
-        self._ep = _Episodes(task, 1)
+        self._ep = _EpisodeBuffers(task, 1)
         self._done = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -200,6 +201,14 @@ class TokenEnv(gym.Env):
         reward, terminated, truncated = self._ep.step(np.array([a]), np.array([True]))
         self._done = bool(terminated[0] or truncated[0])
         return self._ep.obs(0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._info()
+
+    def encode_action(self, text: str) -> list[int]:
+        """The actions that write `text`, one `step` each (`env.unwrapped.encode_action("crane")`): the task's."""
+        return self.task.encode_action(text)
+
+    def decode_action(self, actions: Any) -> str:
+        """The text of an action or a list of them (`env.unwrapped.decode_action(id)`): the task's."""
+        return self.task.decode_action(actions)
 
     def _info(self) -> dict[str, Any]:
         ep = self._ep
@@ -240,7 +249,9 @@ class TokenVectorEnv(gym.vector.VectorEnv):
     both flags False for it.
 
     ## Arguments
-    `task` and `**task_kwargs` as TokenEnv; `num_envs` >= 1.
+    `task` and `**task_kwargs` as TokenEnv; `num_envs` >= 1; `prompt_fn(i)`, if given, returns the
+    prompt (token ids) of env i's next episode instead of the task's draw (evaluation uses it to
+    play a task's `evaluation_prompts` equally often).
 
     ## Reference scores
     TokenEnv's (`task.ref_min_score`, `task.ref_max_score`).
@@ -251,8 +262,10 @@ class TokenVectorEnv(gym.vector.VectorEnv):
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
-    def __init__(self, task: Task | str, num_envs: int, **task_kwargs: Any) -> None:
+    def __init__(self, task: Task | str, num_envs: int, prompt_fn: Callable[[int], list[int]] | None = None,
+                 **task_kwargs: Any) -> None:
         task = _resolve_task(task, task_kwargs)
+        self._prompt_fn = prompt_fn
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         self.task = task
@@ -261,7 +274,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         self.single_observation_space = observation_space(task)
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, task.vocab_size))
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self._ep = _Episodes(task, num_envs)
+        self._ep = _EpisodeBuffers(task, num_envs)
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._needs_reset = np.ones(num_envs, dtype=bool)
         self._started = False
@@ -280,7 +293,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         if prompts is not None:
             self._ep.reset(rows, [_prompt_from_options(self.task, {"prompt": p}) for p in prompts], self._rngs, True)
         else:
-            self._ep.reset(rows, [self.task.sample_prompt(self._rngs[r]) for r in rows], self._rngs)
+            self._ep.reset(rows, [self._next_prompt(r) for r in rows], self._rngs)
         self._needs_reset[:] = False
         self._started = True
         return self._ep.batch_obs(), {}
@@ -307,6 +320,10 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             reward[active], terminated[active], truncated[active] = r[active], te[active], tr[active]
         if resetting.any():
             rows = np.flatnonzero(resetting)
-            self._ep.reset(rows, [self.task.sample_prompt(self._rngs[i]) for i in rows], [self._rngs[i] for i in rows])
+            self._ep.reset(rows, [self._next_prompt(i) for i in rows], [self._rngs[i] for i in rows])
         self._needs_reset = terminated | truncated
         return self._ep.batch_obs(), reward, terminated, truncated, {}
+
+    def _next_prompt(self, row: int) -> list[int]:
+        """The prompt of env `row`'s next episode: `prompt_fn`'s, or the task's draw."""
+        return self._prompt_fn(int(row)) if self._prompt_fn is not None else self.task.sample_prompt(self._rngs[row])

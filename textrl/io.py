@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 __all__ = [
     "atomic_directory",
@@ -52,6 +52,18 @@ def open_no_follow(path: str | os.PathLike, flags: int, what: str) -> int:
         raise OSError(errno.ELOOP, f"{path} is a symbolic link (to {os.readlink(path)}): the {what} is never "
                                    "written through a link, which could overwrite any file. Remove the link "
                                    "and run again") from None
+
+
+def read_json_mapping(path: str | os.PathLike, remedy: str = "") -> dict[str, Any]:
+    """A JSON file that holds a mapping; a truncated, garbled or non-mapping file is a DamagedFileError
+    naming it, followed by `remedy` (what to do about it)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping, got {type(data).__name__}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFileError(f"{path} is damaged ({e}){remedy}") from None
+    return data
 
 
 def current_umask() -> int:

@@ -12,6 +12,9 @@ def refuse_retired(retired_id: str, **_: Any) -> NoReturn:
     raise gymnasium.error.DeprecatedEnv(RETIRED_ENV_IDS[retired_id])
 
 
+TEXT_ENV_ID = "textrl/Text-v0"
+
+
 def register_envs() -> None:
     """Register every task's env id, and its retired ids as refusals (idempotent); make's kwargs reach the task."""
     for cls in TASKS.values():
@@ -20,6 +23,8 @@ def register_envs() -> None:
     for old in RETIRED_ENV_IDS:
         if old not in gymnasium.registry:
             gymnasium.register(id=old, entry_point="textrl.registration:refuse_retired", kwargs={"retired_id": old})
+    if TEXT_ENV_ID not in gymnasium.registry:  # your own text: gymnasium.make(TEXT_ENV_ID, tokenizer=..., ...)
+        gymnasium.register(id=TEXT_ENV_ID, entry_point="textrl.text_env:TextEnv")
 
 
 register_envs()

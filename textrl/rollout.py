@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from textrl.env import TokenVectorEnv
 from textrl.tasks.base import Policy, Task, normalized_score
 
 PROGRESS_MIN_EPISODES = 10_000
@@ -102,13 +103,20 @@ def _run(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int
     for name, value in (("num_episodes", num_episodes), ("num_envs", num_envs)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    starts = None if record else task.evaluation_prompts()
+    if starts is not None:
+        num_episodes, starts = _equal_starts(starts, num_episodes, seed)
     num_envs = min(num_envs, num_episodes)
     quota = np.full(num_envs, num_episodes // num_envs) + (np.arange(num_envs) < num_episodes % num_envs)
     offsets = np.concatenate([[0], np.cumsum(quota)[:-1]])  # index of each sub-env's first episode
     played = np.zeros(num_envs, dtype=np.int64)
     returns = np.zeros(num_episodes)
     lengths = np.zeros(num_episodes, dtype=np.int64)
-    env = task.make_vector_env(num_envs)
+    prompt_fn = None
+    if starts is not None:  # sub-env i plays episodes offsets[i], offsets[i] + 1, ... in order
+        upcoming = [iter(starts[o:o + q]) for o, q in zip(offsets, quota)]
+        prompt_fn = lambda i: next(upcoming[i], starts[0])  # noqa: E731 (past its quota a row's episodes are unused)
+    env = TokenVectorEnv(task, num_envs, prompt_fn=prompt_fn)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     trace = _Trace(obs, offsets) if record else None
@@ -136,6 +144,16 @@ def _run(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int
     return returns, lengths, trace.episodes(task, num_episodes) if trace is not None else []
 
 
+def _equal_starts(starts: list[list[int]], num_episodes: int, seed: int) -> tuple[int, list[list[int]]]:
+    """(episodes, the prompt of each): every start equally often, `num_episodes` rounded up to a multiple of
+    their number; with fewer episodes than starts, that many distinct starts drawn with `seed`."""
+    if num_episodes < len(starts):
+        chosen = np.random.default_rng(seed).permutation(len(starts))[:num_episodes]
+        return num_episodes, [starts[i] for i in chosen]
+    rounds = -(-num_episodes // len(starts))
+    return rounds * len(starts), starts * rounds
+
+
 def collect_episodes(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int = 256,
                      progress: bool | None = None) -> list[Episode]:
     """Whole episodes of `policy` (observations, actions, rewards, end flags, text), deterministic in `seed`.
@@ -147,6 +165,10 @@ def collect_episodes(task: Task, policy: Policy, num_episodes: int, seed: int, n
 
 def evaluate(policy: Policy, task: Task, num_episodes: int = 256, seed: int = 0, num_envs: int = 256,
              progress: bool | None = None) -> EvalResult:
-    """Returns and lengths of `policy` over `num_episodes` episodes, with the normalised score."""
+    """Returns and lengths of `policy` over `num_episodes` episodes, with the normalised score.
+
+    A task with a finite set of starts (`task.evaluation_prompts()`, e.g. the maze's 25) plays each
+    equally often: `num_episodes` is rounded up to a multiple of their number (with fewer episodes
+    than starts, that many distinct starts are drawn with `seed`)."""
     returns, lengths, _ = _run(task, policy, num_episodes, seed, num_envs, False, progress, f"evaluate {task.name}")
     return EvalResult(returns, lengths, task.ref_min_score, task.ref_max_score)

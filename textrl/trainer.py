@@ -59,7 +59,6 @@ TRAINER_STATE = "trainer_state.json"
 TRAINER_TENSORS = "trainer_state.safetensors"
 SHARD_STATE = "shard_{rank:05d}.json"  # one process's shards of model and optimizer (train.fsdp)
 SHARD_TENSORS = "shard_{rank:05d}.safetensors"
-LEGACY_STATE = "trainer_state.pt"  # a pickle, written before textrl stored state without one: never loaded
 
 
 class NonFiniteLossError(RuntimeError):
@@ -91,7 +90,8 @@ class BatchSource(Protocol):
 
 
 EvalFn = Callable[[int, int], dict[str, np.ndarray]]
-"""`eval_fn(num_episodes, seed)` runs rollouts and returns per-episode arrays, e.g. {"score": ...}."""
+"""`eval_fn(num_episodes, seed)` runs rollouts and returns per-episode arrays, e.g. {"score": ...}, or
+scalars (numbers that are no per-episode values, such as a `metric_fn`'s)."""
 
 
 @dataclass
@@ -110,12 +110,6 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     steps = sorted(
         (int(m.group(1)), p) for p in path.glob("step_*") if (m := STEP_DIR.match(p.name)) and (p / TRAINER_STATE).is_file()
     ) if path.is_dir() else []
-    legacy = [path] if (path / LEGACY_STATE).is_file() else sorted(path.glob(f"step_*/{LEGACY_STATE}"))
-    if not steps and legacy:
-        raise ValueError(
-            f"{legacy[-1]} is a pickle written by an older textrl: it is not loaded, because unpickling a file "
-            "can run any code it holds. Resume from a checkpoint written by this version, or train afresh"
-        )
     if not steps:
         raise FileNotFoundError(
             f"no checkpoint at {path}: expected a step_N folder holding {TRAINER_STATE}, or a run folder "
@@ -273,11 +267,13 @@ class Trainer:
             local = self.eval_fn(n, self.train_cfg.seed + 7919 * acc.process_index)
         out = {}
         for key in sorted(local):
-            values = torch.as_tensor(np.asarray(local[key], dtype=np.float64), device=acc.device)
+            array = np.asarray(local[key], dtype=np.float64)
+            values = torch.as_tensor(array.reshape(-1), device=acc.device)
             gathered = acc.gather(values) if acc.num_processes > 1 else values
             out[f"eval/{key}"] = float(gathered.mean())
             out[f"eval/{key}_std"] = float(gathered.std(unbiased=False))
-            out["eval/episodes"] = int(gathered.numel())
+            if array.ndim:  # per-episode values; a scalar (a metric_fn's number) counts no episodes
+                out["eval/episodes"] = int(gathered.numel())
         out["step"] = step
         return out
 
@@ -384,10 +380,11 @@ class Trainer:
         value = metrics.get(self.train_cfg.best_metric)
         if value is None and not self._warned_best:
             self._warned_best = True
+            known = sorted((k for k in metrics if k.startswith("eval/") and not k.endswith("_std")
+                            and k != "eval/episodes"), key=lambda k: ("score" not in k, k))
             warnings.warn(f"train.best_metric {self.train_cfg.best_metric!r} is not among the evaluation metrics "
-                          f"{sorted(k for k in metrics if not k.endswith('_std'))}: no best checkpoint is kept. "
-                          "Set train.best_metric to one of them (e.g. 'eval/score@beta=4' for a beta sweep)",
-                          stacklevel=2)
+                          f"{known}: no best checkpoint is kept. Set train.best_metric to one of them"
+                          + (f" (e.g. {known[0]!r})" if known else ""), stacklevel=2)
         if value is None or not value > self.state.best:
             return
         self.state.best = value

@@ -6,10 +6,11 @@ from textrl.data.build import (
     DEFAULT_SEED,
     make_dataset,
     parse_task_dataset_id,
+    task_dataset_id,
     task_dataset_ids,
 )
-from textrl.data.pack import pack
-from textrl.data.packed import Batch, PackedDataset, check_vocab
+from textrl.data.cache import pack
+from textrl.data.packed_dataset import Batch, PackedDataset, check_vocab
 from textrl.data.samples import from_samples
 from textrl.data.store import build_info, episode_texts, load, load_tokenizer, local_dataset_ids
 
@@ -28,5 +29,6 @@ __all__ = [
     "make_dataset",
     "pack",
     "parse_task_dataset_id",
+    "task_dataset_id",
     "task_dataset_ids",
 ]

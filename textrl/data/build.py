@@ -10,8 +10,9 @@ everywhere. Another size or seed is part of the id: `-nN` and `-sS` before the v
 `textrl/randomwalks/random-n40-v1` (40 episodes) or `...random-n40-s3-v1`; asking
 `make_dataset('textrl/randomwalks/random-v1', num_episodes=40)` gives that id. So the plain id
 never returns a small build, and two builds of one id always mean the same data.
-`DATASET_VERSION` is the only version built; older ones are refused with the reason they
-were retired (`RETIRED_VERSIONS`).
+Each task has one dataset version, `Task.dataset_version` (1, or 2 for Endgames, whose env
+changed); older versions are refused with the reason they were retired
+(`Task.retired_dataset_versions`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,6 @@ from textrl.env import observation_space
 from textrl.rollout import Episode, collect_episodes
 from textrl.tasks import TASKS, get_task
 
-DATASET_VERSION = 1
-"""The version of every task dataset id; bumped whenever the data an id stands for changes."""
-RETIRED_VERSIONS = {0: "was built with step limits as truncations (a task's own limits are terminations since -v1)"}
 DEFAULT_EPISODES = 1000
 DEFAULT_SEED = 0
 CHUNK = 2000  # episodes collected and written at a time (part of what an id means: do not change)
@@ -58,16 +56,21 @@ def _match(dataset_id: str) -> re.Match:
     tiers = TASKS[m["task"]].tiers
     if m["tier"] not in tiers:
         raise ValueError(f"{dataset_id!r}: unknown tier {m['tier']!r} for {m['task']}; tiers: {', '.join(tiers)}")
-    version = int(m["version"])
-    if version != DATASET_VERSION:
-        current = f"textrl/{m['task']}/{m['tier']}-v{DATASET_VERSION}"
-        why = RETIRED_VERSIONS.get(version, f"does not exist (task datasets are at -v{DATASET_VERSION})")
-        raise ValueError(f"{dataset_id!r}: -v{version} {why}; use {current}")
+    version, cls = int(m["version"]), TASKS[m["task"]]
+    if version != cls.dataset_version:
+        why = cls.retired_dataset_versions.get(version,
+                                               f"does not exist ({m['task']} datasets are at -v{cls.dataset_version})")
+        raise ValueError(f"{dataset_id!r}: -v{version} {why}; use {task_dataset_id(m['task'], m['tier'])}")
     return m
 
 
+def task_dataset_id(task: str, tier: str) -> str:
+    """The current id of a task's tier, e.g. `textrl/maze/mixed-v1`."""
+    return f"textrl/{task}/{tier}-v{TASKS[task].dataset_version}"
+
+
 def parse_task_dataset_id(dataset_id: str) -> tuple[str, str]:
-    """(task, tier) of a task dataset id at `DATASET_VERSION`, with a clear error for anything else."""
+    """(task, tier) of a task dataset id at its task's current version, with a clear error for anything else."""
     m = _match(dataset_id)
     return m["task"], m["tier"]
 
@@ -92,7 +95,7 @@ def sized_dataset_id(dataset_id: str, num_episodes: int | None = None, seed: int
 
 def task_dataset_ids() -> list[str]:
     """Every task dataset id that `make_dataset` can build."""
-    return [f"textrl/{name}/{tier}-v{DATASET_VERSION}" for name, cls in TASKS.items() for tier in cls.tiers]
+    return [task_dataset_id(name, tier) for name, cls in TASKS.items() for tier in cls.tiers]
 
 
 def _check_existing(dataset: minari.MinariDataset, wanted: dict[str, Any]) -> minari.MinariDataset:

@@ -12,8 +12,9 @@ it maps to its unk or pad token, or drops) is an error naming the sample and the
 the pad token is never a trained action. When pad and EOS are one token (GPT-2), only the EOS
 that ends the sample (and the BOS stand-in) may use that id. Samples longer than `max_length`
 tokens are rejected, not cut, so no reward is attached to text the agent did not write. There
-is no env to roll out in, so the dataset has no env spec; its spaces follow
-docs/architecture.md with the tokenizer's size as vocabulary.
+is no env to roll out in unless `env=` names one (a `TextEnv` with your reward function, by its
+registered id, kept in the dataset's textrl.json); its spaces follow docs/architecture.md with the
+tokenizer's size as vocabulary.
 """
 
 from __future__ import annotations
@@ -227,9 +228,35 @@ def _episode(turns: Turns, reward: float, max_length: int, pad: int, dtype: np.d
                    np.zeros(t, dtype=bool), tokenizer.decode(turns[0]), tokenizer.decode(tokens.tolist()))
 
 
+def _registered_env_id(env: Any, vocab: int) -> str:
+    """The registered id of `env` (an id or an env made by gymnasium.make), checked against the tokenizer."""
+    import gymnasium
+
+    from textrl.registration import TEXT_ENV_ID
+
+    env_id = env if isinstance(env, str) else getattr(getattr(env, "spec", None), "id", None)
+    how = ("register it under its own id first: gymnasium.register('mydata/MyText-v0', entry_point='textrl:TextEnv', "
+           "kwargs=dict(tokenizer=..., prompts=..., reward_fn=...)), then pass env='mydata/MyText-v0'")
+    if env_id is None:
+        raise ValueError(f"env {env!r} has no registered id, so the dataset cannot name it: {how}")
+    if env_id == TEXT_ENV_ID:
+        raise ValueError(f"env {TEXT_ENV_ID} takes its tokenizer, prompts and reward function when it is made, so "
+                         f"the dataset cannot name them: {how}")
+    if env_id not in gymnasium.registry:
+        raise ValueError(f"env {env_id!r} is not registered in this process: {how}")
+    made = gymnasium.make(env_id)
+    n = getattr(made.action_space, "n", None)
+    made.close()
+    if n != vocab:
+        raise ValueError(f"env {env_id!r} has {n} actions but the tokenizer has {vocab} tokens: give the env the "
+                         "tokenizer of the samples")
+    return env_id
+
+
 def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokenizer: Any, dataset_id: str,
                  max_length: int | None = None, description: str = "", ref_min_score: float | None = None,
-                 ref_max_score: float | None = None, progress: bool = True) -> minari.MinariDataset:
+                 ref_max_score: float | None = None, progress: bool = True, overwrite: bool = False,
+                 env: Any = None) -> minari.MinariDataset:
     """A Minari dataset of the samples as token episodes (agent tokens are actions), written atomically.
 
     `samples` is a list (or array, Series, any sized collection) or any iterable, e.g. a
@@ -241,7 +268,10 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     all rewards are equal none are stored (with a warning: a normalised score would divide by
     zero), and given ones must have ref_min_score < ref_max_score. The id is checked with
     Minari's rule before any sample is read. With `progress`, a bar runs and the rate and size
-    are printed.
+    are printed. `overwrite=True` replaces a dataset of the same id once the new one is written.
+    `env` (a registered env id, or an env made by `gymnasium.make`) is the env the data's agents
+    are evaluated in, e.g. a `TextEnv` with your reward function: it is recorded with the data, so
+    `fit(dataset)` rolls agents out in it (in a process where that id is registered).
     """
     check_dataset_id(dataset_id)
     if isinstance(samples, str):
@@ -256,6 +286,7 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     if ref_min_score is not None and ref_max_score is not None:
         _reference_scores(ref_min_score, ref_max_score, ref_min_score, ref_max_score, 0)  # refuses crossed ones now
     check_tokenizer(tokenizer)
+    env_id = None if env is None else _registered_env_id(env, len(tokenizer))
     encoder = _Encoder(tokenizer)
     items: Iterable[tuple[Turns, float]] = _encoded(_pairs(samples, rewards), encoder)
     if max_length is None:
@@ -297,7 +328,10 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
 
     start = time.perf_counter()
     info: dict[str, Any] = {"source": "samples", "max_length": max_length}
-    dataset = write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info)
+    if env_id is not None:
+        info["env_id"] = env_id
+    dataset = write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info,
+                            overwrite=overwrite)
     if progress:
         print(written_line(dataset, time.perf_counter() - start, "samples"))
     return dataset

@@ -196,11 +196,14 @@ def load_tokenizer(dataset: Any) -> Any:
 
 
 def env_id_of(dataset: minari.MinariDataset) -> str | None:
-    """The registered env id the dataset evaluates on (its eval env, else the env it was collected in), if any."""
+    """The registered env id the dataset evaluates on (its eval env, else the env it was collected in, else
+    the env that `from_samples(..., env=...)` recorded in textrl.json), if any."""
     eval_spec = dataset.storage.metadata.get("eval_env_spec")  # Minari stores the EnvSpec as JSON
     if eval_spec is not None:
         return str(json.loads(eval_spec)["id"])
-    return dataset.env_spec.id if dataset.env_spec is not None else None
+    if dataset.env_spec is not None:
+        return dataset.env_spec.id
+    return build_info(dataset).get("env_id")  # from_samples(..., env=...): a reward function is not serialisable
 
 
 def build_info(dataset: Any) -> dict[str, Any]:

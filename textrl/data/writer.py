@@ -23,9 +23,9 @@ import minari
 from gymnasium import spaces
 from minari.dataset.minari_storage import MinariStorage
 
+from textrl.data.cache import write_cache
 from textrl.data.hdf5 import EpisodeFile
-from textrl.data.pack import write_cache
-from textrl.data.packed import PackBuilder
+from textrl.data.packed_dataset import PackBuilder
 from textrl.data.store import (
     BUILD_INFO,
     TOKENIZER_DIR,
@@ -99,6 +99,7 @@ def write_dataset(
     tokenizer: Any,
     metadata: dict[str, Any],
     build_info: dict[str, Any],
+    overwrite: bool = False,
 ) -> minari.MinariDataset:
     """Write episode chunks as a Minari dataset with its packed cache, atomically (staged, then renamed).
 
@@ -107,12 +108,14 @@ def write_dataset(
     packing costs nothing later. `metadata` (Minari's dataset metadata: `env`, `eval_env`,
     reference scores and the descriptive fields) is read after the last chunk, so a streaming
     caller may fill in what it learns on the way. `build_info` (how it was made) is saved as
-    `textrl.json` beside the data. A full disk raises one OSError (ENOSPC) saying so.
+    `textrl.json` beside the data. A full disk raises one OSError (ENOSPC) saying so. With
+    `overwrite`, an existing dataset of that id is replaced once the new one is complete.
     """
     check_dataset_id(dataset_id)
     final = dataset_dir(dataset_id)
-    if final.exists():
-        raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it or bump the version")
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"dataset {dataset_id} already exists at {final}; delete it, bump the version, or "
+                              "pass overwrite=True")
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(root, staging_prefix())
@@ -136,6 +139,8 @@ def write_dataset(
             (folder / BUILD_INFO).write_text(json.dumps(build_info, indent=1))
             write_cache(open_dataset(folder), builder.arrays())
         final.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite and final.exists():
+            os.replace(final, staging / "replaced")  # removed with the staging folder
         try:
             os.replace(folder, final)
         except OSError as e:

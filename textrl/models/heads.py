@@ -70,13 +70,6 @@ class ValueHeads(nn.Module):
         """min_j Qbar_j(h)[action], computed at the taken actions only."""
         return torch.stack([q.at(h, actions) for q in self.target_q_heads]).amin(0)
 
-    def shifted_log_probs(self, h: torch.Tensor, logits: torch.Tensor, beta: float,
-                          use_targets: bool = True) -> torch.Tensor:
-        """log_softmax(logits) + beta * (Q - V) over the vocabulary: the acting scores of ILQL (Q = min of the
-        target heads) and of MC returns (`use_targets=False`: Q = min of the online heads)."""
-        q = self.target_q(h) if use_targets else torch.stack(self.qs(h)).amin(0)
-        return torch.log_softmax(logits.float(), -1) + beta * (q - self.v(h)[:, None]).float()
-
     @torch.no_grad()
     def sync_target_q_heads(self, alpha: float) -> None:
         """Polyak update: Qbar <- alpha * Q + (1 - alpha) * Qbar."""

@@ -21,7 +21,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from textrl.io import DamagedFileError, atomic_directory, verify_manifest, write_manifest
+from textrl.io import (
+    DamagedFileError,
+    atomic_directory,
+    read_json_mapping,
+    verify_manifest,
+    write_manifest,
+)
 from textrl.models.heads import ValueHeads
 from textrl.pretrained import load_pretrained, refuse_custom_code
 
@@ -206,9 +212,7 @@ class ValueModel(nn.Module):
                 state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
                 save_file(state, str(tmp / HEADS_FILE))
                 settings = dict(num_qs=len(self.heads.q_heads), with_v=self.heads.v_head is not None,
-                                with_targets=self.heads.target_q_heads is not None)
-                if self.heads.q_rank is not None:  # absent for trlx's heads, as in folders saved before q_rank
-                    settings["q_rank"] = self.heads.q_rank
+                                with_targets=self.heads.target_q_heads is not None, q_rank=self.heads.q_rank)
                 (tmp / HEADS_CONFIG).write_text(json.dumps(settings))
             write_manifest(tmp)
 
@@ -240,13 +244,7 @@ class ValueModel(nn.Module):
                 raise DamagedFileError(f"{directory / HEADS_CONFIG} is missing: the saved model {directory} is "
                                        f"damaged ({HEADS_FILE} has no settings). Restore it or save the agent again")
             return cls(backbone, None)
-        try:
-            settings = json.loads((directory / HEADS_CONFIG).read_text())
-            if not isinstance(settings, dict):
-                raise ValueError(f"expected a mapping, got {type(settings).__name__}")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DamagedFileError(f"{directory / HEADS_CONFIG} is damaged ({e})") from None
-        model = cls.build(backbone, **settings)
+        model = cls.build(backbone, **read_json_mapping(directory / HEADS_CONFIG))
         try:
             heads = load_file(str(directory / HEADS_FILE))
         except (SafetensorError, OSError) as e:

@@ -15,12 +15,14 @@ from textrl.tasks.wordle import WordleTask
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (RandomWalksTask, MazeTask, MazePOTask, BracketsTask,
                                                           EndgamesTask, EndgamesStockfishTask, WordleTask)}
 _BY_ENV_ID = {cls.env_id: cls.name for cls in TASKS.values()}
+TASK_ENV_IDS = frozenset(_BY_ENV_ID)
+"""The env ids of the built-in tasks."""
 RETIRED_ENV_IDS: dict[str, str] = {old: f"{old} is retired: {why}; use {cls.env_id}"
                                    for cls in TASKS.values() for old, why in cls.retired_env_ids.items()}
 """Old env id -> the message that refuses it (names the current id and what changed)."""
 
-__all__ = ["TASKS", "BracketsTask", "EndgamesStockfishTask", "EndgamesTask", "MazePOTask", "MazeTask", "Policy",
-           "RETIRED_ENV_IDS", "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
+__all__ = ["TASKS", "TASK_ENV_IDS", "BracketsTask", "EndgamesStockfishTask", "EndgamesTask", "MazePOTask", "MazeTask",
+           "Policy", "RETIRED_ENV_IDS", "RandomWalksTask", "Task", "Transition", "WordleTask", "get_task"]
 
 
 def get_task(name_or_env_id: str, **kwargs: Any) -> Task:

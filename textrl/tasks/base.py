@@ -54,6 +54,11 @@ class Task(ABC):
     env_id: ClassVar[str]
     # Older ids of this env -> what changed since; they are registered only to be refused with that reason.
     retired_env_ids: ClassVar[dict[str, str]] = {}
+    # The version of this task's dataset ids (`textrl/<task>/<tier>-vN`), bumped when the data changes, and
+    # why each older version is refused.
+    dataset_version: ClassVar[int] = 1
+    retired_dataset_versions: ClassVar[dict[int, str]] = {
+        0: "was built with step limits as truncations (a task's own limits are terminations since -v1)"}
     max_length: int
     ref_min_score: float
     ref_max_score: float
@@ -90,13 +95,16 @@ class Task(ABC):
 
     @cached_property
     def tokenizer(self) -> Any:
-        """A `PreTrainedTokenizerFast` over the vocabulary (whitespace-separated tokens), built locally."""
+        """A `PreTrainedTokenizerFast` over the vocabulary (whitespace-separated tokens), built locally.
+
+        It has no unknown token: text with a word that is not a token ("crane" where Wordle's tokens
+        are letters) raises instead of reading as pad. `encode_action` spells such words."""
         from tokenizers import Tokenizer, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast
 
-        core = Tokenizer(models.WordLevel(vocab=dict(self.token_to_id), unk_token=PAD))
+        core = Tokenizer(models.WordLevel(vocab=dict(self.token_to_id)))
         core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=PAD)
+        return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of whitespace-separated token strings; unknown tokens are an error."""
@@ -110,6 +118,28 @@ class Task(ABC):
     def decode(self, ids: Any) -> str:
         """Text of token ids (tokens joined by spaces)."""
         return " ".join(self.vocab[int(i)] for i in ids)
+
+    def encode_action(self, text: str) -> list[int]:
+        """The actions that write `text`, one `env.step` each: a move token such as "c8h8" gives one id,
+        a word the vocabulary spells letter by letter (Wordle's "crane") one id per letter."""
+        ids = []
+        for word in text.split():
+            if word in self.token_to_id:
+                ids.append(self.token_to_id[word])
+            elif all(ch in self.token_to_id for ch in word):
+                ids.extend(self.token_to_id[ch] for ch in word)
+            else:
+                raise ValueError(f"{word!r} is neither a token of task {self.name} nor spelled by its tokens")
+        return ids
+
+    def decode_action(self, actions: Any) -> str:
+        """The text of an action (a token id) or of a list of them: letters joined into a word, tokens by spaces."""
+        ids = [actions] if np.ndim(actions) == 0 else list(actions)
+        bad = [int(i) for i in ids if not 0 <= int(i) < self.vocab_size]
+        if bad:
+            raise ValueError(f"actions {bad} are outside the action space Discrete({self.vocab_size})")
+        tokens = [self.vocab[int(i)] for i in ids]
+        return "".join(tokens) if all(len(t) == 1 for t in tokens) else " ".join(tokens)
 
     # ------------------------------------------------------------------ dynamics
 
@@ -128,6 +158,14 @@ class Task(ABC):
     @abstractmethod
     def transition(self, state: dict[str, np.ndarray], actions: np.ndarray, active: np.ndarray) -> Transition:
         """Advance the episodes where `active` is True by `actions`, updating `state` in place."""
+
+    def evaluation_prompts(self) -> list[list[int]] | None:
+        """A finite set of start prompts that evaluation plays equally often (None: prompts are drawn).
+
+        With it, `evaluate` gives every start the same number of episodes, so the mean return is
+        the mean over starts that the reference scores are (the optimum reads exactly 100).
+        """
+        return None
 
     def dataset_task(self) -> Task:
         """The task whose episodes make this task's datasets: itself, unless it holds its evaluation starts out."""
@@ -159,19 +197,7 @@ class Task(ABC):
         policy.__name__ = f"{self.name}_behaviour_eps{epsilon:g}"
         return policy
 
-    # ------------------------------------------------------------------ envs
-
-    def make_env(self, **kwargs: Any) -> Any:
-        """A single-episode `TokenEnv` of this task."""
-        from textrl.env import TokenEnv
-
-        return TokenEnv(self, **kwargs)
-
-    def make_vector_env(self, num_envs: int, **kwargs: Any) -> Any:
-        """A batched `TokenVectorEnv` of this task."""
-        from textrl.env import TokenVectorEnv
-
-        return TokenVectorEnv(self, num_envs, **kwargs)
+    # ------------------------------------------------------------------ scores
 
     def normalized_score(self, returns: Any) -> Any:
         """`normalized_score` against this task's reference scores (a return or an array of them)."""

@@ -23,19 +23,50 @@ import numpy as np
 from textrl.tasks import tablebase as tb
 from textrl.tasks.base import EOS, PAD, Task, Transition
 
-SIDE = "w"
-BOARD_CHARS = ["/", *"12345678", *"PNBRQKpnbrqk"]
-PROMPT_MAX = 22
-"""The longest prompt: three pieces on three ranks take at most 3 characters each ("3K4"), the
-five empty ranks 1 each ("8"), the 7 slashes, and the side token: 9 + 5 + 7 + 1."""
+SIDE, EMPTY = "w", "."
+PIECE_CHARS = list("PNBRQKpnbrqk")
+BOARD_SQUARES = np.array([chess.square(f, r) for r in range(7, -1, -1) for f in range(8)])
+"""The square of each board token, in FEN order (a8, b8, ..., h1)."""
+BOARD_COLUMN = np.argsort(BOARD_SQUARES)
+"""The board token of each square (the inverse of BOARD_SQUARES)."""
+POSITION_TOKENS = 65
+"""A position as the observation writes it: 64 board tokens (FEN's board field with every digit
+expanded into that many "." and no "/", as searchless_chess tokenises FEN), then the side token."""
+MAX_MOVES = 20
+"""The default white-move budget: the longest K+R v K mate (16) and 4 moves to spare, so optimal
+play always mates while a context (66 tokens per move) stays within 1,320 tokens."""
 MIN_MATE = 5
 """Start positions need at least this many white moves to mate against best defence."""
 STARTS_SEED = 14
-EVAL_STARTS, TRAIN_STARTS = 128, 1024
-"""Start positions per material in the evaluation and training splits."""
+EVAL_STARTS = 128
+"""Symmetry classes per material in the evaluation split; every other class of mate-in->=5
+positions is in the training split."""
 SPLITS = ("eval", "train", "valid", "test")
 """"valid" and "test" are the two halves of "eval" (64 starts per material each): the benchmark chooses
 its knobs on the first and reports the second."""
+
+
+def expand_board_fen(board_fen: str) -> str:
+    """FEN's board field one character per square: each digit as that many ".", the "/" dropped."""
+    return "".join(EMPTY * int(c) if c.isdigit() else c for c in board_fen if c != "/")
+
+
+def collapse_board(squares: str) -> str:
+    """The FEN board field of 64 square characters (the inverse of `expand_board_fen`)."""
+    ranks = [squares[i:i + 8] for i in range(0, 64, 8)]
+    return "/".join("".join(str(len(run)) if run[0] == EMPTY else run
+                            for run in _runs(rank)) for rank in ranks)
+
+
+def _runs(rank: str) -> list[str]:
+    """A rank split into runs of "." and single piece characters."""
+    out: list[str] = []
+    for c in rank:
+        if c == EMPTY and out and out[-1][0] == EMPTY:
+            out[-1] += c
+        else:
+            out.append(c)
+    return out
 
 
 def uci_moves() -> list[str]:
@@ -83,20 +114,21 @@ def start_positions(material: str) -> dict[str, np.ndarray]:
     """The evaluation, training, validation and test start positions of a material (flat indices, white to move).
 
     Positions with mate in MIN_MATE or more are grouped by the 8 board symmetries; a seeded
-    shuffle of the groups gives EVAL_STARTS groups to evaluation and the next TRAIN_STARTS to
-    training (disjoint even up to symmetry), each represented by a seeded random symmetric image;
-    validation and test split the evaluation starts in two.
+    shuffle of the groups gives EVAL_STARTS groups to evaluation, each represented by a seeded
+    random symmetric image (validation and test split them in two). Training gets every
+    position of every other group (all their symmetric images), so the splits are disjoint even
+    up to symmetry.
     """
     table = tb.load(material)
     candidates = np.flatnonzero(table.dtm_w >= 2 * MIN_MATE - 1)
     canonical = transform(candidates[None], np.arange(8)[:, None]).min(0)
     classes = np.unique(canonical)
     rng = np.random.default_rng([STARTS_SEED, tb.MATERIALS.index(material)])
-    chosen = rng.permutation(classes)[:EVAL_STARTS + TRAIN_STARTS]
-    chosen = transform(chosen, rng.integers(0, 8, size=len(chosen)))
+    held_out = rng.permutation(classes)[:EVAL_STARTS]
+    chosen = transform(held_out, rng.integers(0, 8, size=len(held_out)))
     half = EVAL_STARTS // 2
-    return {"eval": chosen[:EVAL_STARTS], "train": chosen[EVAL_STARTS:], "valid": chosen[:half],
-            "test": chosen[half:EVAL_STARTS]}
+    return {"eval": chosen, "train": candidates[~np.isin(canonical, held_out)], "valid": chosen[:half],
+            "test": chosen[half:]}
 
 
 def board_of(piece: int, index: int) -> chess.Board:
@@ -168,68 +200,95 @@ class EndgamesTask(Task):
     LMRL-Gym's "theoretical chess endgames", with exact references. The agent plays white in a
     K+Q v K or K+R v K position; the environment plays black's longest-resisting reply from a
     retrograde tablebase (depth to mate of every position; ties go to the lowest destination
-    square), so optimal play is known exactly. Board rules come from python-chess.
+    square), so optimal play is known exactly. Board rules come from python-chess. As in
+    LMRL-Gym, the current position is shown after every black reply, so the latest board is
+    always in view.
 
     ## Action Space
-    `Discrete(1992)`: one token per move, from a fixed UCI vocabulary of every from-to(-promotion)
-    move (1,968 tokens such as "e1e2" or "a7a8q"), plus the 24 other tokens (21 board characters,
-    the side token "w", <pad>, <eos>), which are illegal moves.
+    `Discrete(1984)`: one token per move, from a fixed UCI vocabulary of every from-to(-promotion)
+    move (1,968 tokens such as "e1e2" or "a7a8q"), plus the 16 other tokens (".", the 12 piece
+    letters, the side token "w", <pad>, <eos>), which are illegal moves.
 
     ## Observation Space
-    The context so far, right-padded to `max_length` = 22 + 2 * max_moves (86):
-    `{"input_ids": Box(0, 1991, (86,), uint16), "length": ()}`. The prompt is the start FEN's
-    board field, one token per character ("8/8/8/3k4/8/8/8/R3K3" -> "8 / 8 / ... K 3"), then "w";
-    each turn appends the agent's move token and then black's reply token.
+    The context so far, right-padded to `max_length` = 66 * max_moves (1,320):
+    `{"input_ids": Box(0, 1983, (1320,), uint16), "length": ()}`. A position is 65 tokens: FEN's
+    board field one token per square (rank 8 to rank 1, a to h; every digit expanded into that
+    many ".", the "/" dropped, as searchless_chess tokenises FEN), then the side token "w". The
+    prompt is the start position; each turn appends the agent's move token and then, after black's
+    reply, the position it leaves (black's move itself is not written: the board shows it). So a
+    turn is 66 tokens and the context always ends with the board white moves on.
 
     ## Rewards
     +1 for the move that mates, -1 for an illegal move (any token that is not a legal white move
     here), 0 for every other move, stalemate, or losing the piece.
 
     ## Starting State
-    A start position drawn uniformly from the split's fixed set: 128 K+Q v K and 128 K+R v K
-    positions for "eval" (64 + 64 for each of its halves "valid" and "test"), 1,024 of each for
-    "train", each a mate in 5 or more moves with best play,
-    chosen by a seeded shuffle of the positions' symmetry classes (the splits share no position,
-    nor any mirror or rotation of one).
+    A start position drawn uniformly from the split's set, every one a mate in 5 or more moves
+    with best play. The positions of both materials are grouped by the board's 8 symmetries; a
+    seeded shuffle puts 128 groups of each material in "eval", each shown as one seeded symmetric
+    image (256 starts; 64 + 64 per material for its halves "valid" and "test"); "train" holds every
+    position of every other group (269,200 starts), so no training start is a mirror or rotation
+    of an evaluation one.
 
     ## Episode End
     Every end is a termination (never a truncation): checkmate (+1), an illegal move (-1),
     stalemate, black taking the undefended piece (insufficient material) and the move budget of
-    `max_moves` white moves (0). With the budget black's reply to the last move is not played.
+    `max_moves` white moves (0). Black's capture is shown like any reply (a board with the two kings
+    alone); after the other ends black does not reply and no position is appended.
 
     ## Arguments
     `split`: "eval" (default, the registered env's evaluation starts), "train" (the starts the
-    datasets are collected on), or "valid" / "test" (the two halves of "eval", 64 starts per
-    material each: the benchmark chooses knobs on one and reports the other). `max_moves`: the white-move budget (default 32, twice the longest
-    K+R v K mate, so optimal play always mates).
+    datasets are collected on), or "valid" / "test" (the two halves of "eval": the benchmark
+    chooses knobs on one and reports the other). `max_moves`: the white-move budget (default 20:
+    the longest K+R v K mate is 16, so optimal play always mates, and contexts stay within 1,320
+    tokens).
 
     ## Reference scores
     Exact, over the evaluation starts: `ref_max_score` = 1.0 (optimal white against optimal
-    defence mates from every start within the budget); `ref_min_score` = -0.9991827678912832 for
-    the uniform policy over the 1,992 tokens, by dynamic programming over (position, moves left)
-    (an illegal token ends most of its episodes at once), exact up to 2e-16: past 10 moves the
-    game goes on with probability below (35 / 1992)^10 < 1e-16 (at most 35 legal white moves) and
-    the recursion stops there.
+    defence mates from every start within the budget); `ref_min_score` for the uniform policy over
+    the 1,984 tokens, by dynamic programming over (position, moves left) (an illegal token ends
+    most of its episodes at once), exact up to 2e-16: past 10 moves the game goes on with
+    probability below (35 / 1984)^10 < 1e-16 (at most 35 legal white moves) and the recursion
+    stops there.
 
     ## Version History
-    v0: first version (python-chess 1.11; tablebase opponent).
+    - v1: the position (64 square tokens and "w") is appended after every black reply instead of
+      black's move token, and the prompt writes the board the same way; training starts are every
+      mate-in->=5 position outside the evaluation groups (269,200 instead of 2,048); the default
+      move budget is 20 (was 32). Datasets -v2.
+    - v0 (refused): the start FEN's run-length board field once (one token per character, "/"
+      kept), then only move tokens (white's and black's), so a model had to replay the moves to
+      know where the pieces stood; 2,048 training starts. Datasets -v1 (refused).
     """
 
     name = "endgames"
-    env_id = "textrl/Endgames-v0"
+    env_id = "textrl/Endgames-v1"
+    retired_env_ids = {"textrl/Endgames-v0": "v0 wrote the start FEN once and then only move tokens; since v1 the "
+                                              "board is written one token per square and appended after every "
+                                              "black reply, with 269,200 training starts"}
+    dataset_version = 2
+    retired_dataset_versions = {1: "was played on textrl/Endgames-v0 (the board once, then moves; 2,048 starts)"}
 
-    def __init__(self, split: str = "eval", max_moves: int = 32) -> None:
+    def __init__(self, split: str = "eval", max_moves: int = MAX_MOVES) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if isinstance(max_moves, bool) or not isinstance(max_moves, int) or max_moves < 1:
             raise ValueError(f"max_moves must be an int >= 1, got {max_moves!r}")
         self.split, self.max_moves = split, max_moves
-        self.max_length = PROMPT_MAX + 2 * max_moves
-        self.starts = [(p, int(i)) for p, m in enumerate(tb.MATERIALS) for i in start_positions(m)[split]]
-        mates = np.array([(tb.load(tb.MATERIALS[p]).dtm_w[i] + 1) // 2 for p, i in self.starts])
+        self.max_length = (POSITION_TOKENS + 1) * max_moves
+        splits = [start_positions(m)[split] for m in tb.MATERIALS]
+        self.start_piece = np.concatenate([np.full(len(s), p) for p, s in enumerate(splits)])
+        self.start_index = np.concatenate(splits)
+        dtm_w = np.stack([tb.load(m).dtm_w for m in tb.MATERIALS])
+        mates = (dtm_w[self.start_piece, self.start_index] + 1) // 2
         self.ref_max_score = float(np.mean(mates <= max_moves))
-        self.ref_min_score = float(np.mean([uniform_values(tb.MATERIALS[p], max_moves, self.vocab_size)[i]
-                                            for p, i in self.starts]))
+        uniform = np.stack([uniform_values(m, max_moves, self.vocab_size) for m in tb.MATERIALS])
+        self.ref_min_score = float(np.mean(uniform[self.start_piece, self.start_index]))
+
+    @property
+    def starts(self) -> list[tuple[int, int]]:
+        """(piece, position index) of every start of the split."""
+        return list(zip(self.start_piece.tolist(), self.start_index.tolist()))
 
     def dataset_task(self) -> EndgamesTask:
         """Datasets are collected on the training starts; the evaluation starts stay held out."""
@@ -239,7 +298,7 @@ class EndgamesTask(Task):
 
     @cached_property
     def vocab(self) -> list[str]:
-        return [PAD, EOS, SIDE, *BOARD_CHARS, *uci_moves()]
+        return [PAD, EOS, SIDE, EMPTY, *PIECE_CHARS, *uci_moves()]
 
     # ------------------------------------------------------------------ moves as tokens
 
@@ -271,51 +330,61 @@ class EndgamesTask(Task):
         token = np.where(to >= 0, self._move_token[frm, np.maximum(to, 0)], -1)
         return np.where(token >= 0, token, self.eos_id)  # no legal move: only after the episode ended
 
-    # ------------------------------------------------------------------ prompts
+    # ------------------------------------------------------------------ positions as tokens
+
+    @cached_property
+    def _piece_ids(self) -> np.ndarray:
+        """Token ids of the white king, the white piece (queen, rook) and the black king, as [3, 2] by piece."""
+        t = self.token_to_id
+        return np.array([[t["K"], t["K"]], [t["Q"], t["R"]], [t["k"], t["k"]]])
+
+    def position_tokens(self, piece: np.ndarray, wk: np.ndarray, wx: np.ndarray, bk: np.ndarray) -> np.ndarray:
+        """[N, 65] token ids of positions with white to move: the expanded board field, then "w"."""
+        piece = np.asarray(piece, dtype=np.int64)
+        out = np.full((len(piece), POSITION_TOKENS), self.token_to_id[EMPTY], dtype=np.int64)
+        rows = np.arange(len(piece))
+        for k, square in enumerate((wk, wx, bk)):
+            out[rows, BOARD_COLUMN[np.asarray(square)]] = self._piece_ids[k, piece]
+        out[:, -1] = self.token_to_id[SIDE]
+        return out
 
     def prompt_of(self, piece: int, index: int) -> list[int]:
-        """The prompt of a position: its FEN board field (python-chess), one token per character, then "w"."""
-        return [self.token_to_id[c] for c in board_of(piece, index).board_fen()] + [self.token_to_id[SIDE]]
+        """The prompt of a position: its board field one token per square (as `expand_board_fen`), then "w"."""
+        return self.position_tokens(np.array([piece]), *(v[None] for v in tb.split_index(index)))[0].tolist()
 
-    @cached_property
-    def _start_prompts(self) -> list[list[int]]:
-        return [self.prompt_of(p, i) for p, i in self.starts]
-
-    @cached_property
-    def _parsed(self) -> dict[tuple[int, ...], tuple[int, int]]:
-        """Prompt -> (piece, position index); starts up front, other legal prompts added when checked."""
-        return {tuple(pr): s for pr, s in zip(self._start_prompts, self.starts)}
-
-    def _parse_prompt(self, prompt: list[int]) -> tuple[int, int]:
-        """(piece, position index) of a prompt, read by python-chess; ValueError if it is no legal start."""
-        key = tuple(prompt)
-        if key in self._parsed:
-            return self._parsed[key]
-        text = "".join(self.vocab[i] for i in prompt[:-1])
-        example = self.decode(self._start_prompts[0])
-        if not prompt or prompt[-1] != self.token_to_id[SIDE] or any(c not in BOARD_CHARS for c in text):
-            raise ValueError(f"an {self.name} prompt is a FEN board field, one token per character, then 'w'; got "
-                             f"{self.decode(prompt)!r} (e.g. {example!r})")
-        try:
-            board = chess.Board(f"{text} w - - 0 1")
-        except ValueError as e:
-            raise ValueError(f"{text!r} is not a FEN board field: {e}") from e
-        kinds = sorted((p.symbol(), s) for s, p in board.piece_map().items())
-        symbols = "".join(k for k, _ in kinds)
-        if symbols not in ("KQk", "KRk") or not board.is_valid():
-            raise ValueError(f"{text!r} is not a legal K+Q v K or K+R v K position with white to move "
-                             f"(e.g. {example!r})")
-        squares = dict(kinds)
-        piece = 0 if symbols == "KQk" else 1
-        parsed = (piece, int(tb.position_index(squares["K"], squares[symbols[1]], squares["k"])))
-        self._parsed[key] = parsed
-        return parsed
+    def read_positions(self, boards: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(piece, wk, wx, bk, ok) of [N, 64] board tokens; `ok` is False where they are no K+Q/K+R v K board."""
+        boards = np.asarray(boards, dtype=np.int64)
+        found = [boards[:, :, None] == self._piece_ids[k][None, None] for k in range(3)]  # [N, 64, 2] each
+        counts = [f[:, :, 0].sum(1) for f in (found[0], found[2])]
+        queens, rooks = found[1][:, :, 0].sum(1), found[1][:, :, 1].sum(1)
+        empty = (boards == self.token_to_id[EMPTY]).sum(1)
+        ok = (counts[0] == 1) & (counts[1] == 1) & (queens + rooks == 1) & (empty == 61)
+        piece = (rooks == 1).astype(np.int64)
+        wk, wx, bk = (BOARD_SQUARES[np.argmax(f.any(2), axis=1)] for f in found)
+        return piece, wk, wx, bk, ok
 
     def sample_prompt(self, rng: np.random.Generator) -> list[int]:
-        return list(self._start_prompts[int(rng.integers(len(self.starts)))])
+        r = int(rng.integers(len(self.start_index)))
+        return self.prompt_of(int(self.start_piece[r]), int(self.start_index[r]))
 
     def check_prompt(self, prompt: list[int]) -> None:
-        self._parse_prompt(prompt)
+        """A prompt must be a legal K+Q v K or K+R v K position with white to move, written as the env writes it.
+
+        Legality is python-chess's (`Board.is_valid`), on the FEN the tokens stand for.
+        """
+        example = self.decode(self.sample_prompt(np.random.default_rng(0)))
+        squares = {EMPTY, *PIECE_CHARS}
+        text = [self.vocab[i] if 0 <= i < self.vocab_size else "?" for i in prompt]
+        if len(prompt) != POSITION_TOKENS or text[-1] != SIDE or any(c not in squares for c in text[:-1]):
+            raise ValueError(f"an {self.name} prompt is 64 square tokens (FEN's board field with every digit written "
+                             f"as that many '.' and no '/') then 'w'; got {self.decode(prompt)!r} (e.g. {example!r})")
+        fen = collapse_board("".join(text[:-1]))
+        board = chess.Board(f"{fen} w - - 0 1")
+        symbols = "".join(sorted(p.symbol() for p in board.piece_map().values()))
+        if symbols not in ("KQk", "KRk") or not board.is_valid():
+            raise ValueError(f"{fen!r} is not a legal K+Q v K or K+R v K position with white to move "
+                             f"(e.g. {example!r})")
 
     # ------------------------------------------------------------------ dynamics
 
@@ -326,8 +395,8 @@ class EndgamesTask(Task):
         return tuple(np.stack([p[k] for p in parts]) for k in range(3))
 
     def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
-        piece, index = np.array([self._parse_prompt(p) for p in prompts], dtype=np.int64).reshape(-1, 2).T
-        wk, wx, bk = tb.split_index(index)
+        boards = np.array(prompts, dtype=np.int64).reshape(len(prompts), POSITION_TOKENS)[:, :-1]
+        piece, wk, wx, bk, _ = self.read_positions(boards)
         return {"piece": piece, "wk": wk, "wx": wx, "bk": bk, "moves": np.zeros(len(prompts), dtype=np.int64)}
 
     def _white_move(self, piece: np.ndarray, wk: np.ndarray, wx: np.ndarray, bk: np.ndarray,
@@ -356,10 +425,12 @@ class EndgamesTask(Task):
         out_of_moves = legal & ~mate & ~stalemate & (moves >= self.max_moves)
         plays = legal & ~mate & ~stalemate & ~out_of_moves
         taken = plays & (reply == wx)
-        response = np.where(plays, self._move_token[bk, np.maximum(reply, 0)], -1)[:, None]
         state["moves"] = moves
         state["wk"][legal], state["wx"][legal] = wk[legal], wx[legal]
         state["bk"][plays] = reply[plays]
+        response = np.full((len(actions), POSITION_TOKENS), -1, dtype=np.int64)  # after a reply: the position
+        response[plays] = self.position_tokens(piece[plays], state["wk"][plays], state["wx"][plays],
+                                               state["bk"][plays])
         reward = mate.astype(np.float64) - (active & ~legal)
         terminated = active & (~legal | mate | stalemate | out_of_moves | taken)
         return Transition(response, reward, terminated, np.zeros(len(actions), dtype=bool))
@@ -367,21 +438,14 @@ class EndgamesTask(Task):
     # ------------------------------------------------------------------ policies
 
     def positions(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(piece, wk, wx, bk) of each observed context: the prompt's position, then its moves replayed."""
+        """(piece, wk, wx, bk) of each observed context: read off its last position (the 64 tokens before its last "w")."""
         ids = np.asarray(obs["input_ids"], dtype=np.int64)
         length = np.asarray(obs["length"], dtype=np.int64)
-        prompt_len = np.argmax(ids == self.token_to_id[SIDE], axis=1) + 1
-        start = np.array([self._parse_prompt(ids[r, :prompt_len[r]].tolist()) for r in range(len(ids))],
-                         dtype=np.int64).reshape(-1, 2)
-        squares = np.stack(tb.split_index(start[:, 1]))  # [3, N]: wk, wx, bk
-        frm_of, to_of = self._move_squares
-        live = np.arange(ids.shape[1])[None] < length[:, None]
-        live &= np.arange(ids.shape[1])[None] >= prompt_len[:, None]
-        frm = np.where(live, frm_of[ids], -2)  # moves as from/to squares; -2: no move in this column
-        to = to_of[ids]
-        for j in range(int(prompt_len.min()), int(length.max())):
-            squares = np.where(squares == frm[:, j], to[:, j], squares)
-        return start[:, 0], squares[0], squares[1], squares[2]
+        side = (ids == self.token_to_id[SIDE]) & (np.arange(ids.shape[1])[None] < length[:, None])
+        last = ids.shape[1] - 1 - np.argmax(side[:, ::-1], axis=1)
+        cols = last[:, None] - (POSITION_TOKENS - 1) + np.arange(POSITION_TOKENS - 1)[None]
+        piece, wk, wx, bk, _ = self.read_positions(np.take_along_axis(ids, cols, axis=1))
+        return piece, wk, wx, bk
 
     def optimal_policy(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """The tablebase's fastest mate (the first such move in slot order)."""
@@ -421,7 +485,7 @@ def _quit_engine(loop: asyncio.AbstractEventLoop, engine: chess.engine.UciProtoc
 class EndgamesStockfishTask(EndgamesTask):
     """Endgames against Stockfish: black's replies come from the engine instead of the tablebase.
 
-    Same rules, vocabulary, starts, rewards and ends as `textrl/Endgames-v0` (see there); only
+    Same rules, vocabulary, starts, observations, rewards and ends as `textrl/Endgames-v1` (see there); only
     black's replies differ: Stockfish's move at a fixed node budget (`nodes`, default 5000) with
     one thread and a fresh game per query, so replies are deterministic; each is cached per
     position. Needs the `stockfish` binary ($STOCKFISH, PATH or /usr/games/stockfish; Debian
@@ -436,14 +500,16 @@ class EndgamesStockfishTask(EndgamesTask):
     """
 
     name = "endgames_stockfish"
-    env_id = "textrl/EndgamesStockfish-v0"
+    env_id = "textrl/EndgamesStockfish-v1"
+    retired_env_ids = {"textrl/EndgamesStockfish-v0": "its observations changed as Endgames-v1's: the board is "
+                                                       "appended after every black reply"}
 
-    def __init__(self, split: str = "eval", max_moves: int = 32, nodes: int = 5000) -> None:
+    def __init__(self, split: str = "eval", max_moves: int = MAX_MOVES, nodes: int = 5000) -> None:
         path = find_stockfish()
         if path is None or not (os.path.isfile(path) and os.access(path, os.X_OK)):
             where = f"STOCKFISH={path!r} is not an executable file" if path else "no stockfish binary was found"
             raise RuntimeError(f"{self.env_id} needs the Stockfish engine: {where}. Install it (apt-get install "
-                               "stockfish) or set STOCKFISH to the binary's path; textrl/Endgames-v0 needs no engine")
+                               "stockfish) or set STOCKFISH to the binary's path; textrl/Endgames-v1 needs no engine")
         if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
             raise ValueError(f"nodes must be an int >= 1, got {nodes!r}")
         super().__init__(split, max_moves)

@@ -134,6 +134,11 @@ class MazeTask(Task):
     def sample_prompt(self, rng: np.random.Generator) -> list[int]:
         return self._prompt(int(rng.choice(self.starts)))
 
+    def evaluation_prompts(self) -> list[list[int]] | None:
+        """The 25 start prompts, when each names one start cell (fully observed); MazePO's do not."""
+        table = self._starts_of_prompt
+        return [list(p) for p in table] if all(len(cells) == 1 for cells in table.values()) else None
+
     def check_prompt(self, prompt: list[int]) -> None:
         if tuple(prompt) not in self._starts_of_prompt:
             raise ValueError(f"not a start observation of {self.name}: {self.decode(prompt)!r} "

@@ -26,7 +26,7 @@ from gymnasium import spaces
 from h5py import h5d, h5g, h5s
 from tqdm.auto import tqdm
 
-from textrl.data.packed import (
+from textrl.data.packed_dataset import (
     DamagedCacheError,
     PackBuilder,
     PackedDataset,
@@ -94,7 +94,7 @@ def content_key(dataset: minari.MinariDataset, options: dict[str, Any]) -> str:
     return key.hexdigest()[:24]
 
 
-class _Episodes:
+class _HDF5EpisodeReader:
     """Low-level reads of one Minari hdf5 file's episodes (h5py's high-level API costs ~4x more per read)."""
 
     def __init__(self, path: Path) -> None:
@@ -132,7 +132,7 @@ def read_packed_arrays(dataset: minari.MinariDataset, vocab: int, max_length: in
     steps = int(dataset.total_steps)
     builder = PackBuilder(vocab, max_length)
     try:
-        episodes = _Episodes(files[0])
+        episodes = _HDF5EpisodeReader(files[0])
     except OSError as e:
         raise ValueError(f"cannot open {files[0]} ({e}): the file is damaged or truncated; rebuild the dataset") from e
     with episodes.file, tqdm(total=len(indices), desc="pack", unit="ep", disable=not progress) as bar:
