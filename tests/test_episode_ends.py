@@ -10,7 +10,7 @@ from recorded import record_episode
 
 import textrl  # noqa: F401  (registers the env ids)
 from textrl.data import make_dataset, pack, parse_task_dataset_id
-from textrl.data.store import write_dataset
+from textrl.data.writer import write_dataset
 from textrl.env import observation_space
 from textrl.rollout import Episode
 from textrl.tasks import get_task
