@@ -21,7 +21,9 @@ from tensordict import TensorDict
 
 from agents.evaluation import rollout_eval_fn
 from agents.inputs import (
+    check_env,
     check_observation_fits,
+    check_positions,
     left_padded,
     prompt_list,
     room_for_new_tokens,
@@ -83,6 +85,7 @@ class OfflineAgent(SavedAgent, ABC):
         self.config = config
         self.tokenizer = tokenizer
         self.model: Optional[ValueModel] = None
+        self.env_id: Optional[str] = None  # the env of the data it was fitted on (observations are checked against it)
         self.generator = torch.Generator().manual_seed(config.train.seed)
         self.prompt_prefix: list[int] = []  # the start token of every training episode, put before prompts
         self.cache_contexts = True
@@ -146,6 +149,7 @@ class OfflineAgent(SavedAgent, ABC):
         data = None if isinstance(dataset, PackedDataset) else load(dataset)  # resolved once, here
         packed = dataset if data is None else pack(data, reward_normalization=self.config.train.reward_normalization)
         task = _task_or_none(packed.env_id)
+        self.env_id = packed.env_id if task is not None else None  # the id the env is registered under
         if self.tokenizer is None:
             self.tokenizer = self._resolve_tokenizer(data)
         if len(self.tokenizer) != packed.vocab_size:
@@ -163,6 +167,7 @@ class OfflineAgent(SavedAgent, ABC):
         if self.model is None:
             seed_everything(self.config.train.seed)  # the same seed gives the same initial weights
             self.model = self.build_model(packed.vocab_size)
+        check_positions(self.model, packed.max_tokens, self.config.train.seq_length)
         eval_fn = rollout_eval_fn(self, task if rollout_eval else None, metric_fn)
         trainer = Trainer(self, self.prepare_data(packed), self.config, eval_fn=eval_fn)
         return trainer.train()
@@ -192,7 +197,7 @@ class OfflineAgent(SavedAgent, ABC):
     @torch.no_grad()
     @_in_eval_mode
     def act(self, obs: dict[str, np.ndarray], *, beta: Optional[float] = None,
-            temperature: Optional[float] = None) -> Any:
+            temperature: Optional[float] = None, env: Any = None) -> Any:
         """The next token for an env observation (an int) or a batch of them (an int64 array).
 
         `beta` and `temperature` override `gen_kwargs` for this call (temperature 0: greedy). The
@@ -202,7 +207,8 @@ class OfflineAgent(SavedAgent, ABC):
         (a reset, another env, any other observation) the row starts over. The cached and the full
         forward differ only in float rounding (last bits of the scores), so they choose the same
         tokens except where two tokens' scores, or a sample's draw and a cumulative probability,
-        lie within that rounding of each other.
+        lie within that rounding of each other. An observation of another env than the agent's data
+        came from (by its width, or by `env`: an env id or env) is refused.
         """
         model = self._require_model()
         if model.seq2seq:
@@ -222,6 +228,7 @@ class OfflineAgent(SavedAgent, ABC):
         if (length < 1).any() or (length > ids.shape[1]).any():
             raise ValueError(f"observation lengths must lie in [1, {ids.shape[1]}], got {length.tolist()}")
         check_observation_fits(model, ids, length)
+        check_env(self.env_id, ids, env)
         gen = self.config.method.gen_kwargs
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
@@ -236,9 +243,10 @@ class OfflineAgent(SavedAgent, ABC):
         return int(tokens[0]) if single else tokens
 
     def policy(self, obs: dict[str, np.ndarray], rng: Optional[np.random.Generator] = None, *,
-               beta: Optional[float] = None, temperature: Optional[float] = None) -> np.ndarray:
+               beta: Optional[float] = None, temperature: Optional[float] = None,
+               env: Any = None) -> np.ndarray:
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
-        return self.act(obs, beta=beta, temperature=temperature)
+        return self.act(obs, beta=beta, temperature=temperature, env=env)
 
     def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray) -> torch.Tensor:
         """Last-layer hidden state [N, H] at each row's last token: from the rows' cached contexts, or (with

@@ -5,21 +5,24 @@ each training-knob grid point on the tuning seed), then the runs that need the f
 other seeds of a grid entry at the point chosen on validation; the agents initialised from the BC
 model of their cell and seed). `jobs` worker processes share the runs.
 
-Each finished run is stored as `runs/<key>.json` and never redone; a run checkpoints at every
-evaluation into `work/<key>/`, so an interrupted benchmark resumes each run from its last
-checkpoint when started again. A finished run keeps only its final checkpoint (the BC model the
-`*_bc` entries start from).
+Each finished run is stored as `runs/<key>.json` and never redone; its key ends with a digest of
+every setting that changes its result (the full config, the scoring episodes, the run it starts
+from), so a benchmark with other settings reuses only exact matches and says how many. A run
+checkpoints at every evaluation into `work/<key>/`, so an interrupted benchmark resumes each run
+from its last checkpoint when started again. A finished run keeps only its final checkpoint (the
+BC model the `*_bc` entries start from). One benchmark at a time writes into an output folder.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import csv
+import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -35,23 +38,32 @@ from agents.protocol import (
     EVALUATIONS,
     GATE_POINTS,
     TEST_EPISODES,
+    TEST_SEED,
     TIERS,
     VALIDATION_EPISODES,
+    VALIDATION_SEED,
     Run,
     Summary,
+    acting_label,
     choose_knob,
     converged,
     data_score,
     run_key,
+    score_key,
     scoring_fn,
     summarize_cell,
 )
 from agents.registry import AGENTS
+from textrl.config import TRLConfig
 from textrl.data import make_dataset
 from textrl.data.build import task_dataset_id
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
+from textrl.runs import LOCK_FILE, FolderBusyError, RunLock
 from textrl.trainer import find_checkpoint
+
+Spec = tuple[str, str, str, int, int]
+"""A run of the plan: (task, tier, entry, knob, seed)."""
 
 
 @dataclass(frozen=True)
@@ -125,37 +137,86 @@ def _latest_checkpoint(run_dir: Path) -> Optional[Path]:
         return None
 
 
-def bc_model_dir(work_dir: Path, task: str, tier: str, seed: int) -> Path:
+def bc_model_dir(plan: Plan, work_dir: Path, task: str, tier: str, seed: int) -> Path:
     """The transformer of a finished BC run (its final checkpoint), which the `*_bc` entries start from."""
-    last = _latest_checkpoint(work_dir / run_key(task, tier, "bc", 0, seed))
+    last = _latest_checkpoint(work_dir / spec_key(plan, (task, tier, "bc", 0, seed)))
     if last is None:
         raise FileNotFoundError(f"the BC run of {task}/{tier} seed {seed} has no checkpoint in {work_dir}: "
                                 "run the bc entry first")
     return last / "agent" / "model"
 
 
-def _curves(run_dir: Path) -> tuple[list[int], dict[str, list[float]], list[float], list[float], list[float]]:
-    """(steps, validation curve per acting value, test curve, chosen betas, chosen temperatures) from a run's
-    metrics.jsonl; the last record of a step wins (a resumed run may log a step twice) and a torn last line
-    is skipped."""
-    records: dict[int, dict[str, float]] = {}
+def run_config(plan: Plan, spec: Spec, model_path: Optional[str] = None) -> TRLConfig:
+    """The config of one run (without its folder): the task preset, the plan's steps, the entry's knobs."""
+    task, tier, entry, knob, seed = spec
+    e = ENTRIES[entry]
+    train: dict[str, Any] = dict(seed=seed, progress_bar=False, save_best=False, tracker="jsonl")
+    if plan.total_steps is not None:
+        train["total_steps"] = plan.total_steps
+    config = task_config(task, e.agent, **train)
+    interval = plan.eval_interval or -(-config.train.total_steps // EVALUATIONS)
+    model = dict(e.model) | ({"model_path": model_path} if model_path is not None else {})
+    return config.evolve(train=dict(eval_interval=interval, checkpoint_interval=min(interval, config.train.total_steps)),
+                         method=dict(e.grid[knob]), model=model)
+
+
+def spec_key(plan: Plan, spec: Spec) -> str:
+    """The key of a run: what it is, then a digest of every setting that changes its result (the config,
+    the dataset, the betas, temperatures and episodes it is scored with, and the key of the BC run it starts from)."""
+    task, tier, entry, knob, seed = spec
+    e = ENTRIES[entry]
+    settings = {
+        "config": run_config(plan, spec).to_dict(), "dataset": dataset_id(task, tier), "betas": list(e.betas),
+        "temperatures": list(e.temperatures),
+        "validation": [VALIDATION_SEED, plan.validation_episodes], "test": [TEST_SEED, plan.test_episodes],
+        "starts_from": spec_key(plan, (task, tier, "bc", 0, seed)) if e.from_bc else None,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+    return run_key(*spec, digest)
+
+
+def _curves(run_dir: Path) -> tuple[list[int], dict[tuple[Optional[float], Optional[float]], list[float]], list[float],
+                                    list[float], list[float]]:
+    """(steps, validation curve per acting value (beta, temperature), test curve, chosen betas, chosen
+    temperatures) from a run's metrics.jsonl; the last record of a step wins (a resumed run may log a step
+    twice) and a torn last line is skipped."""
+    records: dict[int, dict[Any, float]] = {}
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
         if isinstance(record, dict) and "eval/test" in record:
-            records[int(record["step"])] = {k[len("eval/"):]: float(v) for k, v in record.items()
-                                            if k.startswith("eval/") and not k.endswith("_std")}
+            records[int(record["step"])] = {
+                score_key(k[len("eval/"):]) or k: float(v) for k, v in record.items() if k.startswith("eval/")}
     steps = sorted(records)
-    val: dict[str, list[float]] = {}
+    val: dict[tuple[Optional[float], Optional[float]], list[float]] = {}
     for step in steps:
         for key, value in records[step].items():
-            if key.startswith("val"):
-                val.setdefault(key.partition("@")[2], []).append(value)
-    return (steps, val, [records[s]["test"] for s in steps],
-            [records[s]["beta"] for s in steps if "beta" in records[s]],
-            [records[s]["temperature"] for s in steps if "temperature" in records[s]])
+            if isinstance(key, tuple) and key[0] == "val":
+                val.setdefault(key[1:], []).append(value)
+    return (steps, val, [records[s][("test", None, None)] for s in steps],
+            [records[s]["eval/beta"] for s in steps if "eval/beta" in records[s]],
+            [records[s]["eval/temperature"] for s in steps if "eval/temperature" in records[s]])
+
+
+def _clear_unstarted(run_dir: Path) -> None:
+    """Empty the folder of an attempt killed before its first checkpoint, under its lock: a folder another
+    process holds is never touched (that process is named instead)."""
+    if not run_dir.is_dir():
+        return
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
+        for entry in run_dir.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    finally:
+        lock.release()
 
 
 class PrefixedLines:
@@ -187,27 +248,19 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
     `[maze-mixed__ilql__k0__s1]`: the workers' lines interleave.
     """
     e = ENTRIES[entry]
-    key = run_key(task, tier, entry, knob, seed)
+    spec = (task, tier, entry, knob, seed)
+    key = spec_key(plan, spec)
     run_dir = work_dir / key
-    train: dict[str, Any] = dict(seed=seed, progress_bar=progress, save_best=False, checkpoint_dir=str(run_dir),
-                                 tracker="jsonl")
-    if plan.total_steps is not None:
-        train["total_steps"] = plan.total_steps
-    config = task_config(task, e.agent, **train)
-    interval = plan.eval_interval or -(-config.train.total_steps // EVALUATIONS)
-    model = dict(e.model)
-    if e.from_bc:
-        model["model_path"] = str(bc_model_dir(work_dir, task, tier, seed))
-    config = config.evolve(train=dict(eval_interval=interval, checkpoint_interval=min(interval, config.train.total_steps)),
-                           method=dict(e.grid[knob]), model=model)
+    start = str(bc_model_dir(plan, work_dir, task, tier, seed)) if e.from_bc else None
+    config = run_config(plan, spec, start).evolve(train=dict(checkpoint_dir=str(run_dir), progress_bar=progress))
     last = _latest_checkpoint(run_dir)
     if last is None:
-        shutil.rmtree(run_dir, ignore_errors=True)  # only logs of an attempt killed before its first checkpoint
+        _clear_unstarted(run_dir)  # only logs of an attempt killed before its first checkpoint
     started = time.perf_counter()
     if last is None or int(last.name.split("_")[1]) < config.train.total_steps:
         config = config.evolve(train=dict(resume_from_checkpoint=None if last is None else str(last)))
         agent = AGENTS[e.agent](config)
-        with contextlib.redirect_stdout(PrefixedLines(sys.stdout, f"[{key}] ")) if prefix_lines else \
+        with contextlib.redirect_stdout(PrefixedLines(sys.stdout, f"[{run_key(*spec)}] ")) if prefix_lines else \
                 contextlib.nullcontext():
             agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
                       metric_fn=scoring_fn(task, e.betas, e.temperatures, plan.validation_episodes,
@@ -215,46 +268,61 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
     for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
         shutil.rmtree(old, ignore_errors=True)
     steps, val, test, betas, temperatures = _curves(run_dir)
-    return Run(task, tier, entry, knob, seed, steps, val, test, betas, time.perf_counter() - started, temperatures)
+    return Run(task, tier, entry, knob, seed, steps, val, test, betas, time.perf_counter() - started,
+               temperatures, key.rsplit("__", 1)[1])
 
 
 def _worker_init(threads: int) -> None:
-    """A worker process: quiet, offline, and `threads` torch threads (the cores are shared among workers)."""
+    """A worker process: quiet, offline, deaf to Ctrl-C (the main process stops the workers and says how to
+    resume), and `threads` torch threads (the cores are shared among workers)."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)  # stopped by the main process: unwind, free locks, say nothing
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.simplefilter("ignore")
     torch.set_num_threads(threads)
 
 
-def _execute(plan: Plan, specs: list[tuple[str, str, str, int, int]], out: Path, jobs: int, progress: bool,
-             done: dict[str, Run], bar: Any) -> None:
-    """Run every spec (task, tier, entry, knob, seed) not finished yet, `jobs` at a time; store each as it ends."""
-    todo = [s for s in specs if run_key(*s) not in done]
+def _exit_quietly(signum: int, frame: Any) -> None:
+    """SIGTERM in a worker: exit through SystemExit, so locks and semaphores are released on the way out."""
+    sys.exit(0)
+
+
+def _train_spec(job: tuple[Plan, Spec, Path]) -> Run:
+    """`train_run` of one spec, in a worker process."""
+    plan, spec, work_dir = job
+    return train_run(plan, *spec, work_dir=work_dir, prefix_lines=True)
+
+
+def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
+             bar: Any) -> int:
+    """Run every spec not finished yet, `jobs` at a time; store each as it ends. Returns how many were reused."""
+    todo = [s for s in specs if spec_key(plan, s) not in done]
 
     def finish(run: Run) -> None:
-        atomic_write_text(out / "runs" / f"{run.key}.json", json.dumps(run.__dict__))
+        atomic_write_text(out / "runs" / f"{run.key}.json", run.to_json())
         done[run.key] = run
         bar.update(1)
 
+    bar.update(len(specs) - len(todo))
     if jobs == 1:
         for spec in todo:
             finish(train_run(plan, *spec, work_dir=out / "work", progress=progress))
-        return
+        return len(specs) - len(todo)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                  initargs=(threads,))
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
     try:
-        futures = [pool.submit(train_run, plan, *spec, work_dir=out / "work", prefix_lines=True) for spec in todo]
-        for future in cf.as_completed(futures):
-            finish(future.result())
-    except BaseException:  # Ctrl-C (which reaches the workers too) or a failed run: queued runs are dropped
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+        for run in pool.imap_unordered(_train_spec, [(plan, spec, out / "work") for spec in todo]):
+            finish(run)
+    finally:  # after the last run, a failed run or Ctrl-C: the workers are stopped and waited for
+        pool.terminate()
+        pool.join()
+        pool.close()
+    return len(specs) - len(todo)
 
 
-def _first_phase(plan: Plan) -> list[tuple[str, str, str, int, int]]:
+def _first_phase(plan: Plan) -> list[Spec]:
     """The runs that need no other run: every seed of a knob-free entry, every grid point on the tuning seed."""
     specs = []
     for task, tier in plan.cells:
@@ -269,7 +337,7 @@ def _first_phase(plan: Plan) -> list[tuple[str, str, str, int, int]]:
     return specs
 
 
-def _second_phase(plan: Plan, done: dict[str, Run]) -> list[tuple[str, str, str, int, int]]:
+def _second_phase(plan: Plan, done: dict[str, Run]) -> list[Spec]:
     """The runs that need the first phase: the BC-initialised entries, and a grid's other seeds at its chosen point."""
     specs = []
     for task, tier in plan.cells:
@@ -280,7 +348,8 @@ def _second_phase(plan: Plan, done: dict[str, Run]) -> list[tuple[str, str, str,
             if e.from_bc:
                 specs += [(task, tier, name, 0, s) for s in plan.seeds]
             elif len(e.grid) > 1:
-                tuned = [r for r in done.values() if (r.task, r.tier, r.entry) == (task, tier, name)]
+                grid = [spec_key(plan, (task, tier, name, k, plan.tuning_seed)) for k in range(len(e.grid))]
+                tuned = [done[k] for k in grid if k in done]
                 specs += [(task, tier, name, choose_knob(tuned, plan.tuning_seed), s) for s in plan.seeds[1:]]
     return specs
 
@@ -289,24 +358,49 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
                   tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
                   eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
                   test_episodes: int = TEST_EPISODES, jobs: int = 1, progress: bool = True) -> list[Summary]:
-    """Run every run of the plan not already finished in `out_dir`; write runs.csv, table.md and a plot per
-    task; return the table's rows. Bad arguments are refused before anything is written."""
+    """Run every run of the plan not already finished in `out_dir` with the same settings; write runs.csv,
+    table.md and a plot per task; return the table's rows. Bad arguments are refused before anything is
+    written, and a second benchmark into the same `out_dir` while one runs is refused naming it."""
     plan = make_plan(agents, tasks, seeds, tiers, total_steps, eval_interval, validation_episodes, test_episodes)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs {jobs}: give at least 1 worker process")
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    done = {p.stem: Run(**json.loads(p.read_text(encoding="utf-8"))) for p in sorted((out / "runs").glob("*.json"))}
+    lock = RunLock(out)
+    try:
+        lock.acquire()
+    except FolderBusyError as e:
+        raise RuntimeError(f"another textrl bench (pid {e.pid}) is writing into {out}: two benchmarks in one --out "
+                           "would mix their runs. Wait for it to end, or give another --out") from None
+    try:
+        return _run_plan(plan, out, jobs, progress)
+    finally:
+        lock.release()
+
+
+def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool) -> list[Summary]:
+    """`run_benchmark` once its output folder is held."""
+    done = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        run = Run.read(path)
+        if run.key != path.stem:
+            raise ValueError(f"{path} holds the run {run.key}, not {path.stem}: delete it and run the same command "
+                             "again to rerun that run")
+        done[path.stem] = run
     data = {(task, tier): data_score(task, make_dataset(dataset_id(task, tier), progress=progress))
             for task, tier in plan.cells}  # built here once, not by two workers at a time
     first = _first_phase(plan)
     with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
         bar.total = len(first)
-        _execute(plan, first, out, jobs, progress and jobs == 1, done, bar)
+        reused = _execute(plan, first, out, jobs, progress and jobs == 1, done, bar)
         later = _second_phase(plan, done)
         bar.total += len(later)
-        _execute(plan, later, out, jobs, progress and jobs == 1, done, bar)
-    planned = {run_key(*s) for s in first + later}
+        reused += _execute(plan, later, out, jobs, progress and jobs == 1, done, bar)
+    planned = {spec_key(plan, s) for s in first + later}
+    others = len(set(done) - planned)
+    print(f"textrl bench: {reused} of {len(planned)} runs reused from {out / 'runs'} (the same settings), "
+          f"{len(planned) - reused} trained" + (f"; {others} stored runs made with other settings were not used"
+                                                 if others else ""), file=sys.stderr)
     runs = [r for k, r in done.items() if k in planned]
     rows = summarize(runs, plan)
     write_reports(runs, rows, out, data)
@@ -354,7 +448,8 @@ def format_table(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], f
     return "\n".join(lines) + "\n"
 
 
-BASELINES = ("bc", "filtered_bc", "cql", "mc_returns", "mc_returns_bc")
+BASELINES = tuple(name for name, e in ENTRIES.items() if e.agent != "ilql")
+"""The entries ILQL is compared with: every entry of another agent."""
 
 
 def compare(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]] = None) -> str:
@@ -397,7 +492,7 @@ def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | P
     lines = ["task,tier,agent,knob,seed,step,split,acting,score"]
     lines += [f"{task},{tier},data,0,0,0,test,,{score:.4f}" for (task, tier), score in data.items()]
     for r in runs:
-        series = [("val", label, scores) for label, scores in r.val.items()]
+        series = [("val", acting_label(*value), scores) for value, scores in r.val.items()]
         series.append(("test", "chosen" if r.betas or r.temperatures else "", r.test))
         for split, label, scores in series:
             lines += [f"{r.task},{r.tier},{r.entry},{r.knob},{r.seed},{s},{split},{label},{v:.4f}"

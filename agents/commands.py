@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+DEFAULT_SEEDS = 4
+
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -16,15 +18,16 @@ def _csv(value: str) -> list[str]:
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """Register `textrl bench`: the benchmark protocol (agents x tasks x tiers x seeds, knobs chosen on
     validation episodes, test scores reported), written as CSV, table and a plot per task."""
-    from agents.protocol import ENTRIES, QUICK, TIERS
+    from agents.protocol import ENTRIES, QUICK
 
     p = sub.add_parser("bench", help="benchmark agents x tasks x tiers x seeds and print a table of test scores")
-    p.add_argument("--tasks", type=_csv, default=list(TIERS), help="comma-separated tasks (default: all six)")
-    p.add_argument("--agents", type=_csv, default=list(ENTRIES),
+    p.add_argument("--tasks", type=_csv, default=None, help="comma-separated tasks (default: all six)")
+    p.add_argument("--agents", type=_csv, default=None,
                    help=f"comma-separated table entries (default: all of {', '.join(ENTRIES)}; the rank variants "
                         "run on Endgames' mixed tier only)")
     p.add_argument("--tiers", type=_csv, default=None, help="comma-separated dataset tiers (default: each task's two)")
-    p.add_argument("--seeds", type=int, default=4, help="number of seeds (0..N-1); seed 0 also tunes the grids")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"number of seeds (0..N-1; default {DEFAULT_SEEDS}); seed 0 also tunes the grids")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
     p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations (default: 2 per run)")
     p.add_argument("--val-episodes", type=int, default=None, help="validation episodes per evaluation (64)")
@@ -44,26 +47,30 @@ def resume_command(argv: list[str]) -> str:
     return shlex.join(["textrl", "bench", *argv])
 
 
-def _bench_settings(args: argparse.Namespace, given: set[str]) -> dict:
-    """run_benchmark's arguments: the flags, with --quick filling in what was not given."""
-    from agents.protocol import QUICK, TEST_EPISODES, VALIDATION_EPISODES
+def _bench_settings(args: argparse.Namespace) -> dict:
+    """run_benchmark's arguments: the flags given, then --quick's values for what was left out (every flag
+    defaults to None, so an abbreviation such as `--step 10` counts as given), then the defaults."""
+    from agents.protocol import ENTRIES, QUICK, TEST_EPISODES, TIERS, VALIDATION_EPISODES
 
-    settings = dict(agents=args.agents, tasks=args.tasks, seeds=args.seeds, tiers=args.tiers,
-                    total_steps=args.steps, eval_interval=args.eval_interval,
-                    validation_episodes=VALIDATION_EPISODES if args.val_episodes is None else args.val_episodes,
-                    test_episodes=TEST_EPISODES if args.eval_episodes is None else args.eval_episodes, jobs=args.jobs)
-    if args.quick:
-        for flag, key in (("--tasks", "tasks"), ("--tiers", "tiers"), ("--seeds", "seeds"), ("--steps", "steps")):
-            if flag not in given:
-                settings["total_steps" if key == "steps" else key] = QUICK[key]
-    return settings
+    given = dict(agents=args.agents, tasks=args.tasks, seeds=args.seeds, tiers=args.tiers, total_steps=args.steps,
+                 eval_interval=args.eval_interval, validation_episodes=args.val_episodes,
+                 test_episodes=args.eval_episodes)
+    quick = dict(tasks=QUICK["tasks"], tiers=QUICK["tiers"], seeds=QUICK["seeds"], total_steps=QUICK["steps"])
+    defaults = dict(agents=list(ENTRIES), tasks=list(TIERS), seeds=DEFAULT_SEEDS,
+                    validation_episodes=VALIDATION_EPISODES, test_episodes=TEST_EPISODES)
+    settings = {}
+    for key, value in given.items():
+        if value is None and args.quick:
+            value = quick.get(key)
+        settings[key] = defaults.get(key) if value is None else value
+    return {**settings, "jobs": args.jobs}
 
 
 def _bench(args: argparse.Namespace) -> int:
     from agents.benchmark import run_benchmark
 
     argv = args.argv[args.argv.index("bench") + 1:]
-    settings = _bench_settings(args, {a.split("=")[0] for a in argv})
+    settings = _bench_settings(args)
     started = time.perf_counter()
     try:
         run_benchmark(**settings, out_dir=args.out, progress=not args.no_progress)

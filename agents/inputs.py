@@ -10,6 +10,7 @@ import torch
 
 from textrl.models import ValueModel
 from textrl.models.value_model import transformers_model
+from textrl.tasks import TASK_ENV_IDS, get_task
 
 
 def left_padded(tokenizer: Any, prompts: list[str], prefix: Sequence[int] = ()) -> dict[str, torch.Tensor]:
@@ -58,6 +59,40 @@ def check_observation_fits(model: ValueModel, ids: np.ndarray, length: np.ndarra
     if positions is not None and int(length.max()) > positions:
         raise ValueError(f"the observation's context is {int(length.max())} tokens but the model has {positions} "
                          "positions: train a model with more positions (model.model_path) for such long episodes")
+
+
+def check_positions(model: ValueModel, longest: int, seq_length: int) -> None:
+    """Refuse training data or a `train.seq_length` longer than the model's positions before anything is
+    written (it would fail at the first step with an index error deep in torch)."""
+    _, positions = model_limits(model)
+    if positions is None:
+        return
+    if longest > positions:
+        raise ValueError(f"the dataset's episodes are up to {longest} tokens but the model has {positions} positions: "
+                         f"use a model with at least {longest} positions (model.model_path, e.g. n_positions in a "
+                         "GPT2Config), or shorter episodes")
+    if seq_length > positions:
+        raise ValueError(f"train.seq_length = {seq_length} is more than the model's {positions} positions: lower "
+                         f"train.seq_length to at most {positions} (the episodes are up to {longest} tokens)")
+
+
+def check_env(trained_on: Optional[str], ids: np.ndarray, env: Any) -> None:
+    """Refuse an observation of another env than the one the agent's data came from (`trained_on`, an env
+    id): by the env the caller names (an id or a gymnasium env) and, for a built-in task, by the
+    observation's width (wider than that env's contexts)."""
+    if trained_on is None:
+        return
+    given = env if env is None or isinstance(env, str) else getattr(getattr(env, "spec", None), "id", None)
+    if given is not None and given != trained_on:
+        raise ValueError(f"the agent was trained on data of {trained_on}, not {given}: act on the env of the data "
+                         "the agent was trained on")
+    if trained_on not in TASK_ENV_IDS:  # an env registered by the user (a TextEnv): checked by its id only
+        return
+    width = get_task(trained_on).max_length  # an observation may be trimmed to its length, never wider
+    if ids.shape[-1] > width:
+        raise ValueError(f"the observation has {ids.shape[-1]} token slots but {trained_on} gives at most {width}: is "
+                         "it an observation of another task's env? Act on the env of the data the agent was trained "
+                         "on")
 
 
 def prompt_list(prompts: Any, tokenizer: Any) -> list[str]:

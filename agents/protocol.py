@@ -23,7 +23,10 @@ its scores, so its verdicts are not counted.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -97,8 +100,48 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
 
 
 def acting_label(beta: Optional[float], temperature: Optional[float] = None) -> str:
-    """The key suffix of an acting knob value: '' (none), 'beta=4', 'temperature=0' or 'beta=4,temperature=0'."""
+    """How an acting knob value reads in reports: '' (none), 'beta=4', 'temperature=0' or 'beta=4,temperature=0'."""
     return ",".join(f"{name}={v:g}" for name, v in (("beta", beta), ("temperature", temperature)) if v is not None)
+
+
+ScoreKey = tuple[str, Optional[float], Optional[float]]
+"""A score of one evaluation: (split, acting beta, acting temperature), None where the entry has no such
+knob, e.g. ("val", 4.0, 0.0), ("val", None, 1.0), ("test", None, None)."""
+
+_KNOBS = ("beta", "temperature")
+
+
+def metric_name(key: ScoreKey) -> str:
+    """The name a score is logged under in metrics.jsonl (`eval/` is prefixed by the trainer), e.g.
+    'val@beta=4,temperature=0'; `score_key` reads it back, so the two spellings live here only."""
+    split, *values = key
+
+    def number(v: float) -> str:
+        short = f"{v:g}"  # '4', unless that loses digits that `score_key` must read back
+        return short if float(short) == v else repr(float(v))
+
+    knobs = ",".join(f"{name}={number(v)}" for name, v in zip(_KNOBS, values) if v is not None)
+    return f"{split}@{knobs}" if knobs else split
+
+
+def score_key(name: str) -> Optional[ScoreKey]:
+    """The (split, beta, temperature) of a logged metric name written by `metric_name`; None for any other
+    metric."""
+    split, at, knobs = name.partition("@")
+    if split not in ("val", "test"):
+        return None
+    values: dict[str, float] = {}
+    for part in knobs.split(",") if at else ():
+        knob, eq, value = part.partition("=")
+        if not eq or knob not in _KNOBS or knob in values:
+            return None
+        try:
+            values[knob] = float(value)
+        except ValueError:
+            return None
+    if at and not values:
+        return None
+    return (split, values.get("beta"), values.get("temperature"))
 
 
 @functools.cache
@@ -114,9 +157,10 @@ def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] 
     """`metric_fn` for `fit`: every acting value (beta x temperature) scored on the validation episodes,
     then the test episodes scored with the value that did best there (so test rollouts never choose anything).
 
-    Keys: `val@beta=4,temperature=0` per value (`val` without an acting knob), `test`, and `beta` and
-    `temperature` (the ones chosen, where the entry has them). Every training seed sees the same
-    validation and the same test episodes.
+    Keys: `metric_name(("val", beta, temperature))` per value (e.g. `val@beta=4,temperature=0`; `val`
+    without an acting knob), `metric_name(("test", None, None))`, and `beta` and `temperature` (the ones
+    chosen, where the entry has them). Every training seed sees the same validation and the same test
+    episodes.
     """
     valid, test = split_tasks(task)
     values = [(b, t) for b in (betas or (None,)) for t in (temperatures or (None,))]
@@ -131,9 +175,9 @@ def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] 
     def score(agent: Any) -> dict[str, float]:
         val = {v: mean_score(valid, v, VALIDATION_SEED, validation_episodes, agent) for v in values}
         chosen = max(val, key=lambda v: val[v])  # the first of equals
-        out = {"val" + ("@" + acting_label(*v) if acting_label(*v) else ""): s for v, s in val.items()}
-        out["test"] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
-        for name, v in zip(("beta", "temperature"), chosen):
+        out = {metric_name(("val", *v)): s for v, s in val.items()}
+        out[metric_name(("test", None, None))] = mean_score(test, chosen, TEST_SEED, test_episodes, agent)
+        for name, v in zip(_KNOBS, chosen):
             if v is not None:
                 out[name] = v
         return out
@@ -143,8 +187,9 @@ def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: per evaluation, the validation score of each acting value ('' or 'beta=4'),
-    the test score at the value chosen there, and that value (empty without an acting knob)."""
+    """One training run: per evaluation, the validation score of each acting value (beta, temperature; None
+    where the entry has no such knob), the test score at the value chosen there, and that value's beta and
+    temperature (empty without that knob)."""
 
     task: str
     tier: str
@@ -152,11 +197,36 @@ class Run:
     knob: int  # index into the entry's grid
     seed: int
     steps: list[int]
-    val: dict[str, list[float]]
+    val: dict[tuple[Optional[float], Optional[float]], list[float]]
     test: list[float]
     betas: list[float]
     seconds: float
     temperatures: list[float] = field(default_factory=list)  # chosen per evaluation (empty: not a knob)
+    settings: str = ""  # the digest of every setting that changes its result (agents.benchmark.run_settings)
+
+    def to_json(self) -> str:
+        """The run as JSON (validation scores as [beta, temperature, scores] lists: JSON keys cannot be
+        numbers)."""
+        return json.dumps({**asdict(self), "val": [[b, t, s] for (b, t), s in self.val.items()]})
+
+    @classmethod
+    def read(cls, path: Path) -> "Run":
+        """A run stored by `to_json`; a torn or altered file is a ValueError naming it and what is wrong."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+            names = [f.name for f in fields(cls)]
+            if not isinstance(data, dict) or sorted(data) != sorted(names):
+                got = sorted(data) if isinstance(data, dict) else type(data).__name__
+                raise ValueError(f"its keys are {got}, not {sorted(names)}")
+            val = data["val"]
+            if not isinstance(val, list) or not all(isinstance(p, list) and len(p) == 3 for p in val):
+                raise ValueError("val is not a list of [beta, temperature, scores] lists")
+            run = cls(**{**data, "val": {(b, t): s for b, t, s in val}})
+            _check_run(run)
+        except (ValueError, TypeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a finished run of this benchmark ({str(e)[:200]}): delete it and run the "
+                             "same command again to rerun that run") from None
+        return run
 
     @property
     def chosen_val(self) -> np.ndarray:
@@ -165,12 +235,46 @@ class Run:
 
     @property
     def key(self) -> str:
-        return run_key(self.task, self.tier, self.entry, self.knob, self.seed)
+        return run_key(self.task, self.tier, self.entry, self.knob, self.seed, self.settings)
 
 
-def run_key(task: str, tier: str, entry: str, knob: int, seed: int) -> str:
-    """The file name (without .json) of a run: `maze-mixed__cql__k2__s0`."""
-    return f"{task}-{tier}__{entry}__k{knob}__s{seed}"
+def _no_constant(name: str) -> float:
+    raise ValueError(f"it holds {name}, not a number")
+
+
+def _check_run(run: Run) -> None:
+    """Types, finiteness and lengths of a stored run (every curve has one value per evaluation step)."""
+    def numbers(values: Any, what: str, kind: tuple = (int, float)) -> None:
+        if not isinstance(values, list) or not all(
+                isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ValueError(f"{what} is not a list of finite numbers")
+
+    for name in ("task", "tier", "entry", "settings"):
+        if not isinstance(getattr(run, name), str):
+            raise ValueError(f"{name} is not a string")
+    for name in ("knob", "seed"):
+        if not isinstance(getattr(run, name), int) or isinstance(getattr(run, name), bool) or getattr(run, name) < 0:
+            raise ValueError(f"{name} is not a count")
+    numbers(run.steps, "steps", (int,))
+    numbers(run.test, "test")
+    numbers(run.betas, "betas")
+    numbers(run.temperatures, "temperatures")
+    numbers([run.seconds], "seconds")
+    if not run.val or len(run.test) != len(run.steps) or any(
+            chosen and len(chosen) != len(run.steps) for chosen in (run.betas, run.temperatures)):
+        raise ValueError("its curves do not have one value per evaluation step")
+    for (beta, temperature), scores in run.val.items():
+        for name, v in zip(_KNOBS, (beta, temperature)):
+            if v is not None:
+                numbers([v], f"a {name}")
+        numbers(scores, f"val at {acting_label(beta, temperature) or 'no acting knob'}")
+        if len(scores) != len(run.steps):
+            raise ValueError("its curves do not have one value per evaluation step")
+
+
+def run_key(task: str, tier: str, entry: str, knob: int, seed: int, settings: str = "") -> str:
+    """The file name (without .json) of a run: `maze-mixed__cql__k2__s0__<settings digest>`."""
+    return f"{task}-{tier}__{entry}__k{knob}__s{seed}" + (f"__{settings}" if settings else "")
 
 
 def choose_knob(runs: Sequence[Run], tuning_seed: int) -> Optional[int]:

@@ -18,6 +18,7 @@ from textrl.io import (
     write_manifest,
 )
 from textrl.models import ValueModel
+from textrl.pretrained import load_pretrained, refuse_custom_code
 
 AGENT_FILE = "agent.json"
 CONFIG_FILE = "config.yaml"
@@ -49,7 +50,8 @@ class SavedAgent:
             self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         model.save_pretrained(directory / MODEL_DIR)
         atomic_write_text(directory / AGENT_FILE, json.dumps({"agent": self.agent_name, "method": self.method_cls.name,
-                                                              "prompt_prefix": self.prompt_prefix}))
+                                                                "env_id": self.env_id,
+                                                                "prompt_prefix": self.prompt_prefix}))
         write_manifest(directory)
 
     @classmethod
@@ -77,12 +79,17 @@ class SavedAgent:
 
         agent = cls(load_yaml(directory / CONFIG_FILE, complete=True))
         if (directory / TOKENIZER_DIR).is_dir():
+            refuse_custom_code(directory / TOKENIZER_DIR)
             try:
-                agent.tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
+                agent.tokenizer = load_pretrained(AutoTokenizer, directory / TOKENIZER_DIR)
             except Exception as e:  # tokenizers raises bare Exceptions on a garbled tokenizer.json
                 raise DamagedFileError(f"the tokenizer files in {directory / TOKENIZER_DIR} are damaged "
                                        f"(tokenizer.json, tokenizer_config.json): {str(e)[:200]}") from e
         agent.model = ValueModel.from_pretrained(directory / MODEL_DIR)
+        env_id = info.get("env_id")
+        if env_id is not None and not isinstance(env_id, str):
+            raise DamagedFileError(f"{directory / AGENT_FILE} names env {env_id!r}, not an env id: save the agent again")
+        agent.env_id = env_id
         agent.prompt_prefix = [int(i) for i in info.get("prompt_prefix", [])]
         return agent
 

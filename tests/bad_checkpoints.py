@@ -209,3 +209,87 @@ def ctrl_c(tmp):
     with contextlib.redirect_stderr(err), contextlib.suppress(KeyboardInterrupt):
         agent.fit(_data())
     raise RuntimeError(err.getvalue())
+
+
+# ---------------------------------------------------------------- issue 23: planted and crafted files
+
+
+def _fault_tests():
+    import test_bench_runs
+    import test_run_faults
+    return test_run_faults, test_bench_runs
+
+
+def linked_lock(tmp):
+    victim = tmp / "victim.txt"
+    victim.write_text("precious")
+    (tmp / "run").mkdir()
+    (tmp / "run" / ".lock").symlink_to(victim)
+    BCAgent(_cfg(tmp)).fit(_data())
+
+
+def manifest_out_of_folder(tmp):
+    import json
+
+    from textrl.io import file_sha256
+    step = _step(tmp)
+    (tmp / "x").write_text("x")
+    manifest = json.loads((step / "manifest.json").read_text())
+    manifest["sha256"]["../../x"] = file_sha256(tmp / "x")
+    (step / "manifest.json").write_text(json.dumps(manifest))
+    BCAgent(_cfg(tmp, resume_from_checkpoint=str(tmp / "run"), total_steps=4)).fit(_data())
+
+
+def link_in_checkpoint(tmp):
+    step = _step(tmp)
+    (tmp / "state.json").write_text((step / "trainer_state.json").read_text())
+    (step / "trainer_state.json").unlink()
+    (step / "trainer_state.json").symlink_to(tmp / "state.json")
+    BCAgent(_cfg(tmp, resume_from_checkpoint=str(tmp / "run"), total_steps=4)).fit(_data())
+
+
+def crafted(what):
+    def run(tmp):
+        faults = _fault_tests()[0]
+        change = {"moments": faults._one_element_moments, "step": faults._set("step", -5),
+                  "best": faults._set("best", float("nan")), "identity": faults._set("identity", None)}[what]
+        faults._craft(tmp, change)
+        faults._train(tmp, resume_from_checkpoint=str(tmp / "run"), total_steps=6)
+    return run
+
+
+def custom_code(tmp):
+    from textrl.io import write_manifest
+    saved = _copy(tmp, "saved")
+    _fault_tests()[0]._plant_custom_code(saved / "tokenizer", "tokenizer_config.json", tmp / "ran")
+    (saved / "manifest.json").unlink()
+    write_manifest(saved)
+    BCAgent.load(saved)
+
+
+def longer_than_positions(tmp):
+    from textrl import default_config, from_samples
+    faults = _fault_tests()[0]
+    tok = faults._words_tokenizer()
+    dataset = from_samples([" ".join(["a", "b"] * 16)] * 8, [1.0] * 8, tok, "bad/positions-v0")
+    config = default_config("bc").evolve(
+        model=dict(model_path=faults._gpt2(tok, 16)), tokenizer=dict(tokenizer_path=None),
+        train=dict(seq_length=64, batch_size=4, total_steps=2, progress_bar=False, checkpoint_dir=str(tmp / "run")))
+    BCAgent(config).fit(dataset, rollout_eval=False)
+
+
+def second_bench(tmp):
+    from agents.benchmark import run_benchmark
+    holder = RunLock(tmp)
+    holder.acquire()
+    try:
+        run_benchmark(["bc"], ["randomwalks"], 1, tmp, total_steps=2, tiers=["mixed"], progress=False)
+    finally:
+        holder.release()
+
+
+def damaged_bench_run(tmp):
+    from agents.benchmark import run_benchmark
+    (tmp / "runs").mkdir()
+    (tmp / "runs" / "maze-mixed__bc__k0__s0__abc.json").write_text('{"task": "ma')
+    run_benchmark(["bc"], ["randomwalks"], 1, tmp, total_steps=2, tiers=["mixed"], progress=False)

@@ -284,6 +284,20 @@ CASES = {
     "bench with an unknown task": _cli("bench", "--tasks", "chess"),
     "bench --jobs 0": _cli("bench", "--jobs", "0"),
     "bench with a tier no chosen task is benchmarked on": _cli("bench", "--tasks", "maze", "--tiers", "expert"),
+    "a symbolic link planted in a run folder (`.lock`, `metrics.jsonl`)": bad_checkpoints.linked_lock,
+    "manifest naming a file outside its folder": bad_checkpoints.manifest_out_of_folder,
+    "symbolic link inside a checkpoint or saved agent": bad_checkpoints.link_in_checkpoint,
+    "crafted optimizer state of the wrong shape, manifest rewritten": bad_checkpoints.crafted("moments"),
+    "checkpoint step that is negative or not an integer": bad_checkpoints.crafted("step"),
+    "checkpoint whose best metric is NaN": bad_checkpoints.crafted("best"),
+    "checkpoint without a run identity": bad_checkpoints.crafted("identity"),
+    "saved agent or tokenizer that ships its own code (auto_map)": bad_checkpoints.custom_code,
+    "samples longer than the model's positions": bad_checkpoints.longer_than_positions,
+    "act on an observation wider than the agent's env": lambda tmp: _fitted(tmp).act(
+        gymnasium.make("textrl/Wordle-v0").reset(seed=0)[0]),
+    "act naming another env than the agent's data": lambda tmp: _fitted(tmp).act(_rw_obs(), env="textrl/Brackets-v0"),
+    "second bench into one --out": bad_checkpoints.second_bench,
+    "damaged stored bench run (runs/*.json)": bad_checkpoints.damaged_bench_run,
 }
 
 

@@ -30,11 +30,11 @@ def _run(seed: int, knob: int, val: dict, test: list, betas: list = (), entry: s
 
 def test_the_training_knob_is_chosen_on_the_tuning_seeds_final_validation_score_never_on_test() -> None:
     runs = [
-        _run(0, 0, {"": [50.0, 60.0]}, [10.0, 99.0]),  # the best test score, not chosen
-        _run(0, 1, {"": [90.0, 70.0]}, [80.0, 20.0]),  # best validation early, not at the end
-        _run(0, 2, {"": [40.0, 80.0]}, [30.0, 50.0]),  # the best final validation score: chosen
-        _run(1, 2, {"": [70.0, 75.0]}, [60.0, 65.0]),
-        _run(1, 0, {"": [99.0, 99.0]}, [99.0, 99.0]),  # another seed's runs do not choose
+        _run(0, 0, {(None, None): [50.0, 60.0]}, [10.0, 99.0]),  # the best test score, not chosen
+        _run(0, 1, {(None, None): [90.0, 70.0]}, [80.0, 20.0]),  # best validation early, not at the end
+        _run(0, 2, {(None, None): [40.0, 80.0]}, [30.0, 50.0]),  # the best final validation score: chosen
+        _run(1, 2, {(None, None): [70.0, 75.0]}, [60.0, 65.0]),
+        _run(1, 0, {(None, None): [99.0, 99.0]}, [99.0, 99.0]),  # another seed's runs do not choose
     ]
     assert choose_knob(runs, tuning_seed=0) == 2
     assert choose_knob(runs, tuning_seed=3) is None
@@ -48,8 +48,8 @@ def test_the_training_knob_is_chosen_on_the_tuning_seeds_final_validation_score_
 
 def test_the_best_checkpoint_and_the_acting_beta_come_from_validation() -> None:
     runs = [
-        _run(0, 0, {"beta=4": [90.0, 60.0], "beta=16": [70.0, 85.0]}, [40.0, 70.0], [4.0, 16.0], "ilql"),
-        _run(1, 0, {"beta=4": [50.0, 95.0], "beta=16": [55.0, 60.0]}, [99.0, 91.0], [16.0, 4.0], "ilql"),
+        _run(0, 0, {(4.0, None): [90.0, 60.0], (16.0, None): [70.0, 85.0]}, [40.0, 70.0], [4.0, 16.0], "ilql"),
+        _run(1, 0, {(4.0, None): [50.0, 95.0], (16.0, None): [55.0, 60.0]}, [99.0, 91.0], [16.0, 4.0], "ilql"),
     ]
     row = summarize_cell(runs, grid_size=1, tuning_seed=0)
     assert row.knobs == "beta 16/4"  # the beta each seed's last evaluation chose
@@ -98,6 +98,17 @@ def test_the_acting_temperature_is_chosen_on_validation_beside_beta() -> None:
                                                      ("bc", "filtered_bc", "mc_returns", "ilql", "ilql_bc"))
 
 
+def test_score_names_carry_beta_and_temperature_and_read_back_exactly() -> None:
+    from agents.protocol import metric_name, score_key
+
+    for key, name in [(("val", 4.0, 0.0), "val@beta=4,temperature=0"), (("val", None, 1.0), "val@temperature=1"),
+                      (("val", 0.1234567891, None), "val@beta=0.1234567891"), (("test", None, None), "test")]:
+        assert metric_name(key) == name and score_key(name) == key
+    assert score_key(metric_name(("val", 1 / 3, 0.0))) == ("val", 1 / 3, 0.0)  # digits %g drops are kept
+    for other in ("beta", "temperature", "val_std", "val@", "val@beta=x", "val@top_k=4", "val@beta=1,beta=2"):
+        assert score_key(other) is None
+
+
 def test_validation_and_test_episodes_are_apart() -> None:
     assert VALIDATION_SEED != TEST_SEED and min(VALIDATION_SEED, TEST_SEED) > 1000  # training seeds are 0, 1, ...
     valid, test = split_tasks("endgames")
@@ -126,22 +137,23 @@ def test_the_harness_tunes_on_seed_0_starts_bc_entries_from_bc_and_never_redoes_
     kwargs = dict(tiers=["mixed"], total_steps=4, eval_interval=2, validation_episodes=8, test_episodes=8,
                   progress=False)
     rows = run_benchmark(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, tmp_path, **kwargs)
-    runs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
-    tuned = [max(curve[-1] for curve in runs[f"randomwalks-mixed__filtered_bc__k{k}__s0"]["val"].values())
+    runs = {p.stem.rsplit("__", 1)[0]: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    tuned = [max(scores[-1] for _, _, scores in runs[f"randomwalks-mixed__filtered_bc__k{k}__s0"]["val"])
              for k in range(3)]  # at the acting temperature chosen at the end
     knob = int(np.argmax(tuned))
     assert set(runs) == {"randomwalks-mixed__bc__k0__s0", "randomwalks-mixed__bc__k0__s1",
                          "randomwalks-mixed__filtered_bc__k0__s0", "randomwalks-mixed__filtered_bc__k1__s0",
                          "randomwalks-mixed__filtered_bc__k2__s0", f"randomwalks-mixed__filtered_bc__k{knob}__s1",
                          "randomwalks-mixed__ilql_bc__k0__s0", "randomwalks-mixed__ilql_bc__k0__s1"}
+    plan = make_plan(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, ["mixed"], 4, 2, 8, 8)
     for seed in (0, 1):  # each ILQL run starts from the BC model of its own seed
-        config = load_yaml(tmp_path / "work" / f"randomwalks-mixed__ilql_bc__k0__s{seed}" / "step_000004" / "agent"
-                           / "config.yaml", complete=True)
-        assert config.model.model_path == str(bc_model_dir(tmp_path / "work", "randomwalks", "mixed", seed))
+        (work,) = (tmp_path / "work").glob(f"randomwalks-mixed__ilql_bc__k0__s{seed}__*")
+        config = load_yaml(work / "step_000004" / "agent" / "config.yaml", complete=True)
+        assert config.model.model_path == str(bc_model_dir(plan, tmp_path / "work", "randomwalks", "mixed", seed))
     assert [r.entry for r in rows] == ["bc", "filtered_bc", "ilql_bc"]
     assert rows[1].knobs.startswith(f"fraction {ENTRIES['filtered_bc'].grid[knob]['fraction']:g}, temperature ")
     assert rows[2].knobs.startswith("beta ") and ", temperature " in rows[2].knobs and rows[2].seeds == 2
-    assert set(runs["randomwalks-mixed__bc__k0__s0"]["val"]) == {"temperature=0", "temperature=1"}
+    assert {(b, t) for b, t, _ in runs["randomwalks-mixed__bc__k0__s0"]["val"]} == {(None, 0.0), (None, 1.0)}
     csv_rows = read_csv(tmp_path / "runs.csv")
     (data,) = [r for r in csv_rows if r["agent"] == "data"]
     from agents.protocol import data_score
@@ -159,8 +171,8 @@ def test_the_harness_tunes_on_seed_0_starts_bc_entries_from_bc_and_never_redoes_
     assert (tmp_path / "scores_randomwalks.png").read_bytes()[:4] == b"\x89PNG"
     again = run_benchmark(["filtered_bc", "ilql_bc"], ["randomwalks"], 2, tmp_path, **kwargs)
     assert [r.test_final.tolist() for r in again] == [r.test_final.tolist() for r in rows]
-    assert {p.stem: json.loads(p.read_text())["seconds"] for p in (tmp_path / "runs").glob("*.json")} == {
-        k: v["seconds"] for k, v in runs.items()}  # finished runs were not redone
+    assert {p.stem.rsplit("__", 1)[0]: json.loads(p.read_text())["seconds"] for p in (tmp_path / "runs").glob("*.json")
+            } == {k: v["seconds"] for k, v in runs.items()}  # finished runs were not redone
 
 
 def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_path, monkeypatch) -> None:
@@ -184,7 +196,7 @@ def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_p
     monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
     monkeypatch.setattr(Trainer, "load_checkpoint", lambda self, path: loaded.append(path) or real_load(self, path))
     (row,) = run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
-    run = tmp_path / "work" / "randomwalks-mixed__bc__k0__s0"
+    (run,) = (tmp_path / "work").glob("randomwalks-mixed__bc__k0__s0__*")
     assert [Path(p).name for p in loaded] == ["step_000003"]
     assert row.curve_steps == [3, 6] and row.test_curves.shape == (1, 2)
     assert [p.name for p in run.glob("step_*")] == ["step_000006"]  # a finished run keeps its final checkpoint

@@ -30,6 +30,7 @@ __all__ = [
     "verify_manifest",
     "DamagedFileError",
     "MANIFEST",
+    "open_no_follow",
 ]
 
 MANIFEST = "manifest.json"
@@ -38,6 +39,19 @@ _LEFTOVER = re.compile(r"^\.(.+)\.[^.]+\.(tmp|old)$")
 
 class DamagedFileError(ValueError):
     """A saved file does not match its manifest or cannot be parsed; the message names the file."""
+
+
+def open_no_follow(path: str | os.PathLike, flags: int, what: str) -> int:
+    """`os.open(path, flags | O_NOFOLLOW)`: a file of a run folder is never written through a symbolic link,
+    which could point at any file of the user's (a link planted there is refused with a clear error)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise OSError(errno.ELOOP, f"{path} is a symbolic link (to {os.readlink(path)}): the {what} is never "
+                                   "written through a link, which could overwrite any file. Remove the link "
+                                   "and run again") from None
 
 
 def read_json_mapping(path: str | os.PathLike, remedy: str = "") -> dict[str, Any]:
@@ -208,16 +222,26 @@ def verify_manifest(root: str | os.PathLike, what: str = "folder") -> Optional[d
     Returns the recorded digests, or None for a folder saved without a manifest (it is not checked).
     """
     root = Path(root)
+    links = [Path(d) / n for d, dirs, files in os.walk(root) for n in (*dirs, *files) if (Path(d) / n).is_symlink()]
+    if links:
+        raise DamagedFileError(f"{links[0]} is a symbolic link (to {os.readlink(links[0])}): a saved {what} holds "
+                               "plain files only, and a link could make it read any file. Replace the link with "
+                               "the file it points to, or save the folder again")
     path = root / MANIFEST
     if not path.is_file():
         return None
     try:
         files = json.loads(path.read_text())["sha256"]
-        if not isinstance(files, dict):
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise TypeError
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise DamagedFileError(f"{path} is damaged (not a valid manifest): the {what} cannot be verified. "
                                "Restore it from a copy or save it again") from None
+    for name in files:
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            raise DamagedFileError(f"{path} lists {name!r}, a path that leaves the {what} {root}: a manifest "
+                                   "names files inside its folder only. The folder was altered: save it again")
     for name, digest in files.items():
         file = root / name
         if not file.is_file():

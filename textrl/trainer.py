@@ -17,12 +17,10 @@ DDP reproduce the full-batch gradient.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
 import random
-import re
 import sys
 import time
 import warnings
@@ -36,26 +34,11 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
+from textrl.checkpoint_checks import check_trainer_tensors, check_trainer_values
 from textrl.config import TRLConfig
-from textrl.io import (
-    atomic_directory,
-    atomic_write_text,
-    clean_leftovers,
-    verify_manifest,
-    write_manifest,
-)
+from textrl.io import atomic_directory, atomic_write_text, verify_manifest, write_manifest
 from textrl.optim import build_optimizer, build_scheduler
-from textrl.runs import (
-    RUN_FILE,
-    RunLock,
-    append_line,
-    config_changes,
-    cut_log,
-    identity_problems,
-    read_identity,
-    run_identity,
-    write_identity,
-)
+from textrl.runs import METRICS_FILE, STEP_DIR, ResumeWarning, RunFolder, append_line, run_identity
 from textrl.safe_state import load_state, save_state
 
 if TYPE_CHECKING:
@@ -76,17 +59,10 @@ TRAINER_STATE = "trainer_state.json"
 TRAINER_TENSORS = "trainer_state.safetensors"
 SHARD_STATE = "shard_{rank:05d}.json"  # one process's shards of model and optimizer (train.fsdp)
 SHARD_TENSORS = "shard_{rank:05d}.safetensors"
-METRICS_FILE = "metrics.jsonl"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the message names the step and the stats."""
-
-
-class ResumeWarning(UserWarning):
-    """A run that may not do what the user expects: a resume with changed settings or nothing left to
-    train, or a fresh start over checkpoints it could have resumed from."""
 
 
 class Learner(Protocol):
@@ -132,7 +108,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     if (path / TRAINER_STATE).is_file():
         return path
     steps = sorted(
-        (int(m.group(1)), p) for p in path.glob("step_*") if (m := _STEP_DIR.match(p.name)) and (p / TRAINER_STATE).is_file()
+        (int(m.group(1)), p) for p in path.glob("step_*") if (m := STEP_DIR.match(p.name)) and (p / TRAINER_STATE).is_file()
     ) if path.is_dir() else []
     if not steps:
         raise FileNotFoundError(
@@ -183,12 +159,11 @@ class Trainer:
             self.model, self.optimizer = learner.model, self.accelerator.prepare(optimizer)
         self.run_dir = Path(self.train_cfg.checkpoint_dir)
         self.log_dir = Path(self.train_cfg.logging_dir or self.train_cfg.checkpoint_dir)
+        self.folder = RunFolder(self.run_dir, self.log_dir, self.accelerator, self.train_cfg.tracker)
         self.state = _State()
         self.history: list[dict[str, Any]] = []
         self._tb = None
         self._warned_best = False
-        self._identity: Optional[dict[str, Any]] = None
-        self._last_checkpoint: Optional[Path] = None
 
     # ------------------------------------------------------------------ sharding
 
@@ -319,7 +294,7 @@ class Trainer:
                 state = {
                     "step": self.state.step,
                     "best": self.state.best,
-                    "identity": self._identity,
+                    "identity": self.folder.identity,
                     "scheduler": self.scheduler.state_dict(),
                     "rng": _rng_state(),
                 }
@@ -333,7 +308,7 @@ class Trainer:
             if acc.is_main_process:
                 write_manifest(tmp)
         acc.wait_for_everyone()
-        self._last_checkpoint = path
+        self.folder.last_checkpoint = path
         return path
 
     @contextmanager
@@ -344,32 +319,18 @@ class Trainer:
             if not acc.is_main_process:
                 yield Path(os.devnull)  # nothing is written on other processes
                 return
-            with self._disk_full_names(path), atomic_directory(path) as tmp:
+            with self.folder.disk_full_names(path), atomic_directory(path) as tmp:
                 yield tmp
             return
         from accelerate.utils import broadcast_object_list
 
         if acc.is_main_process:
-            with self._disk_full_names(path), atomic_directory(path) as tmp:
+            with self.folder.disk_full_names(path), atomic_directory(path) as tmp:
                 broadcast_object_list([str(tmp)])
                 yield tmp
         else:
             shared = broadcast_object_list([None])
             yield Path(shared[0])
-
-    @contextmanager
-    def _disk_full_names(self, path: Path) -> Iterator[None]:
-        """Turn a full disk during a write of `path` into an error naming the folder and the last good checkpoint."""
-        try:
-            yield
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-            kept = f"the last good checkpoint {self._last_checkpoint} is intact" if self._last_checkpoint else \
-                "no earlier checkpoint exists"
-            raise OSError(errno.ENOSPC, f"the disk is full: cannot write {path} (in train.checkpoint_dir "
-                                        f"{self.run_dir}); {kept}. Free some space, then resume with "
-                                        f"train.resume_from_checkpoint={self.run_dir}") from e
 
     def load_checkpoint(self, path: str | os.PathLike) -> Path:
         """Restore model, optimizer, scheduler, step, best metric and RNG states from a checkpoint.
@@ -380,16 +341,10 @@ class Trainer:
         path = find_checkpoint(path)
         verify_manifest(path, "checkpoint")
         state = load_state(path / TRAINER_STATE, path / TRAINER_TENSORS)
-        stored = state.get("identity") if isinstance(state, dict) else None
-        if self._identity is not None and stored is not None:
-            problems = identity_problems(stored, self._identity)
-            if problems:
-                raise ValueError(
-                    f"cannot resume from {path}: it is a checkpoint of another run; differs in: {'; '.join(problems)}. "
-                    "Point train.resume_from_checkpoint at a checkpoint of this run, or start afresh in another "
-                    "train.checkpoint_dir"
-                )
-            self._warn_changes(path, config_changes(stored, self._identity), int(state["step"]))
+        check_trainer_values(state, path)
+        self.folder.check_checkpoint(path, state["identity"], state["step"])
+        if "shards" not in state:  # a sharded run's tensors are checked by its shards' own loader
+            check_trainer_tensors(state, path, self.accelerator.unwrap_model(self.model), self.optimizer)
         try:
             self._load_weights(path, state)
             self.scheduler.load_state_dict(state["scheduler"])
@@ -398,9 +353,9 @@ class Trainer:
                 f"cannot resume from {path}: its model or optimizer state does not fit this run ({str(e)[:300]}). "
                 "Point train.resume_from_checkpoint at a checkpoint of this agent type and model"
             ) from e
-        self.state = _State(step=int(state["step"]), best=float(state["best"]))
+        self.state = _State(step=state["step"], best=float(state["best"]))
         _set_rng_state(state["rng"])
-        self._last_checkpoint = path
+        self.folder.last_checkpoint = path
         return path
 
     def _load_weights(self, path: Path, state: dict[str, Any]) -> None:
@@ -420,18 +375,6 @@ class Trainer:
         local = load_state(path / SHARD_STATE.format(rank=rank), path / SHARD_TENSORS.format(rank=rank))
         self.shards.load_local_state(local, self.optimizer)
 
-    def _warn_changes(self, path: Path, changes: dict[str, tuple[Any, Any]], step: int) -> None:
-        """Warn that settings changed since the checkpoint: optimizer and scheduler ones are not applied."""
-        if not changes:
-            return
-        kept = [k for k in changes if k.split(".")[0] in ("optimizer", "scheduler")]
-        listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in changes.items())
-        what = (f"{', '.join(kept)} {'is' if len(kept) == 1 else 'are'} ignored: the optimizer and scheduler "
-                "continue with the state stored in the checkpoint. " if kept else "")
-        warnings.warn(f"resuming from {path} with settings that differ from the checkpoint's: {listed}. {what}"
-                      f"Other changes apply from step {step + 1} on, so the run is not the one the checkpoint began",
-                      ResumeWarning, stacklevel=3)
-
     def _save_best(self, metrics: dict[str, float]) -> None:
         """Keep the best agent so far (by `train.best_metric`) in `best/`."""
         value = metrics.get(self.train_cfg.best_metric)
@@ -448,7 +391,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             best = self.run_dir / "best"
-            with self._disk_full_names(best), atomic_directory(best) as tmp:
+            with self.folder.disk_full_names(best), atomic_directory(best) as tmp:
                 self.learner.save_pretrained(tmp)
                 atomic_write_text(tmp / "best.json", json.dumps({"step": self.state.step, "value": value}))
 
@@ -461,7 +404,8 @@ class Trainer:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.train_cfg.tracker == "jsonl":
-            append_line(self.log_dir / METRICS_FILE, json.dumps(record))
+            with self.folder.disk_full_names(self.log_dir / METRICS_FILE):
+                append_line(self.log_dir / METRICS_FILE, json.dumps(record))
         else:
             if self._tb is None:
                 try:
@@ -474,89 +418,6 @@ class Trainer:
                 if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, record["step"])
 
-    # ------------------------------------------------------------------ the run folder
-
-    def _open_run(self) -> Optional[RunLock]:
-        """Check and claim the run folder: the lock, leftovers, the identity of its run, the resume point.
-
-        Returns the lock held by the main process (None elsewhere).
-        """
-        cfg, acc = self.train_cfg, self.accelerator
-        for setting, folder in (("train.checkpoint_dir", self.run_dir), ("train.logging_dir", self.log_dir)):
-            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-            if blocker is not None:
-                raise ValueError(f"{setting}={folder}: {blocker} is a file, not a folder. Point {setting} at a "
-                                 "folder (it is created if missing) or move the file away")
-        lock, refused = None, None
-        if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                lock = RunLock(self.run_dir)
-                lock.acquire()
-            except RuntimeError as e:
-                refused = e
-        if acc.num_processes > 1:  # every rank stops, not only the one that found the lock taken
-            flag = acc.reduce(torch.tensor([float(refused is not None)], device=acc.device), reduction="sum")
-            if flag.item() and refused is None:
-                raise RuntimeError(f"the main process could not lock train.checkpoint_dir {self.run_dir}: "
-                                   "another process is training into it (the main process names its pid)")
-        if refused is not None:
-            raise refused
-        try:
-            self._identity = run_identity(type(self.learner).__name__, acc.unwrap_model(self.model), self.data,
-                                          self.config)
-            if acc.is_main_process:
-                clean_leftovers(self.run_dir)
-            acc.wait_for_everyone()
-            stored = read_identity(self.run_dir / RUN_FILE)
-            if cfg.resume_from_checkpoint:
-                path = self.load_checkpoint(cfg.resume_from_checkpoint)
-                elsewhere = self.run_dir.resolve() not in path.resolve().parents
-                if elsewhere and stored is not None and identity_problems(stored, self._identity):
-                    raise ValueError(
-                        f"train.checkpoint_dir {self.run_dir} holds another run; differs in: "
-                        f"{'; '.join(identity_problems(stored, self._identity))}. Resume into that run's folder "
-                        "or choose another train.checkpoint_dir"
-                    )
-            else:
-                self._check_fresh(stored)
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                write_identity(self.run_dir / RUN_FILE, self._identity)
-                if cfg.tracker == "jsonl":
-                    cut_log(self.log_dir / METRICS_FILE, self.state.step)
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
-        return lock
-
-    def _check_fresh(self, stored: Optional[dict[str, Any]]) -> None:
-        """Refuse a fresh run into a folder of another run (or of an unknown one, with checkpoints).
-
-        The same run started again is allowed with a warning: its checkpoints are what it would
-        write anyway, so they are overwritten as it goes (and a later one stays valid to resume).
-        """
-        steps = sorted(p.name for p in self.run_dir.glob("step_*") if _STEP_DIR.match(p.name))
-        differs = identity_problems(stored, self._identity) if stored is not None else []
-        if stored is not None:
-            differs += [f"{k} ({old!r} -> {new!r})" for k, (old, new) in config_changes(stored, self._identity).items()]
-        if differs:
-            raise ValueError(
-                f"train.checkpoint_dir {self.run_dir} holds another run; differs in: {'; '.join(differs)}. "
-                "A fresh run there would mix two runs: choose another train.checkpoint_dir, or delete that folder"
-            )
-        if steps and stored is None:
-            raise ValueError(
-                f"train.checkpoint_dir {self.run_dir} holds checkpoints (up to {steps[-1]}) of a run it has no "
-                f"{RUN_FILE} for: a fresh run there could mix with it. Choose another train.checkpoint_dir, or "
-                "delete that folder"
-            )
-        if steps:
-            warnings.warn(f"train.checkpoint_dir {self.run_dir} already holds checkpoints of this run (up to "
-                          f"{steps[-1]}): starting it over from step 0. To continue it instead, set "
-                          f"train.resume_from_checkpoint={self.run_dir}", ResumeWarning, stacklevel=4)
-
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> list[dict[str, Any]]:
@@ -566,11 +427,13 @@ class Trainer:
         """
         cfg = self.train_cfg
         seed_everything(cfg.seed)
-        lock = self._open_run()
+        identity = run_identity(type(self.learner).__name__, self.accelerator.unwrap_model(self.model), self.data,
+                                self.config)
+        self.folder.open(identity, cfg.resume_from_checkpoint, self._resume)
         try:
             last = min(cfg.total_steps, cfg.epochs * self.batches_per_epoch)
             if self.state.step >= last:
-                warnings.warn(f"nothing to train: the checkpoint {self._last_checkpoint} is at step {self.state.step} "
+                warnings.warn(f"nothing to train: the checkpoint {self.folder.last_checkpoint} is at step {self.state.step} "
                               f"and this run ends at step {last} (train.total_steps={cfg.total_steps}, "
                               f"train.epochs={cfg.epochs}). Raise train.total_steps to train further",
                               ResumeWarning, stacklevel=2)
@@ -579,11 +442,11 @@ class Trainer:
                 self._loop(last)
             except KeyboardInterrupt:
                 if self.accelerator.is_main_process:
-                    print(self._interrupted_line(), file=sys.stderr, flush=True)
+                    print(self.folder.interrupted_line(self.state.step, cfg.checkpoint_interval), file=sys.stderr,
+                          flush=True)
                 raise
         finally:
-            if lock is not None:
-                lock.release()
+            self.folder.close()
         return self._finish()
 
     def _finish(self) -> list[dict[str, Any]]:
@@ -592,13 +455,9 @@ class Trainer:
             self.learner.model = self.shards.plain_copy()
         return self.history
 
-    def _interrupted_line(self) -> str:
-        """The one line Ctrl-C prints: the step, the last checkpoint, and the setting that resumes."""
-        if self._last_checkpoint is None:
-            return (f"textrl: interrupted at step {self.state.step}, before the first checkpoint "
-                    f"(train.checkpoint_interval={self.train_cfg.checkpoint_interval}): nothing to resume from")
-        return (f"textrl: interrupted at step {self.state.step}; the last checkpoint is {self._last_checkpoint}. "
-                f"Resume with train.resume_from_checkpoint={self.run_dir}")
+    def _resume(self, path: str) -> tuple[Path, int]:
+        """Restore a checkpoint for `RunFolder.open`: its folder and step."""
+        return self.load_checkpoint(path), self.state.step
 
     def _loop(self, last: int) -> None:
         """Optimizer steps, logging, evaluation and checkpoints from the current step to `last`."""
@@ -609,6 +468,7 @@ class Trainer:
         try:
             while self.state.step < last:
                 stats = self._optimizer_step(self.state.step)
+                self.folder.started()
                 self.state.step += 1
                 step = self.state.step
                 self._log({"step": step, **stats, "time": time.perf_counter() - started})

@@ -21,6 +21,8 @@ from typing import Any
 import h5py
 import minari
 
+from textrl.pretrained import load_pretrained
+
 TOKENIZER_DIR = "tokenizer"
 BUILD_INFO = "textrl.json"
 # Minari's own dataset-id rule (minari.dataset.minari_dataset.DATASET_ID_RE), with the namespace and the
@@ -190,7 +192,7 @@ def load_tokenizer(dataset: Any) -> Any:
     path = folder_of(load(dataset)) / TOKENIZER_DIR
     if not path.is_dir():
         raise FileNotFoundError(f"the dataset at {path.parent} carries no tokenizer/ folder; pass a tokenizer")
-    return AutoTokenizer.from_pretrained(str(path))
+    return load_pretrained(AutoTokenizer, path)
 
 
 def env_id_of(dataset: minari.MinariDataset) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import torch
 
 from textrl.config import ModelConfig, TokenizerConfig
+from textrl.pretrained import load_pretrained
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -53,9 +54,9 @@ def _from_pretrained(loader: Any, path: str, what: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained(path)`, from the local cache only when the hub is off limits; a hub name that
     is not cached then fails at once (no retry loop) with `_OFFLINE_HELP`."""
     if os.path.isdir(path) or not _hub_offline():
-        return loader.from_pretrained(path, **kwargs)
+        return load_pretrained(loader, path, **kwargs)
     try:
-        return loader.from_pretrained(path, local_files_only=True, **kwargs)
+        return load_pretrained(loader, path, local_files_only=True, **kwargs)
     except (OSError, ValueError) as e:
         raise OSError(f"cannot load {what}={path!r}: it is not a local directory and the Hugging Face hub is "
                       f"offline (HF_HUB_OFFLINE, or no answer from the hub) with no cached copy. "
@@ -76,7 +77,7 @@ def load_backbone(config: ModelConfig, vocab_size: Optional[int] = None) -> Any:
             raise ValueError(f"model.model_path config has vocab_size {path.vocab_size} but the data has {vocab_size} "
                              "tokens: build the config with the dataset tokenizer's size")
         # transformers writes into the config it builds from: give it a copy, keep ours as configured
-        model = auto.from_config(copy.deepcopy(path), attn_implementation="eager")
+        model = auto.from_config(copy.deepcopy(path), attn_implementation="eager", trust_remote_code=False)
         if dtype is not None:
             model = model.to(dtype)
     else:

@@ -29,6 +29,7 @@ from textrl.io import (
     write_manifest,
 )
 from textrl.models.heads import ValueHeads
+from textrl.pretrained import load_pretrained, refuse_custom_code
 
 HEADS_FILE = "value_heads.safetensors"
 HEADS_CONFIG = "value_heads.json"
@@ -224,11 +225,13 @@ class ValueModel(nn.Module):
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory} holds no saved model (config.json missing)")
         verify_manifest(directory, "saved model")
+        refuse_custom_code(directory)
+        refuse_custom_code(directory / ADAPTER_DIR)
         try:
             with quiet_transformers():
-                seq2seq = AutoConfig.from_pretrained(str(directory)).is_encoder_decoder
+                seq2seq = load_pretrained(AutoConfig, directory).is_encoder_decoder
                 auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-                backbone = auto.from_pretrained(str(directory), attn_implementation="eager")
+                backbone = load_pretrained(auto, directory, attn_implementation="eager")
         except (OSError, ValueError, RuntimeError, SafetensorError) as e:
             raise DamagedFileError(f"the model files in {directory} are damaged or truncated (config.json, "
                                    f"model.safetensors): {str(e)[:300]}") from e
