@@ -1,13 +1,12 @@
 """textrl: offline reinforcement learning for language models."""
 
+import textrl.registration  # noqa: F401  (registers the gymnasium ids)
+from textrl.env import TokenEnv, TokenVectorEnv
+from textrl.rollout import EvalResult, collect_episodes, evaluate
+from textrl.tasks import TASKS, get_task
+from textrl.text_env import RewardFunctionError, TextEnv, TextTask
 
 __version__ = "0.1.0"
-
-import textrl.registration  # noqa: E402,F401  (registers the gymnasium ids)
-from textrl.env import TokenEnv, TokenVectorEnv  # noqa: E402
-from textrl.rollout import EvalResult, collect_episodes, evaluate  # noqa: E402
-from textrl.tasks import TASKS, get_task  # noqa: E402
-from textrl.text_env import RewardFunctionError, TextEnv, TextTask  # noqa: E402
 
 # Imported on first use: these need torch (the configs through their methods' losses), which
 # `import textrl` (and `textrl --help`) does without.
