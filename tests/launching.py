@@ -2,7 +2,9 @@
 
 `accelerate launch --cpu --num_processes 2` starts ONE process on a machine without a GPU (accelerate's
 CPU launcher spreads over processes only with MPI); `--multi_gpu` starts 2 through torchrun, and on a
-machine without a GPU they run on the CPU and talk over gloo.
+machine without a GPU they run on the CPU and talk over gloo. `--main_process_port 0` gives each launch a
+free port of its own, so launches that overlap (in one test, or in two test runs on one machine) never
+meet on torchrun's default port 29500.
 """
 
 import shutil
@@ -14,7 +16,7 @@ import pytest
 
 SCRIPT = str(Path(__file__).parent / "scripts" / "train_tiny.py")
 LAUNCH_TWO = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]
+              "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 needs_launcher = pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
 

@@ -6,7 +6,9 @@ from agents.commands import add_demo_command
 from agents.demo import run_demo
 
 
-def test_a_second_demo_run_says_it_starts_over_without_advice_the_demo_cannot_take(tmp_path, capsys) -> None:
+def test_a_second_demo_run_says_it_starts_over_without_advice_the_demo_cannot_take(tmp_path, capsys,
+                                                                                  built_dataset) -> None:
+    built_dataset("textrl/randomwalks/random-v1")
     run_demo(steps=2, episodes=8, out_dir=str(tmp_path / "demo"))
     capsys.readouterr()
     with warnings.catch_warnings():

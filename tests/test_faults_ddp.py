@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from launching import SCRIPT, finish, needs_launcher, train_tiny
+from launching import finish, needs_launcher, train_tiny
 from test_trainer import Regressor, Rows, _config
 
 from textrl import make_dataset
@@ -34,19 +34,18 @@ def _steps_logged(run: Path) -> list[int]:
 
 
 def test_sigkill_mid_training_then_resume_is_bit_exact(env, tmp_path) -> None:
-    steps = 30
-    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "straight"), str(steps)], env=env, check=True,
-                   capture_output=True)
-    victim = subprocess.Popen([sys.executable, SCRIPT, str(tmp_path / "killed"), str(steps)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    """The uninterrupted run and the victim run side by side (2 cores: the launches overlap)."""
+    steps = 20
+    straight = train_tiny(env, str(tmp_path / "straight"), str(steps))
+    victim = train_tiny(env, str(tmp_path / "killed"), str(steps))
+    deadline = time.time() + 300
     while time.time() < deadline and max(_steps_logged(tmp_path / "killed" / "run"), default=0) < 9:
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     assert not (tmp_path / "killed" / "final.pt").exists(), "the run finished before it could be killed"
-    subprocess.run([sys.executable, SCRIPT, str(tmp_path / "killed"), str(steps), "resume"], env=env, check=True,
-                   capture_output=True)
+    finish(train_tiny(env, str(tmp_path / "killed"), str(steps), "resume"))
+    finish(straight)
     straight = torch.load(tmp_path / "straight" / "final.pt")
     resumed = torch.load(tmp_path / "killed" / "final.pt")
     assert straight.keys() == resumed.keys()

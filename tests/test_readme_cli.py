@@ -20,8 +20,9 @@ def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch) -> None:
+def test_readme_python_examples_run(tmp_path, monkeypatch, built_dataset) -> None:
     monkeypatch.chdir(tmp_path)
+    built_dataset("textrl/randomwalks/random-v1")  # the first example's dataset, built once per session
     core = Tokenizer(models.WordLevel({"<pad>": 0, "<eos>": 1, "hi": 2, "there": 3}, unk_token="<pad>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     namespace = {  # what the import example assumes the user already has

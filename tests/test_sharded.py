@@ -18,7 +18,8 @@ from textrl import make_dataset
 
 pytestmark = needs_launcher
 
-STEPS = 20
+STEPS = 10
+KILL_AFTER = 5  # the victim is killed once it logged this many steps (checkpoints every 2)
 
 
 def _records(run: Path) -> list[dict]:
@@ -33,22 +34,23 @@ def _losses(out: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One process unsharded, 2 processes sharded for STEPS steps, and a sharded run killed with SIGKILL
-    mid-training then resumed (the last two run side by side, the kill once the victim passed step 9)."""
+    mid-training then resumed (the three first runs start together, the kill once the victim passed step
+    KILL_AFTER)."""
     make_dataset("textrl/randomwalks/mixed-v1", num_episodes=64, progress=False)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     root = tmp_path_factory.mktemp("sharded")
     started = time.perf_counter()
     one = train_tiny(env, str(root / "one"), str(STEPS), "--check-sync")
     two = train_tiny(env, str(root / "two"), str(STEPS), "--fsdp", "--check-sync", processes=2)
-    finish(one)
     victim = train_tiny(env, str(root / "killed"), str(STEPS), "--fsdp", processes=2)
     deadline = time.time() + 300
-    while time.time() < deadline and len(_losses(root / "killed")) < 9 and victim.poll() is None:
+    while time.time() < deadline and len(_losses(root / "killed")) < KILL_AFTER and victim.poll() is None:
         time.sleep(0.05)
     for process in psutil.Process(victim.pid).children(recursive=True):  # torchrun's workers: a session
         process.send_signal(signal.SIGKILL)                              # of their own, so one by one
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    finish(one)
     finish(two)
     killed_at = len(_losses(root / "killed"))
     resumed = train_tiny(env, str(root / "killed"), str(STEPS), "resume", "--fsdp", processes=2)
@@ -75,7 +77,7 @@ def test_target_heads_follow_the_polyak_average_of_the_sharded_online_heads(runs
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     assert all(r["sharded"] for r in records)  # FSDP really ran: the parameters were DTensor shards
     synced = [r for r in records if r["synced"]]
-    assert [r["step"] for r in synced] == [5, 10, 15, 20]
+    assert [r["step"] for r in synced] == [5, 10]
     for r in synced:  # targets that never move (trlx under ZeRO-3) fail here
         assert r["moved"] > 1e-5, r
         assert r["error"] < 1e-6, r
@@ -84,7 +86,7 @@ def test_target_heads_follow_the_polyak_average_of_the_sharded_online_heads(runs
 
 def test_sigkill_then_resume_from_sharded_checkpoints_ends_like_the_uninterrupted_run(runs) -> None:
     root, killed_at = runs
-    assert 9 <= killed_at < STEPS, "the victim was not killed mid-training"
+    assert KILL_AFTER <= killed_at < STEPS, "the victim was not killed mid-training"
     assert (root / "killed" / "run" / f"step_{STEPS:06d}" / "shard_00001.safetensors").is_file()
     straight, resumed = torch.load(root / "two" / "final.pt"), torch.load(root / "killed" / "final.pt")
     assert straight.keys() == resumed.keys()
