@@ -149,14 +149,19 @@ def test_fit_evaluates_on_the_recorded_env_with_a_beta_sweep_and_keeps_the_best(
     assert {"eval/return@beta=0", "eval/return@beta=4", "eval/score@beta=4"} <= set(record)
     assert record["eval/score@beta=4"] == pytest.approx(50 * (record["eval/return@beta=4"] + 1))
     assert (tmp_path / "ilql" / "best").is_dir()
+    # a fresh process (here: the registration forgotten) makes the env again from the dataset's record
     del gymnasium.registry[registered]
-    try:
-        with pytest.warns(UserWarning, match="not registered in this process, so fit does not evaluate by rollouts"):
-            ILQLAgent(config.evolve(train=dict(checkpoint_dir=str(tmp_path / "again")))).fit("reviews/data-v0")
-    finally:
-        gymnasium.register(registered, entry_point="textrl:TextEnv",
-                           kwargs=dict(tokenizer=tok, prompts=PROMPTS, reward_fn=review_reward, max_new_tokens=4,
-                                       ref_scores=(-1.0, 1.0)))
+    again = ILQLAgent(config.evolve(train=dict(checkpoint_dir=str(tmp_path / "again")))).fit("reviews/data-v0")
+    assert "eval/return@beta=4" in [h for h in again if "eval/episodes" in h][0]
+    assert gymnasium.spec(registered).kwargs["reward_fn"] is review_reward  # imported by its path
+    # a reward function without an import path (a lambda) leaves only the id: fit says why it cannot evaluate
+    gymnasium.register("reviews/Lambda-v0", entry_point="textrl:TextEnv",
+                       kwargs=dict(tokenizer=tok, prompts=PROMPTS, reward_fn=lambda p, c: 0.0, max_new_tokens=4))
+    from_samples(texts, rewards, tok, "reviews/lambda-v0", env="reviews/Lambda-v0", progress=False)
+    del gymnasium.registry["reviews/Lambda-v0"]
+    with pytest.warns(UserWarning, match=r"cannot make it \(its reward_fn: .*lambda.*; fit does not evaluate by "
+                                         "rollouts"):
+        ILQLAgent(config.evolve(train=dict(checkpoint_dir=str(tmp_path / "lambda")))).fit("reviews/lambda-v0")
 
 
 def test_generate_and_act_see_the_start_token_training_saw(registered, tmp_path) -> None:
