@@ -4,9 +4,13 @@ BC and ILQL on a tiny GPT-2, ILQL's acting beta swept on fresh rollouts scored b
     python examples/own_text.py              # the README's numbers (a few minutes on 2 CPU cores)
     python examples/own_text.py --steps 60   # a quick look
 
-Prints the data's mean reward, then BC's and ILQL's mean reward per acting beta, for ILQL with this
-preset (`text_config`) and with trlx's defaults (`default_config("ilql")`). It also prints how many
-distinct reviews each one writes, which shows a collapse onto one sentence.
+Prints the data's mean reward, then BC's and ILQL's mean reward per acting beta, for ILQL with the
+preset for your own text (`text_config`: trlx's training values, z-scored returns, lr 5e-5, tau 0.7,
+alpha 0.001, top_k 20) and with the task benchmark's faster values (`task_config`'s: returns as
+stored, lr 1e-3 constant, tau 0.8, alpha 0.1, top_k 0). Beside each mean reward: how many of the
+fresh reviews are well formed (exactly one of the templated reviews the data holds) and how many
+are distinct. A high reward with few well-formed reviews is the reward function's
+shortcut (its keywords in broken text); few distinct ones are a collapse onto one sentence.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 
 import textrl
 from agents import BCAgent, ILQLAgent
-from textrl import default_config, from_samples, text_config
+from textrl import from_samples, text_config
 
 PRODUCTS = ["blender", "kettle", "toaster", "lamp", "fan", "heater", "mixer", "radio"]
 OPENERS = ["I bought this {p} last week.", "Got the {p} as a gift.", "We have used this {p} for a month."]
@@ -62,17 +66,20 @@ def train_tokenizer(texts: list[str]) -> object:
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
 
 
-def distinct(agent: object, beta: float | None, n: int = 32) -> int:
-    """How many different reviews the agent writes in `n` fresh samples."""
-    kwargs = {} if beta is None else {"beta": beta}
-    return len(set(agent.generate([""] * n, **kwargs)))
+WELL_FORMED = {f"{o.format(p=p)} {v}" for o in OPENERS for p in PRODUCTS for vs in VERDICTS.values() for v in vs}
+
+
+def sampled(agent: object, beta: float | None, n: int) -> tuple[int, int]:
+    """(well-formed, distinct) reviews among `n` fresh samples of the agent."""
+    texts = agent.generate([""] * n, **({} if beta is None else {"beta": beta}))
+    return sum(t.strip() in WELL_FORMED for t in texts), len(set(texts))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per agent")
     parser.add_argument("--samples", type=int, default=2000, help="reviews in the dataset")
-    parser.add_argument("--episodes", type=int, default=32, help="rollouts per evaluation")
+    parser.add_argument("--episodes", type=int, default=32, help="rollouts per evaluation (and fresh samples per row)")
     parser.add_argument("--out", default="runs/own_text", help="checkpoints and logs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
     args = parser.parse_args()
@@ -96,35 +103,37 @@ def main() -> None:
     betas = [0.0, 1.0, 4.0, 16.0, 100.0]
     train = dict(total_steps=args.steps, eval_interval=args.steps, checkpoint_interval=args.steps,
                  eval_episodes=args.episodes, progress_bar=False)
+    ilql = text_config("ilql", tokenizer, longest, checkpoint_dir=f"{args.out}/ilql", best_metric="eval/return@beta=16",
+                       **train).evolve(method=dict(gen_kwargs=dict(beta=betas)))
     runs = {
         "BC": BCAgent(text_config("bc", tokenizer, longest, checkpoint_dir=f"{args.out}/bc", **train)),
-        "ILQL, text_config": ILQLAgent(text_config(
-            "ilql", tokenizer, longest, checkpoint_dir=f"{args.out}/ilql", best_metric="eval/return@beta=4",
-            **train).evolve(method=dict(gen_kwargs=dict(beta=betas)))),
-        "ILQL, trlx defaults": ILQLAgent(default_config("ilql").evolve(
-            model=dict(model_path=text_config("ilql", tokenizer, longest).model.model_path),
-            tokenizer=dict(tokenizer_path=None),
-            train=dict(seq_length=longest, batch_size=32, checkpoint_dir=f"{args.out}/ilql_trlx",
-                       best_metric="eval/return@beta=1", **train),
-            method=dict(gen_kwargs=dict(beta=betas, max_new_tokens=longest)))),
+        "ILQL, text_config": ILQLAgent(ilql),
+        "ILQL, task-benchmark values": ILQLAgent(ilql.evolve(  # the settings of task_config("...", "ilql")
+            train=dict(reward_normalization="none", checkpoint_dir=f"{args.out}/ilql_task"),
+            optimizer=dict(kwargs=dict(lr=1e-3, weight_decay=0.0)), scheduler=dict(name="constant", kwargs={}),
+            method=dict(tau=0.8, alpha=0.1, gen_kwargs=dict(top_k=0)))),
     }
     rows = []
     for name, agent in runs.items():
         history = agent.fit(dataset)
         final = [h for h in history if "eval/episodes" in h][-1]
         if "eval/return" in final:
-            rows.append((name, "-", final["eval/return"], distinct(agent, None)))
+            rows.append((name, "-", final["eval/return"], *sampled(agent, None, args.episodes)))
         for b in betas if "eval/return" not in final else []:
-            rows.append((name, f"{b:g}", final[f"eval/return@beta={b:g}"], distinct(agent, b)))
+            rows.append((name, f"{b:g}", final[f"eval/return@beta={b:g}"], *sampled(agent, b, args.episodes)))
         print(f"{name}: done at {time.perf_counter() - started:.0f} s", flush=True)
 
     print(f"\nMean reward of {args.episodes} fresh reviews after {args.steps} steps (data: {np.mean(rewards):+.2f}; "
           "best possible +1.00):\n")
-    print("| agent | acting beta | mean reward | distinct reviews in 32 |\n| --- | --- | ---: | ---: |")
-    for name, beta, value, n in rows:
-        print(f"| {name} | {beta} | {value:+.2f} | {n} |")
-    ilql = runs["ILQL, text_config"]
-    print("\nThree ILQL reviews at beta 4:", *ilql.generate([""] * 3, beta=4.0), sep="\n  ")
+    n = args.episodes
+    print(f"| agent | acting beta | mean reward | well-formed reviews in {n} | distinct reviews in {n} |\n"
+          "| --- | --- | ---: | ---: | ---: |")
+    for name, beta, value, good, different in rows:
+        print(f"| {name} | {beta} | {value:+.2f} | {good} | {different} |")
+    for name, agent in runs.items():
+        kwargs = {"beta": 16.0} if name.startswith("ILQL") else {}
+        print(f"\nThree reviews of {name}{' at beta 16' if kwargs else ''}:", *agent.generate([""] * 3, **kwargs),
+              sep="\n  ")
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

@@ -164,3 +164,17 @@ def test_a_recorded_reward_function_that_no_longer_imports_is_named(kettle) -> N
                                                   "moved_away:kettle_reward: ModuleNotFoundError"):
         dataset_env(data_id)
     assert ENV not in gymnasium.registry
+
+
+def test_the_dataset_flag_benches_datasets_alone_unless_tasks_are_named() -> None:
+    from agents.commands import _bench_settings
+    from textrl.cli import build_parser
+
+    def settings(*argv):
+        return _bench_settings(build_parser().parse_args(["bench", *argv]))
+
+    alone = settings("--dataset", "a/b-v0,c/d-v0", "--dataset", "e/f-v0")
+    assert alone["datasets"] == ["a/b-v0", "c/d-v0", "e/f-v0"] and alone["tasks"] == []
+    assert settings("--quick", "--dataset", "a/b-v0")["tasks"] == []
+    both = settings("--dataset", "a/b-v0", "--tasks", "maze", "--import", "mymodule")
+    assert both["tasks"] == ["maze"] and both["imports"] == ["mymodule"] and settings()["datasets"] == []

@@ -183,3 +183,39 @@ def test_generate_and_act_see_the_start_token_training_saw(registered, tmp_path)
     assert len(agent.generate([""])) == 1 and len(agent.generate(None)) == 1
     agent.save(tmp_path / "saved")
     assert load_agent(tmp_path / "saved").prompt_prefix == [tok.eos_token_id]
+
+
+def test_text_config_keeps_trlx_training_values_on_a_model_sized_to_the_tokenizer() -> None:
+    from textrl import default_config
+    from textrl.presets import TEXT_ILQL_BETA
+
+    tok = tokenizer()
+    config, trlx = text_config("ilql", tok, max_length=9), default_config("ilql")
+    assert config.model.model_path.vocab_size == len(tok) and config.model.model_path.n_positions == 9
+    assert config.train.seq_length == 9 and config.tokenizer.tokenizer_path is None
+    assert (config.optimizer, config.scheduler, config.train.reward_normalization) == (
+        trlx.optimizer, trlx.scheduler, trlx.train.reward_normalization)  # lr 5e-5, z-scored returns
+    same = config.evolve(method=dict(gen_kwargs=dict(beta=trlx.method.gen_kwargs.beta,
+                                                     max_new_tokens=trlx.method.gen_kwargs.max_new_tokens)))
+    assert same.method == trlx.method  # tau 0.7, alpha 0.001, top_k 20, ...: trlx's
+    assert config.method.gen_kwargs.beta == TEXT_ILQL_BETA == 16.0 and config.method.gen_kwargs.max_new_tokens == 9
+    assert text_config("bc", tok, 9).method.gen_kwargs.beta == default_config("bc").method.gen_kwargs.beta
+
+
+def test_the_recipe_script_runs_end_to_end(tmp_path) -> None:
+    """examples/own_text.py (the README's numbers) on a few samples and steps: every row of its table."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path / "minari"), "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, str(root / "examples" / "own_text.py"), "--steps", "1", "--samples", "40",
+                          "--episodes", "2", "--out", str(tmp_path / "runs")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[:2] for r in rows] == [["| BC", "-"]] + [
+        [f"| ILQL, {name}", b] for name in ("text_config", "task-benchmark values") for b in ("0", "1", "4", "16", "100")]
+    assert all(0 <= int(r.split(" | ")[3]) <= 2 for r in rows)  # well-formed reviews of 2
