@@ -216,6 +216,7 @@ def test_the_recipe_script_runs_end_to_end(tmp_path) -> None:
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r.split(" | ")[:2] for r in rows] == [["| BC", "-"]] + [
-        [f"| ILQL, {name}", b] for name in ("text_config", "task-benchmark values") for b in ("0", "1", "4", "16", "100")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| BC, lr 1e-3", "-"]] + [
+        [f"| ILQL, {name}", b] for name in ("task-benchmark values", "trlx values", "trlx values, lr 1e-3")
+        for b in ("0", "1", "4", "16", "100")]
     assert all(0 <= int(r.split(" | ")[3]) <= 2 for r in rows)  # well-formed reviews of 2
