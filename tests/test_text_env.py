@@ -185,21 +185,22 @@ def test_generate_and_act_see_the_start_token_training_saw(registered, tmp_path)
     assert load_agent(tmp_path / "saved").prompt_prefix == [tok.eos_token_id]
 
 
-def test_text_config_keeps_trlx_training_values_on_a_model_sized_to_the_tokenizer() -> None:
-    from textrl import default_config
+def test_text_config_holds_the_task_benchmark_values_on_a_model_sized_to_the_tokenizer() -> None:
+    from textrl import default_config, task_config
     from textrl.presets import TEXT_ILQL_BETA
 
     tok = tokenizer()
-    config, trlx = text_config("ilql", tok, max_length=9), default_config("ilql")
+    config, task = text_config("ilql", tok, max_length=9), task_config("randomwalks", "ilql")
     assert config.model.model_path.vocab_size == len(tok) and config.model.model_path.n_positions == 9
     assert config.train.seq_length == 9 and config.tokenizer.tokenizer_path is None
     assert (config.optimizer, config.scheduler, config.train.reward_normalization) == (
-        trlx.optimizer, trlx.scheduler, trlx.train.reward_normalization)  # lr 5e-5, z-scored returns
-    same = config.evolve(method=dict(gen_kwargs=dict(beta=trlx.method.gen_kwargs.beta,
-                                                     max_new_tokens=trlx.method.gen_kwargs.max_new_tokens)))
-    assert same.method == trlx.method  # tau 0.7, alpha 0.001, top_k 20, ...: trlx's
-    assert config.method.gen_kwargs.beta == TEXT_ILQL_BETA == 16.0 and config.method.gen_kwargs.max_new_tokens == 9
-    assert text_config("bc", tok, 9).method.gen_kwargs.beta == default_config("bc").method.gen_kwargs.beta
+        task.optimizer, task.scheduler, task.train.reward_normalization)  # lr 1e-3 constant, returns as stored
+    assert config.optimizer.kwargs["lr"] == 1e-3 and config.train.reward_normalization == "none"
+    same = config.evolve(method=dict(gen_kwargs=dict(beta=task.method.gen_kwargs.beta,
+                                                     max_new_tokens=task.method.gen_kwargs.max_new_tokens)))
+    assert same.method == task.method and (same.method.tau, same.method.alpha) == (0.8, 0.1)
+    assert config.method.gen_kwargs.beta == TEXT_ILQL_BETA == 4.0 and config.method.gen_kwargs.max_new_tokens == 9
+    assert config.method.gen_kwargs.top_k == 0 and default_config("ilql").optimizer.kwargs["lr"] == 5e-5  # trlx's
 
 
 def test_the_recipe_script_runs_end_to_end(tmp_path) -> None:
