@@ -1,7 +1,7 @@
 """Your own text, end to end: templated product reviews, a reward function, a tokenizer trained here,
 BC and ILQL on a tiny GPT-2, ILQL's acting beta swept on fresh rollouts scored by the reward function.
 
-    python examples/own_text.py              # the README's numbers (about 12 minutes on 2 busy CPU cores)
+    python examples/own_text.py              # the README's numbers (10 to 12 minutes on 2 busy CPU cores)
     python examples/own_text.py --steps 60   # a quick look
 
 Prints the data's mean reward, then BC's and ILQL's mean reward per acting beta under three sets of
