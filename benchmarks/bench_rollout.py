@@ -29,6 +29,7 @@ import argparse
 import math
 import os
 import statistics
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -54,7 +55,7 @@ BETA = 4.0
 def trained_agent(task: Task, steps: int) -> ILQLAgent:
     """The task preset's ILQL agent, trained `steps` steps on 1000 mixed-tier episodes (untrained with 0)."""
     config = task_config(task.name, "ilql", progress_bar=False, total_steps=max(steps, 1), eval_interval=10**9,
-                         checkpoint_interval=10**9, checkpoint_dir=f"/tmp/bench_rollout/{task.name}", save_best=False)
+                         checkpoint_interval=10**9, checkpoint_dir=tempfile.mkdtemp(prefix=f"bench_rollout_{task.name}_"), save_best=False)
     agent = ILQLAgent(config)
     if steps:
         agent.fit(make_dataset(dataset_id(task.name, "mixed"), num_episodes=1000, progress=False), rollout_eval=False)
