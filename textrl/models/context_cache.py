@@ -111,8 +111,12 @@ class ContextCache:
             whole = len(index) == len(self.ids)  # every row in order: a view, no gather
             for k, v in zip(self.keys, self.values):
                 k, v = (k[:, :past], v[:, :past]) if whole else (k[index, :past], v[index, :past])
-                # a layer that starts from these keys and values as they are (`update` would copy them
-                # once more than the forward's own concatenation of the new tokens does)
+                # A layer that starts from these keys and values as they are. transformers' public way,
+                # `DynamicCache([(k, v), ...])`, fills each layer through `update`, which copies them once
+                # more than the forward's own concatenation of the new tokens does: measured 1.05x (maze)
+                # and 1.12x (Wordle) the cached rollout's time at 256 envs (transformers 5.25, CPU), so the
+                # layer's `keys`/`values` are set here (`crop`, `batch_select_indices` and `reorder_cache`
+                # act on a whole cache in place, not on a per-row selection of our buffers).
                 layer = DynamicLayer()
                 layer.lazy_initialization(k, v)
                 layer.keys, layer.values = k.transpose(1, 2), v.transpose(1, 2)
