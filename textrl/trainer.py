@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -38,7 +37,15 @@ from textrl.checkpoint_checks import check_trainer_tensors, check_trainer_values
 from textrl.config import TRLConfig
 from textrl.io import atomic_directory, atomic_write_text, verify_manifest, write_manifest
 from textrl.optim import build_optimizer, build_scheduler
-from textrl.runs import METRICS_FILE, STEP_DIR, ResumeWarning, RunFolder, append_line, run_identity
+from textrl.runs import (
+    METRICS_FILE,
+    STEP_DIR,
+    ResumeWarning,
+    RunFolder,
+    TrainingInterrupted,
+    append_line,
+    run_identity,
+)
 from textrl.safe_state import load_state, save_state
 
 if TYPE_CHECKING:
@@ -423,7 +430,8 @@ class Trainer:
     def train(self) -> list[dict[str, Any]]:
         """Train to `total_steps` (or `epochs` passes, whichever ends first); return the logged history.
 
-        Ctrl-C prints where the last checkpoint is and how to resume, then raises KeyboardInterrupt.
+        Ctrl-C raises `TrainingInterrupted` (a KeyboardInterrupt) whose message says where the last checkpoint is
+        and how to resume.
         """
         cfg = self.train_cfg
         seed_everything(cfg.seed)
@@ -440,11 +448,11 @@ class Trainer:
                 return self._finish()
             try:
                 self._loop(last)
-            except KeyboardInterrupt:
-                if self.accelerator.is_main_process:
-                    print(self.folder.interrupted_line(self.state.step, cfg.checkpoint_interval), file=sys.stderr,
-                          flush=True)
-                raise
+            except KeyboardInterrupt as interrupt:
+                if isinstance(interrupt, TrainingInterrupted) or not self.accelerator.is_main_process:
+                    raise
+                raise TrainingInterrupted(self.folder.interrupted_line(self.state.step, cfg.checkpoint_interval)) \
+                    from interrupt
         finally:
             self.folder.close()
         return self._finish()
