@@ -26,7 +26,7 @@ Timings alternate between the sides and report medians over `--repeats` (a share
 by about 20%).
 
     python benchmarks/bench_rollout.py [--tasks wordle ...] [--num-envs 256] [--episodes 256] [--repeats 3]
-                                       [--train-steps 40] [--small-tasks wordle] [--small-envs 32] [--small-uncached] [--threads 1]
+                                       [--train-steps 40] [--untrained endgames] [--speed-tasks ...] [--small-tasks wordle] [--small-envs 32] [--small-uncached] [--threads 1]
                                        [--no-preset-speed]
                                        [--no-protocol] [--protocol-tasks ...]
 """
@@ -202,6 +202,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--untrained", nargs="*", default=[],
+                        help="tasks whose agent keeps its fresh preset weights (Endgames' training is slow on a CPU)")
+    parser.add_argument("--speed-tasks", nargs="*", default=None, help="table 1's tasks (default: --tasks)")
     parser.add_argument("--small-tasks", nargs="*", default=["wordle"])
     parser.add_argument("--small-envs", type=int, default=32)
     parser.add_argument("--small-uncached", action="store_true",
@@ -222,8 +225,8 @@ def main() -> None:
     agents = {}
     for name in args.tasks:
         task = get_task(name)
-        agents[name] = trained_agent(task, args.train_steps)
-        if not args.no_preset_speed:
+        agents[name] = trained_agent(task, 0 if name in args.untrained else args.train_steps)
+        if not args.no_preset_speed and (args.speed_tasks is None or name in args.speed_tasks):
             print(speed_row(f"{name} preset", agents[name], task, args.episodes, args.num_envs, args.repeats), flush=True)
     for name in args.small_tasks:
         task = get_task(name)
