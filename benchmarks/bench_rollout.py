@@ -20,7 +20,9 @@
     never fed back; the rollout: the same, an episode's last action is not run either). "Env setup apart": the agent-token rate with the env's
     construction and reset (timed alone) left out. The two rollouts' returns must be equal.
 (2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
-(3) The benchmark's evaluation (`agents.protocol.scoring_fn`: every ILQL beta on the validation
+(3) With `--ignored-ab`: the cached rollout with the policy shown `obs["ignored"]` (the rows whose
+    action goes unused, which the cache skips) and without it: seconds, model tokens, returns.
+(4) The benchmark's evaluation (`agents.protocol.scoring_fn`: every ILQL beta on the validation
     episodes, then the test episodes) of the agents of (1), seconds with the cache off and on.
 Timings alternate between the sides and report medians over `--repeats` (a shared machine spreads
 by about 20%).
@@ -28,7 +30,7 @@ by about 20%).
     python benchmarks/bench_rollout.py [--tasks wordle ...] [--num-envs 256] [--episodes 256] [--repeats 3]
                                        [--train-steps 40] [--untrained endgames] [--speed-tasks ...] [--small-tasks wordle] [--small-envs 32] [--small-uncached] [--threads 1]
                                        [--no-preset-speed]
-                                       [--no-protocol] [--protocol-tasks ...]
+                                       [--ignored-ab maze ...] [--no-protocol] [--protocol-tasks ...]
 """
 
 from __future__ import annotations
@@ -85,8 +87,10 @@ def small_agent(task: Task) -> ILQLAgent:
     return agent
 
 
-def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool) -> tuple[float, Any, int]:
-    """Seconds of `evaluate(agent.policy)`, its result and the number of policy calls, with the cache on or off."""
+def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool,
+            flags: bool = True) -> tuple[float, Any, int]:
+    """Seconds of `evaluate(agent.policy)`, its result and the number of policy calls, with the cache on or off;
+    without `flags` the policy is not shown `obs["ignored"]` (as before the rollout flagged those rows)."""
     agent.cache_contexts = cache
     agent.forget_contexts()
     agent.generator.manual_seed(0)
@@ -94,7 +98,7 @@ def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: b
 
     def policy(obs: dict[str, np.ndarray], rng: Any) -> np.ndarray:
         calls.append(1)
-        return agent.policy(obs, rng, beta=BETA)
+        return agent.policy(obs if flags else {k: obs[k] for k in ("input_ids", "length")}, rng, beta=BETA)
 
     start = time.perf_counter()
     result = evaluate(policy, task, episodes, seed=0, num_envs=num_envs)
@@ -179,6 +183,21 @@ def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs:
             f"{used / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {same} |")
 
 
+def ignored_row(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int) -> str:
+    """Seconds of the cached rollout with the policy shown `obs["ignored"]` and without, and the model tokens run."""
+    fed, results = {}, {}
+
+    def timed(flags: bool) -> float:
+        seconds, results[flags], _ = rollout(agent, task, episodes, num_envs, True, flags)
+        fed[flags] = agent._contexts.fed_tokens
+        return seconds
+
+    t = paired(repeats, {"without": lambda: timed(False), "with": lambda: timed(True)})
+    same = "yes" if np.array_equal(results[True].returns, results[False].returns) else "NO"
+    return (f"| {task.name} | {t['without']:.2f} | {t['with']:.2f} | **{t['without'] / t['with']:.2f}x** | "
+            f"{fed[False]:,} | {fed[True]:,} | {same} |")
+
+
 def protocol_row(agent: ILQLAgent, task: Task, repeats: int) -> str:
     """Seconds of one benchmark evaluation (every ILQL beta on validation, then test) with the cache off and on."""
     score = scoring_fn(task.name, ILQL_BETAS)
@@ -213,6 +232,8 @@ def main() -> None:
                         help="torch threads (1: on a shared machine more threads mostly wait for each other)")
     parser.add_argument("--no-preset-speed", action="store_true", help="skip table 1 (its agents still train)")
     parser.add_argument("--no-protocol", action="store_true", help="skip the benchmark evaluation timing (table 3)")
+    parser.add_argument("--ignored-ab", nargs="*", default=[],
+                        help="tasks (of --tasks) on which to time the cached rollout with and without obs['ignored']")
     parser.add_argument("--protocol-tasks", nargs="*", default=None, help="table 3's tasks (default: --tasks)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -232,6 +253,11 @@ def main() -> None:
         task = get_task(name)
         print(speed_row(f"{name}, GPT-2-small shape", small_agent(task), task, args.small_envs * 2, args.small_envs,
                         args.repeats, uncached=args.small_uncached), flush=True)
+    if args.ignored_ab:
+        print("\n| task | cached rollout s, flags stripped | with flags | saving | model tokens, stripped | with flags "
+              "| same returns |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        for name in args.ignored_ab:
+            print(ignored_row(agents[name], get_task(name), args.episodes, args.num_envs, args.repeats), flush=True)
     if not args.no_protocol:
         print("\n| task | evaluation s, uncached | evaluation s, cached | saving |\n| --- | ---: | ---: | ---: |")
         for name in args.tasks if args.protocol_tasks is None else args.protocol_tasks:
