@@ -242,7 +242,8 @@ def main() -> None:
             "model tokens per agent token | gen model tok/s | model tok/s / gen model tok/s | "
             "agent tok/s, uncached | cached / uncached | same returns |\n"
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    print(head)
+    if not args.no_preset_speed or args.small_tasks:
+        print(head)
     agents = {}
     for name in args.tasks:
         task = get_task(name)
