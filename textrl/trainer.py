@@ -35,7 +35,13 @@ from tqdm.auto import tqdm
 
 from textrl.checkpoint_checks import check_trainer_tensors, check_trainer_values
 from textrl.config import TRLConfig
-from textrl.io import atomic_directory, atomic_write_text, verify_manifest, write_manifest
+from textrl.io import (
+    DamagedFileError,
+    atomic_directory,
+    atomic_write_text,
+    verify_manifest,
+    write_manifest,
+)
 from textrl.optim import build_optimizer, build_scheduler
 from textrl.runs import (
     METRICS_FILE,
@@ -350,11 +356,14 @@ class Trainer:
         state = load_state(path / TRAINER_STATE, path / TRAINER_TENSORS)
         check_trainer_values(state, path)
         self.folder.check_checkpoint(path, state["identity"], state["step"])
-        if "shards" not in state:  # a sharded run's tensors are checked by its shards' own loader
-            check_trainer_tensors(state, path, self.accelerator.unwrap_model(self.model), self.optimizer)
+        if "shards" not in state:  # a sharded run's tensors are in its shard files, checked as they load
+            check_trainer_tensors(state, path / TRAINER_TENSORS, self.accelerator.unwrap_model(self.model),
+                                  self.optimizer)
         try:
             self._load_weights(path, state)
             self.scheduler.load_state_dict(state["scheduler"])
+        except DamagedFileError:  # says itself which file holds what
+            raise
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise ValueError(
                 f"cannot resume from {path}: its model or optimizer state does not fit this run ({str(e)[:300]}). "
@@ -380,6 +389,7 @@ class Trainer:
             return
         rank = self.accelerator.process_index
         local = load_state(path / SHARD_STATE.format(rank=rank), path / SHARD_TENSORS.format(rank=rank))
+        check_trainer_tensors(local, path / SHARD_TENSORS.format(rank=rank), self.shards.model, self.optimizer)
         self.shards.load_local_state(local, self.optimizer)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
