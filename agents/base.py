@@ -32,6 +32,7 @@ from agents.inputs import (
 from agents.saving import SavedAgent
 from textrl.config import TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
+from textrl.data.env_record import EnvUnavailableError, dataset_env
 from textrl.methods import MethodConfig
 from textrl.models import ContextCache, ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
@@ -148,7 +149,7 @@ class OfflineAgent(SavedAgent, ABC):
         """`fit` with `self.config` holding this call's settings."""
         data = None if isinstance(dataset, PackedDataset) else load(dataset)  # resolved once, here
         packed = dataset if data is None else pack(data, reward_normalization=self.config.train.reward_normalization)
-        task = _task_or_none(packed.env_id)
+        task = _task_or_none(packed.env_id, data)
         self.env_id = packed.env_id if task is not None else None  # the id the env is registered under
         if self.tokenizer is None:
             self.tokenizer = self._resolve_tokenizer(data)
@@ -204,7 +205,9 @@ class OfflineAgent(SavedAgent, ABC):
         network runs in eval mode (no dropout), whatever mode training left it in. With
         `cache_contexts` (the default) each row keeps its KV cache from the previous call: when the
         row's observation extends the context it was last shown, only the new tokens run; otherwise
-        (a reset, another env, any other observation) the row starts over. The cached and the full
+        (a reset, another env, any other observation) the row starts over; a row flagged in
+        `obs["ignored"]` (what `textrl.rollout` adds: its action goes unused) runs nothing and gets a
+        token from the hidden state the cache held for it. The cached and the full
         forward differ only in float rounding (last bits of the scores), so they choose the same
         tokens except where two tokens' scores, or a sample's draw and a cumulative probability,
         lie within that rounding of each other. An observation of another env than the agent's data
@@ -227,13 +230,19 @@ class OfflineAgent(SavedAgent, ABC):
             )
         if (length < 1).any() or (length > ids.shape[1]).any():
             raise ValueError(f"observation lengths must lie in [1, {ids.shape[1]}], got {length.tolist()}")
+        ignored = obs.get("ignored")
+        if ignored is not None:
+            ignored = np.asarray(ignored).reshape(-1)
+            if ignored.dtype != bool or ignored.shape != length.shape:
+                raise ValueError(f"obs['ignored'] must be a bool array with one flag per row ({len(length)}), got "
+                                 f"{ignored.dtype} {ignored.shape}")
         check_observation_fits(model, ids, length)
         check_env(self.env_id, ids, env)
         gen = self.config.method.gen_kwargs
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: pass act(obs, beta=...) with one value")
-        hidden = self._last_hidden(model, ids, length)
+        hidden = self._last_hidden(model, ids, length, ignored)
         scores = self.next_token_scores(hidden, last_hidden_and_lm(model.backbone)[1](hidden), beta)
         temperature = gen.temperature if temperature is None else temperature
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
@@ -248,13 +257,15 @@ class OfflineAgent(SavedAgent, ABC):
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
         return self.act(obs, beta=beta, temperature=temperature, env=env)
 
-    def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray) -> torch.Tensor:
+    def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray,
+                     ignored: Optional[np.ndarray] = None) -> torch.Tensor:
         """Last-layer hidden state [N, H] at each row's last token: from the rows' cached contexts, or (with
-        `cache_contexts` off) from a full forward of the right-padded observations."""
+        `cache_contexts` off) from a full forward of the right-padded observations. The cache runs nothing for
+        `ignored` rows it holds (their hidden state is the one it held)."""
         if self.cache_contexts:
             if self._contexts is None or self._contexts.backbone is not model.backbone:
                 self._contexts = ContextCache(model.backbone)
-            return self._contexts.last_hidden(ids, length)
+            return self._contexts.last_hidden(ids, length, ignored)
         self._contexts = None
         device = next(model.parameters()).device
         width = int(length.max())
@@ -298,18 +309,22 @@ class OfflineAgent(SavedAgent, ABC):
         return tok.batch_decode(out, skip_special_tokens=True)
 
 
-
-
-def _task_or_none(env_id: Optional[str]) -> Any:
+def _task_or_none(env_id: Optional[str], data: Optional[minari.MinariDataset]) -> Any:
     """The task of a dataset's env id: a built-in task, the task of an env registered with gymnasium (a
-    `TextEnv` with your reward function), or None for datasets without an env (or one not registered here)."""
+    `TextEnv` with your reward function, registered from the dataset's record if need be), or None for
+    datasets without an env (or one that cannot be made here: a warning says why)."""
     if not env_id:
         return None
     if env_id in TASK_ENV_IDS:
         return get_task(env_id)
-    if env_id not in gymnasium.registry:
-        warnings.warn(f"the dataset names env {env_id!r}, which is not registered in this process, so fit does not "
-                      "evaluate by rollouts: run the gymnasium.register(...) of that env before fit", stacklevel=4)
+    try:
+        if data is not None:
+            dataset_env(data)
+        if env_id not in gymnasium.registry:
+            raise EnvUnavailableError(f"the dataset names env {env_id!r}, which is not registered in this process: "
+                                      "run the gymnasium.register(...) of that env before fit")
+    except EnvUnavailableError as e:
+        warnings.warn(f"{e}; fit does not evaluate by rollouts", stacklevel=4)
         return None
     env = gymnasium.make(env_id)
     task = getattr(env.unwrapped, "task", None)
