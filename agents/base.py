@@ -204,7 +204,9 @@ class OfflineAgent(SavedAgent, ABC):
         network runs in eval mode (no dropout), whatever mode training left it in. With
         `cache_contexts` (the default) each row keeps its KV cache from the previous call: when the
         row's observation extends the context it was last shown, only the new tokens run; otherwise
-        (a reset, another env, any other observation) the row starts over. The cached and the full
+        (a reset, another env, any other observation) the row starts over; a row flagged in
+        `obs["ignored"]` (what `textrl.rollout` adds: its action goes unused) runs nothing and gets a
+        token from the hidden state the cache held for it. The cached and the full
         forward differ only in float rounding (last bits of the scores), so they choose the same
         tokens except where two tokens' scores, or a sample's draw and a cumulative probability,
         lie within that rounding of each other. An observation of another env than the agent's data
@@ -227,13 +229,19 @@ class OfflineAgent(SavedAgent, ABC):
             )
         if (length < 1).any() or (length > ids.shape[1]).any():
             raise ValueError(f"observation lengths must lie in [1, {ids.shape[1]}], got {length.tolist()}")
+        ignored = obs.get("ignored")
+        if ignored is not None:
+            ignored = np.asarray(ignored).reshape(-1)
+            if ignored.dtype != bool or ignored.shape != length.shape:
+                raise ValueError(f"obs['ignored'] must be a bool array with one flag per row ({len(length)}), got "
+                                 f"{ignored.dtype} {ignored.shape}")
         check_observation_fits(model, ids, length)
         check_env(self.env_id, ids, env)
         gen = self.config.method.gen_kwargs
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: pass act(obs, beta=...) with one value")
-        hidden = self._last_hidden(model, ids, length)
+        hidden = self._last_hidden(model, ids, length, ignored)
         scores = self.next_token_scores(hidden, last_hidden_and_lm(model.backbone)[1](hidden), beta)
         temperature = gen.temperature if temperature is None else temperature
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
@@ -248,13 +256,15 @@ class OfflineAgent(SavedAgent, ABC):
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
         return self.act(obs, beta=beta, temperature=temperature, env=env)
 
-    def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray) -> torch.Tensor:
+    def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray,
+                     ignored: Optional[np.ndarray] = None) -> torch.Tensor:
         """Last-layer hidden state [N, H] at each row's last token: from the rows' cached contexts, or (with
-        `cache_contexts` off) from a full forward of the right-padded observations."""
+        `cache_contexts` off) from a full forward of the right-padded observations. The cache runs nothing for
+        `ignored` rows it holds (their hidden state is the one it held)."""
         if self.cache_contexts:
             if self._contexts is None or self._contexts.backbone is not model.backbone:
                 self._contexts = ContextCache(model.backbone)
-            return self._contexts.last_hidden(ids, length)
+            return self._contexts.last_hidden(ids, length, ignored)
         self._contexts = None
         device = next(model.parameters()).device
         width = int(length.max())

@@ -1,26 +1,36 @@
 """Env rollouts through `agent.policy` against `generate`'s token rate, with and without the context cache.
 
 (1) Per task, the ILQL agent of the task preset (`task_config(task, "ilql")`, trained `--train-steps`
-    steps on the mixed tier so its episodes look like a benchmark run's): tokens per second of
-    `textrl.rollout.evaluate(agent.policy, ...)` with `cache_contexts` on and off, over the wall time of
-    the whole loop (env steps included), against `decode` (what `agent.generate` runs: KV cache, the
-    agent's scores) on the same model from the same reset prompts, one row per env, for the mean
-    episode length. "tok/s" counts the tokens the policy chose (calls x envs); "used actions/s" only
-    those the env used (not the autoreset steps' ignored actions nor rows past their share of the
-    episodes). "Model tokens per token chosen": tokens run through the model, the env's appended
-    ones (Wordle's feedback, a maze's observation, a chess reply) included; each runs once with the
-    cache. "Env setup apart": the same rate with the env's construction and reset (timed alone) left
-    out of the rollout's time. The two rollouts' returns must be equal (same seeds, same actions).
+    steps on the mixed tier so its episodes look like a benchmark run's, then in eval mode as a run's
+    evaluation has it): `textrl.rollout.evaluate(agent.policy, ...)` with `cache_contexts` on and off,
+    timed over the whole loop (env construction, reset and steps included), against `decode` (what
+    `agent.generate` runs: KV cache, the agent's scores) on the same model and batch from the env's
+    reset prompts (one row per env, prompt prefill included in its time). Token rates:
+    - "agent tokens": the actions the env used (the tokens the agent chose that went into the
+      episodes; not the ignored actions of autoreset steps, nor of rows past their share);
+    - "chosen": every token the policy returned (calls x envs, used or not);
+    - "model tokens": tokens run through the model, the env's appended ones (Wordle's feedback, a
+      maze's observation, a chess reply) and the prompts included; each runs once with the cache.
+    Yardsticks: generate of the mean episode length (rounded up) for every row ("gen, mean"), and
+    generate of each env row's own length in its row ("gen, lengths": a row's length is the actions of
+    the episodes its env played; the batch runs for the longest row, as `generate` does for rows that
+    stop at different steps, and counts each row's tokens up to its length). For model
+    tokens: generate for every row of as many tokens as the rollout ran per episode, counting what
+    each side runs through the model (generate: the prompt and every new token but the last, which is
+    never fed back; the rollout: the same, an episode's last action is not run either). "Env setup apart": the agent-token rate with the env's
+    construction and reset (timed alone) left out. The two rollouts' returns must be equal.
 (2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
-(3) The benchmark's evaluation (`agents.protocol.scoring_fn`: every ILQL beta on the validation
+(3) With `--ignored-ab`: the cached rollout with the policy shown `obs["ignored"]` (the rows whose
+    action goes unused, which the cache skips) and without it: seconds, model tokens, returns.
+(4) The benchmark's evaluation (`agents.protocol.scoring_fn`: every ILQL beta on the validation
     episodes, then the test episodes) of the agents of (1), seconds with the cache off and on.
 Timings alternate between the sides and report medians over `--repeats` (a shared machine spreads
 by about 20%).
 
-    python benchmarks/bench_rollout.py [--tasks wordle ...] [--num-envs 256] [--episodes 512] [--repeats 3]
-                                       [--train-steps 40] [--small-tasks wordle] [--small-envs 32] [--small-uncached] [--threads 1]
+    python benchmarks/bench_rollout.py [--tasks wordle ...] [--num-envs 256] [--episodes 256] [--repeats 3]
+                                       [--train-steps 40] [--untrained endgames] [--speed-tasks ...] [--small-tasks wordle] [--small-envs 32] [--small-uncached] [--threads 1]
                                        [--no-preset-speed]
-                                       [--no-protocol]
+                                       [--ignored-ab maze ...] [--no-protocol] [--protocol-tasks ...]
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import argparse
 import math
 import os
 import statistics
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -54,13 +65,14 @@ BETA = 4.0
 def trained_agent(task: Task, steps: int) -> ILQLAgent:
     """The task preset's ILQL agent, trained `steps` steps on 1000 mixed-tier episodes (untrained with 0)."""
     config = task_config(task.name, "ilql", progress_bar=False, total_steps=max(steps, 1), eval_interval=10**9,
-                         checkpoint_interval=10**9, checkpoint_dir=f"/tmp/bench_rollout/{task.name}", save_best=False)
+                         checkpoint_interval=10**9, checkpoint_dir=tempfile.mkdtemp(prefix=f"bench_rollout_{task.name}_"), save_best=False)
     agent = ILQLAgent(config)
     if steps:
         agent.fit(make_dataset(dataset_id(task.name, "mixed"), num_episodes=1000, progress=False), rollout_eval=False)
     else:
         agent.tokenizer = task.tokenizer
         agent.model = agent.build_model(task.vocab_size)
+    agent.model.eval()  # as the trainer's evaluation has it (acting on a training-mode model switches per call)
     return agent
 
 
@@ -75,8 +87,10 @@ def small_agent(task: Task) -> ILQLAgent:
     return agent
 
 
-def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool) -> tuple[float, Any, int]:
-    """Seconds of `evaluate(agent.policy)`, its result and the number of policy calls, with the cache on or off."""
+def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool,
+            flags: bool = True) -> tuple[float, Any, int]:
+    """Seconds of `evaluate(agent.policy)`, its result and the number of policy calls, with the cache on or off;
+    without `flags` the policy is not shown `obs["ignored"]` (as before the rollout flagged those rows)."""
     agent.cache_contexts = cache
     agent.forget_contexts()
     agent.generator.manual_seed(0)
@@ -84,7 +98,7 @@ def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: b
 
     def policy(obs: dict[str, np.ndarray], rng: Any) -> np.ndarray:
         calls.append(1)
-        return agent.policy(obs, rng, beta=BETA)
+        return agent.policy(obs if flags else {k: obs[k] for k in ("input_ids", "length")}, rng, beta=BETA)
 
     start = time.perf_counter()
     result = evaluate(policy, task, episodes, seed=0, num_envs=num_envs)
@@ -99,20 +113,25 @@ def env_setup(task: Task, num_envs: int) -> float:
     return time.perf_counter() - start
 
 
-def generation(agent: ILQLAgent, task: Task, num_envs: int, new_tokens: int) -> float:
-    """Seconds of `decode` (generate's loop) of `new_tokens` per row from the env's reset prompts, no early stop."""
+def reset_prompts(task: Task, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The env's reset prompts, left-padded as `generate` takes them: ids and attention mask [N, width]."""
     obs, _ = TokenVectorEnv(task, num_envs).reset(seed=0)
     ids, length = obs["input_ids"].astype(np.int64), obs["length"].astype(np.int64)
     width = int(length.max())
     left = np.full((num_envs, width), task.pad_id, dtype=np.int64)
     for r in range(num_envs):
         left[r, width - length[r]:] = ids[r, :length[r]]
-    mask = torch.as_tensor(np.arange(width)[None] >= width - length[:, None]).long()
+    return torch.as_tensor(left), torch.as_tensor(np.arange(width)[None] >= width - length[:, None]).long()
+
+
+def generation(agent: ILQLAgent, task: Task, num_envs: int, new_tokens: int) -> float:
+    """Seconds of `decode` (generate's loop) of `new_tokens` per row from the env's reset prompts, no early stop."""
+    ids, mask = reset_prompts(task, num_envs)
     gen = agent.config.method.gen_kwargs
     agent.generator.manual_seed(0)
     model = agent.model.eval()
     start = time.perf_counter()
-    decode(model.backbone, torch.as_tensor(left), mask, max_new_tokens=new_tokens, top_k=gen.top_k,
+    decode(model.backbone, ids, mask, max_new_tokens=new_tokens, top_k=gen.top_k,
            temperature=gen.temperature, score_fn=lambda h, lg: agent.next_token_scores(h, lg, BETA),
            eos_token_id=None, pad_token_id=task.pad_id, generator=agent.generator)
     return time.perf_counter() - start
@@ -129,12 +148,20 @@ def paired(repeats: int, sides: dict[str, Callable[[], float]]) -> dict[str, flo
 
 def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int,
               uncached: bool = True) -> str:
-    """One table row: generate tok/s; rollout tok/s cached and uncached (tokens the policy chose, and the
-    actions the env used); the ratios; whether the two rollouts' returns are equal."""
+    """One table row (see the module's docstring for the rates and yardsticks)."""
     _, on, calls = rollout(agent, task, episodes, num_envs, True)
     used, chosen, fed = int(on.lengths.sum()), calls * num_envs, agent._contexts.fed_tokens
-    new_tokens = max(1, math.ceil(on.lengths.mean()))
-    sides = {"gen": lambda: generation(agent, task, num_envs, new_tokens),
+    rows = len(on.lengths)
+    mean_new = max(1, math.ceil(on.lengths.mean()))
+    quota = np.full(num_envs, rows // num_envs) + (np.arange(num_envs) < rows % num_envs)  # evaluate's shares
+    longest = int(np.add.reduceat(on.lengths, np.concatenate([[0], np.cumsum(quota)[:-1]])).max())
+    prompt = int(reset_prompts(task, num_envs)[1].sum())  # the generate side's prompt tokens
+    # generate of n tokens runs the prompt and n - 1 of them (the last is never fed back), as an episode's last
+    # action is not: n matches the rollout's model tokens per episode
+    model_new = max(1, round(fed / rows - prompt / num_envs) + 1)
+    sides = {"gen mean": lambda: generation(agent, task, num_envs, mean_new),
+             "gen longest": lambda: generation(agent, task, num_envs, longest),
+             "gen model": lambda: generation(agent, task, num_envs, model_new),
              "on": lambda: rollout(agent, task, episodes, num_envs, True)[0],
              "setup": lambda: env_setup(task, num_envs)}
     if uncached:
@@ -145,13 +172,30 @@ def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs:
     if uncached:
         _, off, _ = rollout(agent, task, episodes, num_envs, False)
         same = "yes" if np.array_equal(off.returns, on.returns) and np.array_equal(off.lengths, on.lengths) else "NO"
-    gen = num_envs * new_tokens / t["gen"]
-    loop = t["on"] - t["setup"]
-    return (f"| {label} | {num_envs} | {new_tokens} | {gen:,.0f} | {chosen / t['on']:,.0f} | "
-            f"**{chosen / t['on'] / gen:.2f}** | {chosen / loop / gen:.2f} | {used / t['on']:,.0f} | "
-            f"{used / t['on'] / gen:.2f} | "
-            f"{chosen / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {fed / chosen:.2f} | {fed / t['on'] / gen:.2f} | "
-            f"{same} |")
+    gen_mean = num_envs * mean_new / t["gen mean"]
+    gen_lengths = used / t["gen longest"]
+    gen_model = (prompt + num_envs * (model_new - 1)) / t["gen model"]
+    agent_rate = used / t["on"]
+    return (f"| {label} | {num_envs} | {rows} | {mean_new} / {longest} | {gen_mean:,.0f} | {gen_lengths:,.0f} | "
+            f"{agent_rate:,.0f} | **{agent_rate / gen_mean:.2f}** | **{agent_rate / gen_lengths:.2f}** | "
+            f"{used / (t['on'] - t['setup']) / gen_mean:.2f} | {chosen / t['on'] / gen_mean:.2f} | "
+            f"{fed / used:.2f} | {gen_model:,.0f} | **{fed / t['on'] / gen_model:.2f}** | "
+            f"{used / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {same} |")
+
+
+def ignored_row(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int) -> str:
+    """Seconds of the cached rollout with the policy shown `obs["ignored"]` and without, and the model tokens run."""
+    fed, results = {}, {}
+
+    def timed(flags: bool) -> float:
+        seconds, results[flags], _ = rollout(agent, task, episodes, num_envs, True, flags)
+        fed[flags] = agent._contexts.fed_tokens
+        return seconds
+
+    t = paired(repeats, {"without": lambda: timed(False), "with": lambda: timed(True)})
+    same = "yes" if np.array_equal(results[True].returns, results[False].returns) else "NO"
+    return (f"| {task.name} | {t['without']:.2f} | {t['with']:.2f} | **{t['without'] / t['with']:.2f}x** | "
+            f"{fed[False]:,} | {fed[True]:,} | {same} |")
 
 
 def protocol_row(agent: ILQLAgent, task: Task, repeats: int) -> str:
@@ -174,9 +218,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
     parser.add_argument("--num-envs", type=int, default=256)
-    parser.add_argument("--episodes", type=int, default=512)
+    parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--untrained", nargs="*", default=[],
+                        help="tasks whose agent keeps its fresh preset weights (Endgames' training is slow on a CPU)")
+    parser.add_argument("--speed-tasks", nargs="*", default=None, help="table 1's tasks (default: --tasks)")
     parser.add_argument("--small-tasks", nargs="*", default=["wordle"])
     parser.add_argument("--small-envs", type=int, default=32)
     parser.add_argument("--small-uncached", action="store_true",
@@ -185,27 +232,36 @@ def main() -> None:
                         help="torch threads (1: on a shared machine more threads mostly wait for each other)")
     parser.add_argument("--no-preset-speed", action="store_true", help="skip table 1 (its agents still train)")
     parser.add_argument("--no-protocol", action="store_true", help="skip the benchmark evaluation timing (table 3)")
+    parser.add_argument("--ignored-ab", nargs="*", default=[],
+                        help="tasks (of --tasks) on which to time the cached rollout with and without obs['ignored']")
+    parser.add_argument("--protocol-tasks", nargs="*", default=None, help="table 3's tasks (default: --tasks)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    head = ("| model | envs | new tokens (gen) | generate tok/s | rollout tok/s, cached | / generate | "
-            "/ generate, env setup apart | used actions/s, "
-            "cached | / generate | rollout tok/s, uncached | cached / uncached | model tokens per token chosen | "
-            "model tok/s / generate | same returns |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    print(head)
+    head = ("| model | envs | episodes | gen tokens per row: mean / longest | gen tok/s, mean | gen tok/s, lengths | "
+            "agent tok/s, cached | / gen, mean | / gen, lengths | / gen mean, env setup apart | chosen tok/s / gen, mean | "
+            "model tokens per agent token | gen model tok/s | model tok/s / gen model tok/s | "
+            "agent tok/s, uncached | cached / uncached | same returns |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    if not args.no_preset_speed or args.small_tasks:
+        print(head)
     agents = {}
     for name in args.tasks:
         task = get_task(name)
-        agents[name] = trained_agent(task, args.train_steps)
-        if not args.no_preset_speed:
+        agents[name] = trained_agent(task, 0 if name in args.untrained else args.train_steps)
+        if not args.no_preset_speed and (args.speed_tasks is None or name in args.speed_tasks):
             print(speed_row(f"{name} preset", agents[name], task, args.episodes, args.num_envs, args.repeats), flush=True)
     for name in args.small_tasks:
         task = get_task(name)
         print(speed_row(f"{name}, GPT-2-small shape", small_agent(task), task, args.small_envs * 2, args.small_envs,
                         args.repeats, uncached=args.small_uncached), flush=True)
+    if args.ignored_ab:
+        print("\n| task | cached rollout s, flags stripped | with flags | saving | model tokens, stripped | with flags "
+              "| same returns |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        for name in args.ignored_ab:
+            print(ignored_row(agents[name], get_task(name), args.episodes, args.num_envs, args.repeats), flush=True)
     if not args.no_protocol:
         print("\n| task | evaluation s, uncached | evaluation s, cached | saving |\n| --- | ---: | ---: | ---: |")
-        for name in args.tasks:
+        for name in args.tasks if args.protocol_tasks is None else args.protocol_tasks:
             print(protocol_row(agents[name], get_task(name), args.repeats), flush=True)
 
 

@@ -190,8 +190,9 @@ def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_p
     kwargs = dict(tiers=["mixed"], total_steps=6, eval_interval=3, validation_episodes=4, test_episodes=4,
                   progress=False)
     monkeypatch.setattr(Trainer, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt, match="Ctrl-C after the first checkpoint"):
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 3; the last checkpoint is") as raised:
         run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
+    assert str(raised.value.__cause__) == "Ctrl-C after the first checkpoint"
     assert not list((tmp_path / "runs").glob("*.json"))
     monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
     monkeypatch.setattr(Trainer, "load_checkpoint", lambda self, path: loaded.append(path) or real_load(self, path))

@@ -10,7 +10,7 @@ from agents import BCAgent, ILQLAgent
 from textrl import task_config
 from textrl.env import TokenEnv, TokenVectorEnv
 from textrl.models import ContextCache
-from textrl.rollout import collect_episodes
+from textrl.rollout import collect_episodes, evaluate
 from textrl.tasks import get_task
 
 
@@ -63,9 +63,10 @@ def test_rollouts_choose_the_same_tokens_with_the_cache_on_and_off(name: str) ->
     lengths = [e.observations["length"] for e in on]
     if name in ("randomwalks", "brackets"):  # 4 envs play 12 episodes: autoresets, rows ending at different steps
         assert len({len(x) for x in lengths}) > 1
-    # each token ran once: the cached run fed at most the tokens of the contexts it was shown
+    # each token ran once, and none for the ignored rows (autoreset steps, rows past their share): the cached
+    # run fed at most the tokens of the episodes' contexts
     shown = sum(int(x[-1]) for x in lengths)
-    assert fed <= shown + 4 * task.max_length  # plus the rows still playing beyond their share at the end
+    assert fed <= shown
 
 
 @pytest.mark.parametrize("name", ["wordle", "endgames"])
@@ -89,6 +90,44 @@ def test_the_env_s_appended_tokens_run_once_and_give_the_uncached_tokens(name: s
             torch.testing.assert_close(agent._contexts.hidden, full_hidden(agent, **{
                 "ids": batches[-1]["input_ids"], "length": batches[-1]["length"]}), rtol=1e-4, atol=1e-5)
     assert tokens[True] == tokens[False]
+
+
+@pytest.mark.parametrize("name", ["randomwalks", "maze"])
+def test_ignored_rows_run_nothing_and_the_used_actions_stay_the_same(name: str) -> None:
+    """`evaluate` flags the rows whose action goes unused; the agent's cache skips them, and the episodes
+    played are those of a policy that never sees the flags (each row samples from its own draws)."""
+    agent, task = untrained(name)
+    results, fed = {}, {}
+    for flags in (True, False):
+        agent.forget_contexts()
+        agent.generator.manual_seed(9)
+
+        def policy(obs, rng, flags=flags):
+            return agent.policy(obs if flags else {k: obs[k] for k in ("input_ids", "length")}, rng, beta=4.0)
+
+        results[flags] = evaluate(policy, task, 24, seed=3, num_envs=8)
+        fed[flags] = agent._contexts.fed_tokens
+    np.testing.assert_array_equal(results[True].returns, results[False].returns)
+    np.testing.assert_array_equal(results[True].lengths, results[False].lengths)
+    assert fed[True] < fed[False]
+
+
+def test_an_ignored_row_keeps_its_context_and_hidden_state() -> None:
+    agent, task = untrained("wordle")
+    cache = ContextCache(agent.model.backbone)
+    ids = np.random.default_rng(3).integers(1, task.vocab_size, size=(3, task.max_length)).astype(task.obs_dtype)
+    first = cache.last_hidden(ids, np.array([2, 3, 4], dtype=np.int32), np.array([True, False, False]))
+    assert cache.fed_tokens == 9  # a row the cache does not hold yet runs, flagged or not
+    other = ids.copy()
+    other[0, 0] += 1  # row 0 would start over (another episode) if it were not ignored
+    before = cache.fed_tokens
+    got = cache.last_hidden(other, np.array([5, 4, 5], dtype=np.int32), np.array([True, False, False]))
+    assert cache.fed_tokens - before == 2 and int(cache.held[0]) == 2
+    torch.testing.assert_close(got[0], first[0])
+    torch.testing.assert_close(got[1:], full_hidden(agent, other[1:], np.array([4, 5])), rtol=1e-4, atol=1e-5)
+    obs = {"input_ids": ids, "length": np.array([2, 3, 4], dtype=np.int32), "ignored": np.array([1, 0, 0])}
+    with pytest.raises(ValueError, match="ignored.*bool"):
+        agent.act(obs)
 
 
 def test_contexts_that_extend_run_only_their_new_tokens_and_match_a_full_forward() -> None:

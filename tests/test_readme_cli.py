@@ -79,6 +79,29 @@ def test_bench_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypa
                         f"--out {out}")
 
 
+def test_bench_ctrl_c_in_a_run_prints_only_the_bench_resume_line(tmp_path, monkeypatch, capsys) -> None:
+    """--jobs 1 trains in this process: the trainer's own advice (train.resume_from_checkpoint) is not
+    how a bench resumes, so only the bench's line is printed."""
+    from textrl.trainer import Trainer
+
+    real_save = Trainer.save_checkpoint
+
+    def save_then_interrupt(self):
+        path = real_save(self)
+        if self.state.step == 3:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_interrupt)
+    out = str(tmp_path / "b")
+    argv = ["bench", "--tasks", "randomwalks", "--tiers", "mixed", "--agents", "bc", "--seeds", "1", "--steps", "6",
+            "--eval-interval", "3", "--val-episodes", "4", "--eval-episodes", "4", "--no-progress", "--out", out]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.resume_from_checkpoint" not in err, err
+    assert err.endswith(f"run the same command: textrl {' '.join(argv)}")
+
+
 def test_bench_quick_fills_in_only_what_was_not_given() -> None:
     from agents.commands import _bench_settings
     from agents.protocol import QUICK

@@ -4,6 +4,8 @@ agent that plain transformers opens in one process."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -114,3 +116,28 @@ def test_a_sharded_checkpoint_does_not_resume_unsharded(runs, tmp_path) -> None:
                    resume_from_checkpoint=str(root / "killed" / "run"))))
     with pytest.raises(ValueError, match="written by 2 sharded processes and this run is unsharded"):
         agent.fit(make_dataset("textrl/randomwalks/mixed-v1", num_episodes=64, progress=False))
+
+
+def test_a_shard_file_with_a_wrong_optimizer_tensor_is_refused_before_use(runs, tmp_path) -> None:
+    """A process's shard file is checked against its live shards like an unsharded checkpoint (a moment of
+    the wrong shape would otherwise reach the fused optimizer step)."""
+    from textrl.io import write_manifest
+    from textrl.safe_state import load_state, save_state
+
+    root, _ = runs
+    shutil.copytree(root / "killed" / "run", tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    step = tmp_path / "run" / f"step_{STEPS:06d}"
+    files = step / "shard_00001.json", step / "shard_00001.safetensors"
+    state = load_state(*files)
+    entry = next(e for e in state["optimizer"]["state"].values() if e["exp_avg"].numel() > 1)
+    entry["exp_avg"] = entry["exp_avg"].flatten()[:1].clone()
+    save_state(state, *files)
+    (step / "manifest.json").unlink()
+    write_manifest(step)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = train_tiny(env, str(tmp_path), str(STEPS + 2), "resume", "--fsdp", processes=2)
+    process.wait(timeout=600)
+    log = Path(f"{tmp_path}.log").read_text(errors="replace")
+    assert process.returncode != 0
+    assert re.search(rf"{files[1]} holds optimizer state \d+\.exp_avg of \(1,\) torch.float32, where its "
+                     r"parameter is \(\d+(, \d+)*\) torch.float32", log), log[-3000:]

@@ -444,3 +444,20 @@ def test_action_helpers_spell_words_and_moves_and_the_tokenizer_refuses_unspaced
     assert wordle.task.tokenizer("c r a n e")["input_ids"] == ids
     with pytest.raises(Exception, match="Missing"):  # was [0], the pad id
         wordle.task.tokenizer("crane")
+
+
+@pytest.mark.parametrize("name", ["randomwalks", "maze", "maze_po"])
+def test_start_draws_are_rng_choice_s_draws(name: str) -> None:
+    """The starts are drawn as `rng.choice` draws them (datasets built from a seed keep their episodes)."""
+    task = get_task(name)
+    for seed in range(20):
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        prompt = task.sample_prompt(ours)
+        if name == "randomwalks":
+            assert prompt == [int(task.node_token(theirs.choice(task.starts)))]
+        else:
+            assert prompt == task._prompt(int(theirs.choice(task.starts)))
+        if name == "maze_po":  # the start cell behind the prompt's observation
+            cell = int(task.initial_state([prompt], [ours])["cell"][0])
+            assert cell == int(theirs.choice(task._starts_of_prompt[tuple(prompt)]))
+        assert ours.random() == theirs.random()  # the streams stay in step

@@ -18,7 +18,7 @@ _LAZY = {name: "textrl.config" for name in ("BCConfig", "ConfigError", "CQLConfi
 _LAZY.update({name: "textrl.presets" for name in ("task_config", "text_config")})
 _LAZY.update({name: "textrl.data" for name in ("PackedDataset", "from_samples", "load", "load_tokenizer",
                                                 "make_dataset", "pack")})
-_LAZY.update(NonFiniteLossError="textrl.trainer", Trainer="textrl.trainer")
+_LAZY.update(NonFiniteLossError="textrl.trainer", Trainer="textrl.trainer", TrainingInterrupted="textrl.runs")
 
 
 def __getattr__(name: str) -> object:
@@ -36,5 +36,5 @@ __all__ = [
     "default_config", "default_ilql_config", "load_yaml", "save_yaml",
     "PackedDataset", "from_samples", "load", "load_tokenizer", "make_dataset", "pack",
     "TokenEnv", "TokenVectorEnv", "task_config", "text_config", "EvalResult", "collect_episodes", "evaluate",
-    "TASKS", "get_task", "NonFiniteLossError", "Trainer", "RewardFunctionError", "TextEnv", "TextTask",
+    "TASKS", "get_task", "NonFiniteLossError", "Trainer", "TrainingInterrupted", "RewardFunctionError", "TextEnv", "TextTask",
 ]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from textrl.io import DamagedFileError
 
@@ -91,7 +92,7 @@ def _check_optimizer(where: Path, stored: Any, optimizer: torch.optim.Optimizer)
     for index, entry in stored["state"].items():
         if index not in params or not isinstance(entry, dict):
             raise _refuse(where, f"optimizer state for parameter {index!r}, which this run does not have")
-        param = params[index]
+        param = _local(params[index])
         for key, value in entry.items():
             if value is None or (_is_number(value) and math.isfinite(value)):
                 continue
@@ -135,9 +136,14 @@ def check_trainer_values(state: Any, path: Path) -> None:
         raise _refuse(where, "RNG states that are not Python's, NumPy's and torch's")
 
 
-def check_trainer_tensors(state: dict[str, Any], path: Path, model: torch.nn.Module,
+def check_trainer_tensors(state: dict[str, Any], where: Path, model: torch.nn.Module,
                           optimizer: torch.optim.Optimizer) -> None:
-    """Refuse model and optimizer tensors whose names, shapes or dtypes differ from the live run's."""
-    where = path / "trainer_state.safetensors"
-    _check_tensors(where, "model", state["model"], model.state_dict())
+    """Refuse model and optimizer tensors (from the file `where`) whose names, shapes or dtypes differ from
+    the live run's; under `train.fsdp` a process's file holds its own shards, checked against its shards."""
+    _check_tensors(where, "model", state["model"], {name: _local(t) for name, t in model.state_dict().items()})
     _check_optimizer(where, state["optimizer"], optimizer)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a sharded tensor (what its checkpoint file stores); any other tensor as is."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

@@ -57,7 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # user-facing errors: no traceback
         print(f"textrl {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # the trainer has said where the last checkpoint is
+    except KeyboardInterrupt as interrupt:  # a training run's says where its last checkpoint is
+        if str(interrupt):
+            print(interrupt, file=sys.stderr)
         return 130
 
 

@@ -275,7 +275,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, task.vocab_size))
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self._ep = _EpisodeBuffers(task, num_envs)
-        self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
+        self._rngs: list[np.random.Generator] = []  # one per env, made at the first reset (seeded there, mostly)
         self._needs_reset = np.ones(num_envs, dtype=bool)
         self._started = False
 
@@ -286,6 +286,8 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             if len(seeds) != self.num_envs:
                 raise ValueError(f"reset(seed=...) needs one seed per env ({self.num_envs}), got {len(seeds)}")
             self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        elif not self._rngs:
+            self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
         prompts = options.get("prompts") if options else None
         if prompts is not None and len(prompts) != self.num_envs:
             raise ValueError(f"options['prompts'] must hold {self.num_envs} prompts, got {len(prompts)}")

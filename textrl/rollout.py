@@ -4,6 +4,11 @@ Each of the `num_envs` sub-envs is given a fixed share of the episodes, so long 
 not under-counted, and everything is deterministic in the seed (for a given `num_envs`).
 Steps are recorded as whole batches and cut into episodes once at the end, so collection does
 no per-environment Python work per step.
+
+The policy is shown each step's observations plus `obs["ignored"]` (bool [N]): the rows whose
+action will go unused, because the env resets that row at this step (Gymnasium's next-step
+autoreset) or the sub-env has played its share of the episodes. A policy may skip their work
+and return any valid token there (the agents' context cache runs nothing for them).
 """
 
 from __future__ import annotations
@@ -121,10 +126,11 @@ def _run(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int
     obs, _ = env.reset(seed=seed)
     trace = _Trace(obs, offsets) if record else None
     resetting = np.zeros(num_envs, dtype=bool)  # NEXT_STEP autoreset: these ignore their action
+    ignored = resetting.copy()  # the rows whose action goes unused: resetting, or past their share
     show = num_episodes >= PROGRESS_MIN_EPISODES if progress is None else progress
     with tqdm(total=num_episodes, desc=desc, unit="ep", disable=not show) as bar:
         while (played < quota).any():
-            actions = np.asarray(policy(obs, rng))
+            actions = np.asarray(policy({**obs, "ignored": ignored}, rng))
             if actions.shape != (num_envs,):
                 raise ValueError(f"policy {getattr(policy, '__name__', policy)!r} returned actions of shape "
                                  f"{actions.shape} for {num_envs} observations: return one token id per row")
@@ -140,6 +146,7 @@ def _run(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int
             played += done
             bar.update(int(done.sum()))
             resetting = terminated | truncated
+            ignored = resetting | (played >= quota)
     env.close()
     return returns, lengths, trace.episodes(task, num_episodes) if trace is not None else []
 

@@ -36,6 +36,12 @@ METRICS_FILE = "metrics.jsonl"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run; the message is the one line that says where the last checkpoint is
+    and how to resume. Raised instead of printed, so that a caller with its own way to resume (`textrl
+    bench`) can say only that, and a script's traceback ends with the advice."""
+
+
 class ResumeWarning(UserWarning):
     """A run that may not do what the user expects: a resume with changed settings or nothing left to
     train, or a fresh start over checkpoints it could have resumed from."""

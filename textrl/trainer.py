@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -36,9 +35,23 @@ from tqdm.auto import tqdm
 
 from textrl.checkpoint_checks import check_trainer_tensors, check_trainer_values
 from textrl.config import TRLConfig
-from textrl.io import atomic_directory, atomic_write_text, verify_manifest, write_manifest
+from textrl.io import (
+    DamagedFileError,
+    atomic_directory,
+    atomic_write_text,
+    verify_manifest,
+    write_manifest,
+)
 from textrl.optim import build_optimizer, build_scheduler
-from textrl.runs import METRICS_FILE, STEP_DIR, ResumeWarning, RunFolder, append_line, run_identity
+from textrl.runs import (
+    METRICS_FILE,
+    STEP_DIR,
+    ResumeWarning,
+    RunFolder,
+    TrainingInterrupted,
+    append_line,
+    run_identity,
+)
 from textrl.safe_state import load_state, save_state
 
 if TYPE_CHECKING:
@@ -343,11 +356,14 @@ class Trainer:
         state = load_state(path / TRAINER_STATE, path / TRAINER_TENSORS)
         check_trainer_values(state, path)
         self.folder.check_checkpoint(path, state["identity"], state["step"])
-        if "shards" not in state:  # a sharded run's tensors are checked by its shards' own loader
-            check_trainer_tensors(state, path, self.accelerator.unwrap_model(self.model), self.optimizer)
+        if "shards" not in state:  # a sharded run's tensors are in its shard files, checked as they load
+            check_trainer_tensors(state, path / TRAINER_TENSORS, self.accelerator.unwrap_model(self.model),
+                                  self.optimizer)
         try:
             self._load_weights(path, state)
             self.scheduler.load_state_dict(state["scheduler"])
+        except DamagedFileError:  # says itself which file holds what
+            raise
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise ValueError(
                 f"cannot resume from {path}: its model or optimizer state does not fit this run ({str(e)[:300]}). "
@@ -373,6 +389,7 @@ class Trainer:
             return
         rank = self.accelerator.process_index
         local = load_state(path / SHARD_STATE.format(rank=rank), path / SHARD_TENSORS.format(rank=rank))
+        check_trainer_tensors(local, path / SHARD_TENSORS.format(rank=rank), self.shards.model, self.optimizer)
         self.shards.load_local_state(local, self.optimizer)
 
     def _save_best(self, metrics: dict[str, float]) -> None:
@@ -423,7 +440,8 @@ class Trainer:
     def train(self) -> list[dict[str, Any]]:
         """Train to `total_steps` (or `epochs` passes, whichever ends first); return the logged history.
 
-        Ctrl-C prints where the last checkpoint is and how to resume, then raises KeyboardInterrupt.
+        Ctrl-C raises `TrainingInterrupted` (a KeyboardInterrupt) whose message says where the last checkpoint is
+        and how to resume.
         """
         cfg = self.train_cfg
         seed_everything(cfg.seed)
@@ -440,11 +458,11 @@ class Trainer:
                 return self._finish()
             try:
                 self._loop(last)
-            except KeyboardInterrupt:
-                if self.accelerator.is_main_process:
-                    print(self.folder.interrupted_line(self.state.step, cfg.checkpoint_interval), file=sys.stderr,
-                          flush=True)
-                raise
+            except KeyboardInterrupt as interrupt:
+                if isinstance(interrupt, TrainingInterrupted) or not self.accelerator.is_main_process:
+                    raise
+                raise TrainingInterrupted(self.folder.interrupted_line(self.state.step, cfg.checkpoint_interval)) \
+                    from interrupt
         finally:
             self.folder.close()
         return self._finish()

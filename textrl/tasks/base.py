@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 Policy = Callable[[dict[str, np.ndarray], np.random.Generator], np.ndarray]
-"""A batched policy: observations {"input_ids": [N, L], "length": [N]} and an rng -> N token ids."""
+"""A batched policy: observations {"input_ids": [N, L], "length": [N]} and an rng -> N token ids.
+`textrl.rollout` adds "ignored" [N] (bool): rows whose action the env will not use, whose work a policy may skip."""
 
 PAD, EOS = "<pad>", "<eos>"
 

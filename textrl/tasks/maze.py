@@ -132,7 +132,7 @@ class MazeTask(Task):
         return table
 
     def sample_prompt(self, rng: np.random.Generator) -> list[int]:
-        return self._prompt(int(rng.choice(self.starts)))
+        return self._prompt(int(self.starts[rng.integers(len(self.starts))]))  # rng.choice's draw, cheaper
 
     def evaluation_prompts(self) -> list[list[int]] | None:
         """The 25 start prompts, when each names one start cell (fully observed); MazePO's do not."""
@@ -263,7 +263,8 @@ class MazePOTask(MazeTask):
         self.ref_max_score = -(float(np.mean([self._moves_to_goal[self._start_belief(s)] for s in self.starts])) - 1)
 
     def initial_state(self, prompts: list[list[int]], rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
-        cells = [int(rng.choice(self._starts_of_prompt[tuple(prompt)])) for prompt, rng in zip(prompts, rngs)]
+        table = self._starts_of_prompt
+        cells = [int(table[tuple(p)][rng.integers(len(table[tuple(p)]))]) for p, rng in zip(prompts, rngs)]  # rng.choice's draw
         return {"cell": np.array(cells, dtype=np.int64), "steps": np.zeros(len(prompts), dtype=np.int64)}
 
     def _start_belief(self, cell: int) -> frozenset[int]:
