@@ -14,7 +14,7 @@ from textrl.tasks import get_task
 
 # Per-task training settings that differ from the defaults. Steps come from BC's learning curves
 # (benchmarks/RESULTS.md section 0, "BC learning curves"): RandomWalks, Maze, MazePO and Brackets are
-# flat from 50 to 150 steps, so their budgets stay; Wordle's validation flattens at about 2,500 steps
+# flat from 50 to 150 steps, so their budgets stay; Wordle mixed flattens at about 2,500 steps (medium nearly)
 # on its 1,000-episode data (was 200). Endgames has no curve yet (it needs a GPU).
 _TASK_TRAIN: dict[str, dict[str, Any]] = {
     "randomwalks": dict(batch_size=64, total_steps=400, eval_interval=100, checkpoint_interval=400),
