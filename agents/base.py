@@ -32,6 +32,7 @@ from agents.inputs import (
 from agents.saving import SavedAgent
 from textrl.config import TRLConfig, default_config
 from textrl.data import PackedDataset, load, load_tokenizer, pack
+from textrl.data.env_record import EnvUnavailableError, dataset_env
 from textrl.methods import MethodConfig
 from textrl.models import ContextCache, ValueModel, decode, load_tokenizer_from_path, sample_next
 from textrl.models.value_model import gather_positions, last_hidden_and_lm
@@ -148,7 +149,7 @@ class OfflineAgent(SavedAgent, ABC):
         """`fit` with `self.config` holding this call's settings."""
         data = None if isinstance(dataset, PackedDataset) else load(dataset)  # resolved once, here
         packed = dataset if data is None else pack(data, reward_normalization=self.config.train.reward_normalization)
-        task = _task_or_none(packed.env_id)
+        task = _task_or_none(packed.env_id, data)
         self.env_id = packed.env_id if task is not None else None  # the id the env is registered under
         if self.tokenizer is None:
             self.tokenizer = self._resolve_tokenizer(data)
@@ -308,18 +309,22 @@ class OfflineAgent(SavedAgent, ABC):
         return tok.batch_decode(out, skip_special_tokens=True)
 
 
-
-
-def _task_or_none(env_id: Optional[str]) -> Any:
+def _task_or_none(env_id: Optional[str], data: Optional[minari.MinariDataset]) -> Any:
     """The task of a dataset's env id: a built-in task, the task of an env registered with gymnasium (a
-    `TextEnv` with your reward function), or None for datasets without an env (or one not registered here)."""
+    `TextEnv` with your reward function, registered from the dataset's record if need be), or None for
+    datasets without an env (or one that cannot be made here: a warning says why)."""
     if not env_id:
         return None
     if env_id in TASK_ENV_IDS:
         return get_task(env_id)
-    if env_id not in gymnasium.registry:
-        warnings.warn(f"the dataset names env {env_id!r}, which is not registered in this process, so fit does not "
-                      "evaluate by rollouts: run the gymnasium.register(...) of that env before fit", stacklevel=4)
+    try:
+        if data is not None:
+            dataset_env(data)
+        if env_id not in gymnasium.registry:
+            raise EnvUnavailableError(f"the dataset names env {env_id!r}, which is not registered in this process: "
+                                      "run the gymnasium.register(...) of that env before fit")
+    except EnvUnavailableError as e:
+        warnings.warn(f"{e}; fit does not evaluate by rollouts", stacklevel=4)
         return None
     env = gymnasium.make(env_id)
     task = getattr(env.unwrapped, "task", None)

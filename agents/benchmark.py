@@ -1,6 +1,7 @@
 """The benchmark harness: entries x tasks x tiers x seeds under the protocol of `agents.protocol`.
 
-Runs go in two phases: first every run that depends on nothing (BC, the from-scratch agents, and
+A cell is a task and a tier, or your own dataset (`datasets=`, `textrl bench --dataset ID`: see
+`agents.dataset_cells`). Runs go in two phases: first every run that depends on nothing (BC, the from-scratch agents, and
 each training-knob grid point on the tuning seed), then the runs that need the first phase (the
 other seeds of a grid entry at the point chosen on validation; the agents initialised from the BC
 model of their cell and seed). `jobs` worker processes share the runs.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -33,10 +35,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from agents.dataset_cells import dataset_cell, dataset_fingerprint, dataset_preset
 from agents.protocol import (
     ENTRIES,
     EVALUATIONS,
-    GATE_POINTS,
     TEST_EPISODES,
     TEST_SEED,
     TIERS,
@@ -48,6 +50,9 @@ from agents.protocol import (
     choose_knob,
     converged,
     data_score,
+    gate_margin,
+    gate_rule,
+    own_data,
     run_key,
     score_key,
     scoring_fn,
@@ -55,7 +60,7 @@ from agents.protocol import (
 )
 from agents.registry import AGENTS
 from textrl.config import TRLConfig
-from textrl.data import make_dataset
+from textrl.data import load, make_dataset
 from textrl.data.build import task_dataset_id
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
@@ -71,7 +76,7 @@ class Plan:
     """What to run: entries, cells, seeds, and the per-run settings that override the task presets."""
 
     entries: tuple[str, ...]
-    cells: tuple[tuple[str, str], ...]  # (task, tier)
+    cells: tuple[tuple[str, str], ...]  # (task, tier), or (env id, dataset id) of your own dataset
     seeds: tuple[int, ...]
     total_steps: Optional[int] = None
     eval_interval: Optional[int] = None
@@ -85,17 +90,23 @@ class Plan:
 
 
 def dataset_id(task: str, tier: str) -> str:
-    """The task dataset a cell trains on, e.g. `textrl/maze/mixed-v1`."""
-    return task_dataset_id(task, tier)
+    """The dataset a cell trains on: a task dataset, e.g. `textrl/maze/mixed-v1`, or your own (the cell's tier)."""
+    return tier if own_data(task) else task_dataset_id(task, tier)
+
+
+def cell_dataset(task: str, tier: str, progress: bool = False) -> Any:
+    """The dataset of a cell: a task dataset (built on first use) or your own."""
+    return load(tier) if own_data(task) else make_dataset(dataset_id(task, tier), progress=progress)
 
 
 def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int],
               tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
               eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
-              test_episodes: int = TEST_EPISODES) -> Plan:
+              test_episodes: int = TEST_EPISODES, datasets: Sequence[str] = ()) -> Plan:
     """The plan, after refusing every bad argument up front (before any folder is made or run started).
 
-    Entries initialised from BC bring the `bc` entry with them.
+    `datasets` adds a cell per dataset made with `from_samples(..., env=...)` (`tiers` does not apply
+    to them). Entries initialised from BC bring the `bc` entry with them.
     """
     for name in agents:
         if name not in ENTRIES:
@@ -103,8 +114,8 @@ def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence
     for name in tasks:
         if name not in TIERS:
             raise ValueError(f"unknown task '{name}'; choose from {', '.join(TIERS)}")
-    if not agents or not tasks:
-        raise ValueError("give at least one agent and one task (--agents, --tasks)")
+    if not agents or not (tasks or datasets):
+        raise ValueError("give at least one agent and one task or dataset (--agents, --tasks, --dataset)")
     if isinstance(seeds, bool) or (isinstance(seeds, int) and seeds < 1):
         raise ValueError(f"seeds = {seeds}: give at least one seed (--seeds N runs seeds 0..N-1)")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -115,10 +126,11 @@ def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"--{name.replace(' ', '-')} {value}: the {name} must be at least 1")
     cells = [(t, tier) for t in tasks for tier in TIERS[t] if tiers is None or tier in tiers]
-    if not cells:
+    if tasks and not cells:
         known = sorted({tier for t in tasks for tier in TIERS[t]})
         raise ValueError(f"tiers {', '.join(tiers or [])}: none is benchmarked on these tasks; choose from "
                          f"{', '.join(known)}")
+    cells += list(dict.fromkeys(dataset_cell(d) for d in datasets))  # each refused with why it cannot run
     entries = list(dict.fromkeys(agents))
     if any(ENTRIES[e].from_bc for e in entries) and "bc" not in entries:
         entries.insert(0, "bc")
@@ -147,17 +159,21 @@ def bc_model_dir(plan: Plan, work_dir: Path, task: str, tier: str, seed: int) ->
 
 
 def run_config(plan: Plan, spec: Spec, model_path: Optional[str] = None) -> TRLConfig:
-    """The config of one run (without its folder): the task preset, the plan's steps, the entry's knobs."""
+    """The config of one run (without its folder): the task preset (`text_config` for your own dataset), the
+    plan's steps, the entry's knobs."""
     task, tier, entry, knob, seed = spec
     e = ENTRIES[entry]
     train: dict[str, Any] = dict(seed=seed, progress_bar=False, save_best=False, tracker="jsonl")
     if plan.total_steps is not None:
         train["total_steps"] = plan.total_steps
-    config = task_config(task, e.agent, **train)
+    config = dataset_preset(tier, e.agent, **train) if own_data(task) else task_config(task, e.agent, **train)
     interval = plan.eval_interval or -(-config.train.total_steps // EVALUATIONS)
     model = dict(e.model) | ({"model_path": model_path} if model_path is not None else {})
+    method = dict(e.grid[knob])
+    if own_data(task) and not e.temperatures:  # an entry without a temperature knob acts greedily, as in task_config
+        method["gen_kwargs"] = dict(temperature=0.0)
     return config.evolve(train=dict(eval_interval=interval, checkpoint_interval=min(interval, config.train.total_steps)),
-                         method=dict(e.grid[knob]), model=model)
+                         method=method, model=model)
 
 
 def spec_key(plan: Plan, spec: Spec) -> str:
@@ -171,6 +187,8 @@ def spec_key(plan: Plan, spec: Spec) -> str:
         "validation": [VALIDATION_SEED, plan.validation_episodes], "test": [TEST_SEED, plan.test_episodes],
         "starts_from": spec_key(plan, (task, tier, "bc", 0, seed)) if e.from_bc else None,
     }
+    if own_data(task):  # your own dataset may be made again under its id: its content and env are part of the key
+        settings["data"] = dataset_fingerprint(tier)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:12]
     return run_key(*spec, digest)
 
@@ -262,9 +280,9 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
         agent = AGENTS[e.agent](config)
         with contextlib.redirect_stdout(PrefixedLines(sys.stdout, f"[{run_key(*spec)}] ")) if prefix_lines else \
                 contextlib.nullcontext():
-            agent.fit(make_dataset(dataset_id(task, tier), progress=False), rollout_eval=False,
+            agent.fit(cell_dataset(task, tier), rollout_eval=False,
                       metric_fn=scoring_fn(task, e.betas, e.temperatures, plan.validation_episodes,
-                                           plan.test_episodes))
+                                           plan.test_episodes, tier=tier))
     for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
         shutil.rmtree(old, ignore_errors=True)
     steps, val, test, betas, temperatures = _curves(run_dir)
@@ -272,9 +290,20 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
                temperatures, key.rsplit("__", 1)[1])
 
 
-def _worker_init(threads: int) -> None:
+def _import_all(modules: Sequence[str]) -> None:
+    """Import the modules a user names (`--import`), each refused with its name when it does not import."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"--import {module}: {type(e).__name__}: {e}") from None
+
+
+def _worker_init(threads: int, imports: tuple[str, ...] = ()) -> None:
     """A worker process: quiet, offline, deaf to Ctrl-C (the main process stops the workers and says how to
-    resume), and `threads` torch threads (the cores are shared among workers)."""
+    resume), `threads` torch threads (the cores are shared among workers), and the user's `imports`."""
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -282,6 +311,7 @@ def _worker_init(threads: int) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.simplefilter("ignore")
     torch.set_num_threads(threads)
+    _import_all(imports)
 
 
 def _exit_quietly(signum: int, frame: Any) -> None:
@@ -296,7 +326,7 @@ def _train_spec(job: tuple[Plan, Spec, Path]) -> Run:
 
 
 def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
-             bar: Any) -> int:
+             bar: Any, imports: tuple[str, ...] = ()) -> int:
     """Run every spec not finished yet, `jobs` at a time; store each as it ends. Returns how many were reused."""
     todo = [s for s in specs if spec_key(plan, s) not in done]
 
@@ -311,7 +341,7 @@ def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool
             finish(train_run(plan, *spec, work_dir=out / "work", progress=progress))
         return len(specs) - len(todo)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads, imports))
     try:
         for run in pool.imap_unordered(_train_spec, [(plan, spec, out / "work") for spec in todo]):
             finish(run)
@@ -357,11 +387,16 @@ def _second_phase(plan: Plan, done: dict[str, Run]) -> list[Spec]:
 def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int], out_dir: str | Path,
                   tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
                   eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
-                  test_episodes: int = TEST_EPISODES, jobs: int = 1, progress: bool = True) -> list[Summary]:
+                  test_episodes: int = TEST_EPISODES, jobs: int = 1, progress: bool = True,
+                  datasets: Sequence[str] = (), imports: Sequence[str] = ()) -> list[Summary]:
     """Run every run of the plan not already finished in `out_dir` with the same settings; write runs.csv,
-    table.md and a plot per task; return the table's rows. Bad arguments are refused before anything is
-    written, and a second benchmark into the same `out_dir` while one runs is refused naming it."""
-    plan = make_plan(agents, tasks, seeds, tiers, total_steps, eval_interval, validation_episodes, test_episodes)
+    table.md and a plot per task; return the table's rows. `datasets` adds your own datasets as cells
+    (`agents.dataset_cells`); `imports` are modules imported first, here and in every worker (e.g. one that
+    registers a dataset's env when the dataset cannot import its reward function). Bad arguments are refused before anything is written, and a second
+    benchmark into the same `out_dir` while one runs is refused naming it."""
+    _import_all(imports)
+    plan = make_plan(agents, tasks, seeds, tiers, total_steps, eval_interval, validation_episodes, test_episodes,
+                     datasets)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs {jobs}: give at least 1 worker process")
     out = Path(out_dir)
@@ -373,12 +408,12 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
         raise RuntimeError(f"another textrl bench (pid {e.pid}) is writing into {out}: two benchmarks in one --out "
                            "would mix their runs. Wait for it to end, or give another --out") from None
     try:
-        return _run_plan(plan, out, jobs, progress)
+        return _run_plan(plan, out, jobs, progress, tuple(imports))
     finally:
         lock.release()
 
 
-def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool) -> list[Summary]:
+def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[str, ...]) -> list[Summary]:
     """`run_benchmark` once its output folder is held."""
     done = {}
     for path in sorted((out / "runs").glob("*.json")):
@@ -387,15 +422,15 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool) -> list[Summary]
             raise ValueError(f"{path} holds the run {run.key}, not {path.stem}: delete it and run the same command "
                              "again to rerun that run")
         done[path.stem] = run
-    data = {(task, tier): data_score(task, make_dataset(dataset_id(task, tier), progress=progress))
+    data = {(task, tier): data_score(task, cell_dataset(task, tier, progress=progress))
             for task, tier in plan.cells}  # built here once, not by two workers at a time
     first = _first_phase(plan)
     with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
         bar.total = len(first)
-        reused = _execute(plan, first, out, jobs, progress and jobs == 1, done, bar)
+        reused = _execute(plan, first, out, jobs, progress and jobs == 1, done, bar, imports)
         later = _second_phase(plan, done)
         bar.total += len(later)
-        reused += _execute(plan, later, out, jobs, progress and jobs == 1, done, bar)
+        reused += _execute(plan, later, out, jobs, progress and jobs == 1, done, bar, imports)
     planned = {spec_key(plan, s) for s in first + later}
     others = len(set(done) - planned)
     print(f"textrl bench: {reused} of {len(planned)} runs reused from {out / 'runs'} (the same settings), "
@@ -425,26 +460,34 @@ def summarize(runs: Sequence[Run], plan: Plan) -> list[Summary]:
 def _gate(rows: Sequence[Summary], cell: tuple[str, str], data: dict[tuple[str, str], float]) -> Optional[bool]:
     """The sanity gate of a cell (None when its BC or data score is missing)."""
     bc = next((r for r in rows if (r.task, r.tier, r.entry) == (*cell, "bc")), None)
-    return converged(bc, data.get(cell))
+    return converged(bc, data.get(cell), gate_margin(*cell))
+
+
+def _number(cell: tuple[str, str], value: float) -> str:
+    """A score as the table shows it: a normalised score to 0.1, a mean return of your own data to 0.01."""
+    return f"{value:.2f}" if own_data(cell[0]) else f"{value:.1f}"
 
 
 def format_table(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]] = None) -> str:
-    """A Markdown table of test-episode normalised scores (mean ± std over seeds) with the chosen knobs; each
-    cell opens with its data's own score and the sanity gate (BC within GATE_POINTS of it)."""
+    """A Markdown table of test-episode scores (mean ± std over seeds) with the chosen knobs: normalised scores
+    of a task, mean returns of your own dataset (task: its env, tier: the dataset). Each cell opens with its
+    data's own score and the sanity gate (BC within GATE_POINTS of it; 5% of the reward range for a dataset)."""
     data = data or {}
     lines = ["| task | tier | agent | knobs (chosen on validation) | seeds | test, final | test, best | "
              "validation, final |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-
-    def ms(values: np.ndarray) -> str:
-        return f"{values.mean():.1f} ± {values.std():.1f}"
-
     gate = {None: "no BC run", True: "converged", False: "**not converged**"}
+
+    def ms(cell: tuple[str, str], values: np.ndarray) -> str:
+        return f"{_number(cell, values.mean())} ± {_number(cell, values.std())}"
+
     for cell in dict.fromkeys([*data, *((r.task, r.tier) for r in rows)]):
         if cell in data:
-            lines.append(f"| {cell[0]} | {cell[1]} | data | the dataset's own episodes; BC within {GATE_POINTS:g}: "
-                         f"{gate[_gate(rows, cell, data)]} | - | {data[cell]:.1f} | - | - |")
-        lines += [f"| {r.task} | {r.tier} | {r.entry} | {r.knobs} | {r.seeds} | {ms(r.test_final)} | "
-                  f"{ms(r.test_best)} | {ms(r.val_final)} |" for r in rows if (r.task, r.tier) == cell]
+            what = "mean return of the dataset's own episodes" if own_data(cell[0]) else "the dataset's own episodes"
+            verdict = gate[_gate(rows, cell, data)] if gate_margin(*cell) is not None else "not gated"
+            lines.append(f"| {cell[0]} | {cell[1]} | data | {what}; {gate_rule(*cell)}: {verdict} | - | "
+                         f"{_number(cell, data[cell])} | - | - |")
+        lines += [f"| {r.task} | {r.tier} | {r.entry} | {r.knobs} | {r.seeds} | {ms(cell, r.test_final)} | "
+                  f"{ms(cell, r.test_best)} | {ms(cell, r.val_final)} |" for r in rows if (r.task, r.tier) == cell]
     return "\n".join(lines) + "\n"
 
 
@@ -464,7 +507,7 @@ def compare(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]
         diff = a.test_final.mean() - b.test_final.mean()
         se = np.sqrt(a.test_final.var() / a.seeds + b.test_final.var() / b.seeds)
         word = "tie" if abs(diff) <= 2 * se else ("win" if diff > 0 else "lose")
-        return f"{word} ({diff:+.1f})"
+        return f"{word} ({'+' if diff >= 0 else '-'}{_number((a.task, a.tier), abs(diff))})"
 
     for cell in dict.fromkeys((r.task, r.tier) for r in rows):
         here = {r.entry: r for r in rows if (r.task, r.tier) == cell}
@@ -472,13 +515,13 @@ def compare(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]
         if not base or not ({"ilql", "ilql_bc"} & set(here)):
             continue
         best = max(base, key=lambda r: r.test_final.mean())
-        cols = [f"{here[e].test_final.mean():.1f}" if e in here else "-" for e in ("ilql", "ilql_bc")]
+        cols = [_number(cell, here[e].test_final.mean()) if e in here else "-" for e in ("ilql", "ilql_bc")]
         verdicts = [verdict(here[e], best) if e in here else "-" for e in ("ilql", "ilql_bc")]
         if _gate(rows, cell, data) is False:
             verdicts = [f"not counted: not converged, {v}" if v != "-" else v for v in verdicts]
-        shown = f"{data[cell]:.1f}" if cell in data else "-"
+        shown = _number(cell, data[cell]) if cell in data else "-"
         lines.append(f"| {cell[0]} | {cell[1]} | {shown} | {cols[0]} | {cols[1]} | {best.entry} "
-                     f"{best.test_final.mean():.1f} | {verdicts[0]} | {verdicts[1]} |")
+                     f"{_number(cell, best.test_final.mean())} | {verdicts[0]} | {verdicts[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -486,21 +529,24 @@ def write_reports(runs: Sequence[Run], rows: Sequence[Summary], out_dir: str | P
                   data: Optional[dict[tuple[str, str], float]] = None) -> None:
     """Write runs.csv (every evaluation of every run, and per cell the data's own score as agent `data`,
     seed 0, step 0, split `test`), table.md (the table, then ILQL against the best baseline per cell)
-    and scores_<task>.png."""
+    and scores_<task>.png (an env id's '/' written as '+'). Scores are normalised for a task and mean
+    returns for your own dataset."""
     out = Path(out_dir)
     data = data or {}
-    lines = ["task,tier,agent,knob,seed,step,split,acting,score"]
-    lines += [f"{task},{tier},data,0,0,0,test,,{score:.4f}" for (task, tier), score in data.items()]
+    rows_out: list[list[Any]] = [["task", "tier", "agent", "knob", "seed", "step", "split", "acting", "score"]]
+    rows_out += [[task, tier, "data", 0, 0, 0, "test", "", f"{score:.4f}"] for (task, tier), score in data.items()]
     for r in runs:
         series = [("val", acting_label(*value), scores) for value, scores in r.val.items()]
         series.append(("test", "chosen" if r.betas or r.temperatures else "", r.test))
         for split, label, scores in series:
-            lines += [f"{r.task},{r.tier},{r.entry},{r.knob},{r.seed},{s},{split},{label},{v:.4f}"
-                      for s, v in zip(r.steps, scores)]
-    atomic_write_text(out / "runs.csv", "\n".join(lines) + "\n")
+            rows_out += [[r.task, r.tier, r.entry, r.knob, r.seed, s, split, label, f"{v:.4f}"]
+                         for s, v in zip(r.steps, scores)]
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows_out)  # quoted where a field holds a comma ("beta=4,temperature=0")
+    atomic_write_text(out / "runs.csv", text.getvalue())
     atomic_write_text(out / "table.md", format_table(rows, data) + "\n" + compare(rows, data))
     for task in dict.fromkeys(r.task for r in rows):
-        plot_task([r for r in rows if r.task == task], out / f"scores_{task}.png")
+        plot_task([r for r in rows if r.task == task], out / f"scores_{task.replace('/', '+')}.png")
 
 
 def plot_task(rows: Sequence[Summary], path: str | Path) -> None:
@@ -517,7 +563,8 @@ def plot_task(rows: Sequence[Summary], path: str | Path) -> None:
             mean, std = r.test_curves.mean(0), r.test_curves.std(0)
             ax.plot(r.curve_steps, mean, marker="o", label=f"{r.entry} ({r.knobs})")
             ax.fill_between(r.curve_steps, mean - std, mean + std, alpha=0.15)
-        ax.set(title=f"{rows[0].task}, {tier} data", xlabel="training step", ylabel="test normalised score")
+        ax.set(title=f"{rows[0].task}, {tier}" + ("" if own_data(rows[0].task) else " data"), xlabel="training step",
+               ylabel="test mean return" if own_data(rows[0].task) else "test normalised score")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -21,7 +21,14 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     from agents.protocol import ENTRIES, QUICK
 
     p = sub.add_parser("bench", help="benchmark agents x tasks x tiers x seeds and print a table of test scores")
-    p.add_argument("--tasks", type=_csv, default=None, help="comma-separated tasks (default: all six)")
+    p.add_argument("--tasks", type=_csv, default=None,
+                   help="comma-separated tasks (default: all six, or none when --dataset is given)")
+    p.add_argument("--dataset", dest="datasets", type=_csv, action="extend", default=None, metavar="ID",
+                   help="your own dataset as a cell: one made with from_samples(..., env=...), scored in mean return "
+                        "by its env's reward function (comma-separated or repeated)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module first in every process, e.g. one that registers your TextEnv (repeatable; "
+                        "needed only when the dataset cannot import its reward function itself)")
     p.add_argument("--agents", type=_csv, default=None,
                    help=f"comma-separated table entries (default: all of {', '.join(ENTRIES)}; the rank variants "
                         "run on Endgames' mixed tier only)")
@@ -58,12 +65,14 @@ def _bench_settings(args: argparse.Namespace) -> dict:
     quick = dict(tasks=QUICK["tasks"], tiers=QUICK["tiers"], seeds=QUICK["seeds"], total_steps=QUICK["steps"])
     defaults = dict(agents=list(ENTRIES), tasks=list(TIERS), seeds=DEFAULT_SEEDS,
                     validation_episodes=VALIDATION_EPISODES, test_episodes=TEST_EPISODES)
+    if args.datasets:  # your own datasets alone, unless tasks are named too
+        defaults["tasks"] = quick["tasks"] = []
     settings = {}
     for key, value in given.items():
         if value is None and args.quick:
             value = quick.get(key)
         settings[key] = defaults.get(key) if value is None else value
-    return {**settings, "jobs": args.jobs}
+    return {**settings, "datasets": args.datasets or [], "imports": args.imports, "jobs": args.jobs}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -81,7 +90,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 130
     out = Path(args.out)
     print((out / "table.md").read_text(encoding="utf-8"))
-    print(f"wrote {out / 'runs.csv'}, {out / 'table.md'} and a plot per task (scores_<task>.png) "
+    print(f"wrote {out / 'runs.csv'}, {out / 'table.md'} and a plot per task or env (scores_<task>.png) "
           f"in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -18,6 +18,10 @@ A sanity gate comes before any verdict, as offline-RL benchmarks use it: each ce
 data's own normalised score (`data_score`), and BC must reach within `GATE_POINTS` of it
 (`converged`). A cell whose BC misses is "not converged": its budget, not the methods, decides
 its scores, so its verdicts are not counted.
+
+A cell may also be your own dataset (`agents.dataset_cells`): (its env's id, the dataset id) in place
+of (task, tier), with the same protocol, scored in mean return (no reference scores exist for a
+reward function) and gated at 5% of the data's reward range.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from agents.dataset_cells import TOLERANCE, dataset_task, gate_tolerance
 from textrl.rollout import evaluate
 from textrl.tasks import Task, get_task
 
@@ -144,6 +149,11 @@ def score_key(name: str) -> Optional[ScoreKey]:
     return (split, values.get("beta"), values.get("temperature"))
 
 
+def own_data(task: str) -> bool:
+    """Whether a cell's task is the env of your own dataset (its tier is then the dataset id), not a built-in task."""
+    return task not in TIERS
+
+
 @functools.cache
 def split_tasks(task: str) -> tuple[Task, Task]:
     """(validation task, test task): Endgames splits its evaluation starts in two; other tasks differ by seed."""
@@ -152,17 +162,35 @@ def split_tasks(task: str) -> tuple[Task, Task]:
     return get_task(task), get_task(task)
 
 
+def cell_tasks(task: str, tier: str) -> tuple[Task, Task]:
+    """(validation task, test task) of a cell: `split_tasks` of a built-in task; for your own dataset, its env's
+    task twice (the episodes differ by seed)."""
+    if own_data(task):
+        own = dataset_task(tier)
+        return own, own
+    return split_tasks(task)
+
+
+def cell_score(task: str, split: Task, returns: Any) -> float:
+    """A cell's score of some returns: the mean normalised score of a built-in task, the mean return of your
+    own dataset."""
+    returns = np.asarray(returns, dtype=np.float64)
+    return float(returns.mean() if own_data(task) else split.normalized_score(returns).mean())
+
+
 def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] = (),
-               validation_episodes: int = VALIDATION_EPISODES, test_episodes: int = TEST_EPISODES) -> Any:
+               validation_episodes: int = VALIDATION_EPISODES, test_episodes: int = TEST_EPISODES,
+               tier: Optional[str] = None) -> Any:
     """`metric_fn` for `fit`: every acting value (beta x temperature) scored on the validation episodes,
     then the test episodes scored with the value that did best there (so test rollouts never choose anything).
+    The cell is (task, tier); a built-in task needs no tier (its tiers share the episodes).
 
     Keys: `metric_name(("val", beta, temperature))` per value (e.g. `val@beta=4,temperature=0`; `val`
     without an acting knob), `metric_name(("test", None, None))`, and `beta` and `temperature` (the ones
     chosen, where the entry has them). Every training seed sees the same validation and the same test
     episodes.
     """
-    valid, test = split_tasks(task)
+    valid, test = split_tasks(task) if tier is None else cell_tasks(task, tier)
     values = [(b, t) for b in (betas or (None,)) for t in (temperatures or (None,))]
 
     def mean_score(split: Task, value: tuple[Optional[float], Optional[float]], seed: int, n: int,
@@ -170,7 +198,7 @@ def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] 
         beta, temperature = value
         result = evaluate(functools.partial(agent.policy, beta=beta, temperature=temperature), split,
                           num_episodes=n, seed=seed)
-        return float(split.normalized_score(np.asarray(result.returns)).mean())
+        return cell_score(task, split, result.returns)
 
     def score(agent: Any) -> dict[str, float]:
         val = {v: mean_score(valid, v, VALIDATION_SEED, validation_episodes, agent) for v in values}
@@ -273,8 +301,10 @@ def _check_run(run: Run) -> None:
 
 
 def run_key(task: str, tier: str, entry: str, knob: int, seed: int, settings: str = "") -> str:
-    """The file name (without .json) of a run: `maze-mixed__cql__k2__s0__<settings digest>`."""
-    return f"{task}-{tier}__{entry}__k{knob}__s{seed}" + (f"__{settings}" if settings else "")
+    """The file name (without .json) of a run: `maze-mixed__cql__k2__s0__<settings digest>`; the '/' of your own
+    dataset's env and dataset ids is written '+' (`reviews+Review-v0-reviews+templated-v0__bc__k0__s0__...`)."""
+    cell = f"{task}-{tier}".replace("/", "+")
+    return f"{cell}__{entry}__k{knob}__s{seed}" + (f"__{settings}" if settings else "")
 
 
 def choose_knob(runs: Sequence[Run], tuning_seed: int) -> Optional[int]:
@@ -333,15 +363,31 @@ def summarize_cell(runs: Sequence[Run], grid_size: int, tuning_seed: int) -> Opt
 
 
 def data_score(task: str, dataset: Any) -> float:
-    """The normalised score of a dataset's own episodes (mean return), on the test split's reference scores."""
+    """The score of a dataset's own episodes: their mean return, normalised on the test split's reference scores
+    for a built-in task, as it is for your own dataset."""
     from textrl.data import pack  # torch: imported when scoring, not for `textrl --help`
 
     returns = pack(dataset).returns.double().numpy()
-    return float(split_tasks(task)[1].normalized_score(returns.mean()))
+    return float(returns.mean()) if own_data(task) else float(split_tasks(task)[1].normalized_score(returns.mean()))
 
 
-def converged(bc: Optional[Summary], data: Optional[float]) -> Optional[bool]:
-    """The sanity gate of a cell: BC's final test score within `GATE_POINTS` of the data's (None: unknown)."""
-    if bc is None or data is None:
+def gate_margin(task: str, tier: str) -> Optional[float]:
+    """How far below the data's score BC may end in a cell: `GATE_POINTS`, or for your own dataset `TOLERANCE`
+    of its reward range (None when it has none)."""
+    return gate_tolerance(tier) if own_data(task) else GATE_POINTS
+
+
+def gate_rule(task: str, tier: str) -> str:
+    """The sanity gate of a cell in words, e.g. 'BC within 5' or 'BC within 0.1 (5% of the reward range)'."""
+    margin = gate_margin(task, tier)
+    if not own_data(task):
+        return f"BC within {margin:g}"
+    return "no reward range to gate on" if margin is None else f"BC within {margin:.3g} ({TOLERANCE:.0%} of the " \
+                                                               "reward range)"
+
+
+def converged(bc: Optional[Summary], data: Optional[float], margin: Optional[float] = GATE_POINTS) -> Optional[bool]:
+    """The sanity gate of a cell: BC's final test score within `margin` of the data's (None: unknown)."""
+    if bc is None or data is None or margin is None:
         return None
-    return bool(bc.test_final.mean() >= data - GATE_POINTS)
+    return bool(bc.test_final.mean() >= data - margin)

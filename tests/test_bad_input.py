@@ -190,6 +190,24 @@ def _cli(*argv):
     return run
 
 
+def _own_dataset(dataset_id: str, reward_fn=None) -> None:
+    """A dataset of two samples; with `reward_fn`, its env registered (then forgotten, as in a fresh process)."""
+    env_id = None
+    if reward_fn is not None:
+        env_id = "badinput/Text-v0"
+        gymnasium.register(env_id, entry_point="textrl:TextEnv",
+                           kwargs=dict(tokenizer=_tok(), prompts=[""], reward_fn=reward_fn, max_new_tokens=2))
+    from_samples(["a", "b"], [1.0, 0.0], _tok(), dataset_id, env=env_id, overwrite=True, progress=False)
+    gymnasium.registry.pop(env_id, None)
+
+
+def _bench_own(dataset_id: str, reward_fn=None):
+    def run(tmp):
+        _own_dataset(dataset_id, reward_fn)
+        _cli("bench", "--dataset", dataset_id, "--agents", "bc")(tmp)
+    return run
+
+
 CASES = {
     "unknown config key (top level)": lambda tmp: default_ilql_config().update({"trian": {}}),
     "unknown config key (nested)": lambda tmp: default_ilql_config().update({"method.gen_kwargs.max_tokens": 4}),
@@ -284,6 +302,10 @@ CASES = {
     "bench with an unknown task": _cli("bench", "--tasks", "chess"),
     "bench --jobs 0": _cli("bench", "--jobs", "0"),
     "bench with a tier no chosen task is benchmarked on": _cli("bench", "--tasks", "maze", "--tiers", "expert"),
+    "bench --dataset that is not a local dataset": _cli("bench", "--dataset", "badinput/missing-v0"),
+    "bench --dataset made without env=": _bench_own("badinput/noenv-v0"),
+    "bench --dataset whose reward function cannot be imported (a lambda, or a script's `__main__`)": _bench_own(
+        "badinput/lambda-v0", lambda prompt, completion: 1.0),
     "a symbolic link planted in a run folder (`.lock`, `metrics.jsonl`)": bad_checkpoints.linked_lock,
     "manifest naming a file outside its folder": bad_checkpoints.manifest_out_of_folder,
     "symbolic link inside a checkpoint or saved agent": bad_checkpoints.link_in_checkpoint,

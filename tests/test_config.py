@@ -269,3 +269,12 @@ def test_cli_prints_the_default_config() -> None:
         capture_output=True, text=True, check=True,
     ).stdout
     assert "batch_size: 128" in out and "tau: 0.7" in out and "max_new_tokens: 56" in out
+
+
+def test_switching_to_a_scheduler_that_needs_kwargs_takes_them_in_the_same_change() -> None:
+    from textrl import task_config
+
+    constant = task_config("randomwalks", "ilql")  # a constant schedule, no kwargs
+    cosine = constant.evolve(scheduler=dict(name="cosine_annealing", kwargs=dict(T_max=10, eta_min=1e-5)))
+    assert (cosine.scheduler.name, cosine.scheduler.kwargs) == ("cosine_annealing", {"T_max": 10, "eta_min": 1e-5})
+    assert cosine.evolve(scheduler=dict(name="constant")).scheduler.kwargs == {}  # the old kwargs are dropped

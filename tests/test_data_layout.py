@@ -10,8 +10,10 @@ import pytest
 from minari.data_collector import EpisodeBuffer
 
 import textrl.data.cache as cache_module
+import textrl.data.hdf5 as hdf5_module
 from textrl.data import from_samples, make_dataset, pack, task_dataset_id
 from textrl.data.cache import CACHE_DIR
+from textrl.data.hdf5 import EpisodeFile
 from textrl.data.store import folder_of
 from textrl.tasks import TASKS, get_task
 
@@ -102,3 +104,40 @@ def test_pack_opens_the_writers_cache_without_reading_hdf5(monkeypatch: pytest.M
     monkeypatch.setattr(cache_module, "_HDF5EpisodeReader", lambda *a, **k: pytest.fail("the hdf5 file was read"))
     packed = pack(dataset.spec.dataset_id)
     assert len(packed) == 20 and packed.num_actions == dataset.total_steps
+
+
+def test_episodes_sharing_a_template_read_back_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Episodes of one shape share a template that is rewritten only where values change, and the
+    template file is replaced every TEMPLATE_EPISODES episodes: each episode still reads back as written."""
+    import h5py
+
+    monkeypatch.setattr(hdf5_module, "TEMPLATE_EPISODES", 4)
+    rng = np.random.default_rng(0)
+    texts = ["same", "sämë ünïcode", "a longer text than the others " * 3, "same"]
+    written = []
+    episodes = EpisodeFile(tmp_path / "x.hdf5")
+    for i in range(11):
+        t = 2 + i % 2  # two shapes, interleaved
+        ids = rng.integers(0, 9, (t + 1, 3)) if i % 3 else np.zeros((t + 1, 3))  # repeats and changes
+        obs = {"input_ids": ids.astype(np.uint8), "length": np.arange(1, t + 2, dtype=np.int32)}
+        ends = np.arange(t) == t - 1
+        ep = (obs, rng.integers(0, 9, t), np.full(t, float(i % 2)), ends & (i % 4 != 1), np.zeros(t, bool),
+              {"prompt": "p" if i < 6 else "q", "text": texts[i % 4], "seed": i // 3})
+        episodes.write(*ep)
+        written.append(ep)
+    episodes.close()
+    with h5py.File(tmp_path / "x.hdf5", "r") as f:
+        assert len(f) == 11
+        for i, (obs, actions, rewards, terms, truncs, options) in enumerate(written):
+            group = f[f"episode_{i}"]
+            assert dict(group.attrs) == {"id": i, "total_steps": len(actions),
+                                         **{f"options/{k}": v for k, v in options.items()}}
+            assert all(type(group.attrs[f"options/{k}"]) is str for k in ("prompt", "text"))
+            for key, values in obs.items():
+                assert group[f"observations/{key}"].dtype == values.dtype
+                np.testing.assert_array_equal(group[f"observations/{key}"][()], values)
+            for name, values, dtype in (("actions", actions, np.int64), ("rewards", rewards, np.float64),
+                                        ("terminations", terms, bool), ("truncations", truncs, bool)):
+                assert group[name].dtype == dtype
+                np.testing.assert_array_equal(group[name][()], values)
+            assert len(group["infos"]) == 0

@@ -23,3 +23,13 @@ def test_demo_help_gives_its_real_duration() -> None:
     sub = argparse.ArgumentParser().add_subparsers()
     add_demo_command(sub)
     assert "about half a minute" in sub._choices_actions[0].help
+
+
+def test_the_demo_folder_is_ignored_by_git() -> None:
+    from pathlib import Path
+
+    from textrl.cli import build_parser
+
+    default = build_parser().parse_args(["demo"]).out
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
+    assert f"{default}/" in ignored

@@ -149,14 +149,19 @@ def test_fit_evaluates_on_the_recorded_env_with_a_beta_sweep_and_keeps_the_best(
     assert {"eval/return@beta=0", "eval/return@beta=4", "eval/score@beta=4"} <= set(record)
     assert record["eval/score@beta=4"] == pytest.approx(50 * (record["eval/return@beta=4"] + 1))
     assert (tmp_path / "ilql" / "best").is_dir()
+    # a fresh process (here: the registration forgotten) makes the env again from the dataset's record
     del gymnasium.registry[registered]
-    try:
-        with pytest.warns(UserWarning, match="not registered in this process, so fit does not evaluate by rollouts"):
-            ILQLAgent(config.evolve(train=dict(checkpoint_dir=str(tmp_path / "again")))).fit("reviews/data-v0")
-    finally:
-        gymnasium.register(registered, entry_point="textrl:TextEnv",
-                           kwargs=dict(tokenizer=tok, prompts=PROMPTS, reward_fn=review_reward, max_new_tokens=4,
-                                       ref_scores=(-1.0, 1.0)))
+    again = ILQLAgent(config.evolve(train=dict(checkpoint_dir=str(tmp_path / "again")))).fit("reviews/data-v0")
+    assert "eval/return@beta=4" in [h for h in again if "eval/episodes" in h][0]
+    assert gymnasium.spec(registered).kwargs["reward_fn"] is review_reward  # imported by its path
+    # a reward function without an import path (a lambda) leaves only the id: fit says why it cannot evaluate
+    gymnasium.register("reviews/Lambda-v0", entry_point="textrl:TextEnv",
+                       kwargs=dict(tokenizer=tok, prompts=PROMPTS, reward_fn=lambda p, c: 0.0, max_new_tokens=4))
+    from_samples(texts, rewards, tok, "reviews/lambda-v0", env="reviews/Lambda-v0", progress=False)
+    del gymnasium.registry["reviews/Lambda-v0"]
+    with pytest.warns(UserWarning, match=r"cannot make it \(its reward_fn: .*lambda.*; fit does not evaluate by "
+                                         "rollouts"):
+        ILQLAgent(config.evolve(train=dict(checkpoint_dir=str(tmp_path / "lambda")))).fit("reviews/lambda-v0")
 
 
 def test_generate_and_act_see_the_start_token_training_saw(registered, tmp_path) -> None:
@@ -178,3 +183,41 @@ def test_generate_and_act_see_the_start_token_training_saw(registered, tmp_path)
     assert len(agent.generate([""])) == 1 and len(agent.generate(None)) == 1
     agent.save(tmp_path / "saved")
     assert load_agent(tmp_path / "saved").prompt_prefix == [tok.eos_token_id]
+
+
+def test_text_config_holds_the_task_benchmark_values_on_a_model_sized_to_the_tokenizer() -> None:
+    from textrl import default_config, task_config
+    from textrl.presets import TEXT_ILQL_BETA
+
+    tok = tokenizer()
+    config, task = text_config("ilql", tok, max_length=9), task_config("randomwalks", "ilql")
+    assert config.model.model_path.vocab_size == len(tok) and config.model.model_path.n_positions == 9
+    assert config.train.seq_length == 9 and config.tokenizer.tokenizer_path is None
+    assert (config.optimizer, config.scheduler, config.train.reward_normalization) == (
+        task.optimizer, task.scheduler, task.train.reward_normalization)  # lr 1e-3 constant, returns as stored
+    assert config.optimizer.kwargs["lr"] == 1e-3 and config.train.reward_normalization == "none"
+    same = config.evolve(method=dict(gen_kwargs=dict(beta=task.method.gen_kwargs.beta,
+                                                     max_new_tokens=task.method.gen_kwargs.max_new_tokens)))
+    assert same.method == task.method and (same.method.tau, same.method.alpha) == (0.8, 0.1)
+    assert config.method.gen_kwargs.beta == TEXT_ILQL_BETA == 4.0 and config.method.gen_kwargs.max_new_tokens == 9
+    assert config.method.gen_kwargs.top_k == 0 and default_config("ilql").optimizer.kwargs["lr"] == 5e-5  # trlx's
+
+
+def test_the_recipe_script_runs_end_to_end(tmp_path) -> None:
+    """examples/own_text.py (the README's numbers) on a few samples and steps: every row of its table."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path / "minari"), "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, str(root / "examples" / "own_text.py"), "--steps", "1", "--samples", "40",
+                          "--episodes", "2", "--out", str(tmp_path / "runs")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[:2] for r in rows] == [["| BC, lr 1e-3", "-"]] + [
+        [f"| ILQL, {name}", b] for name in ("task-benchmark values", "trlx values", "trlx values, lr 1e-3")
+        for b in ("0", "1", "4", "16", "100")]
+    assert all(0 <= int(r.split(" | ")[3]) <= 2 for r in rows)  # well-formed reviews of 2

@@ -17,7 +17,7 @@ _LAZY = {name: "textrl.config" for name in ("BCConfig", "ConfigError", "CQLConfi
                                             "save_yaml")}
 _LAZY.update({name: "textrl.presets" for name in ("task_config", "text_config")})
 _LAZY.update({name: "textrl.data" for name in ("PackedDataset", "from_samples", "load", "load_tokenizer",
-                                                "make_dataset", "pack")})
+                                                "make_dataset", "pack", "dataset_env", "EnvUnavailableError")})
 _LAZY.update(NonFiniteLossError="textrl.trainer", Trainer="textrl.trainer", TrainingInterrupted="textrl.runs")
 
 
@@ -34,7 +34,8 @@ __all__ = [
     "BCConfig", "ConfigError", "CQLConfig", "FilteredBCConfig", "GenerationConfig", "ILQLConfig", "MCReturnsConfig",
     "ModelConfig", "OptimizerConfig", "SchedulerConfig", "TokenizerConfig", "TrainConfig", "TRLConfig",
     "default_config", "default_ilql_config", "load_yaml", "save_yaml",
-    "PackedDataset", "from_samples", "load", "load_tokenizer", "make_dataset", "pack",
+    "PackedDataset", "from_samples", "load", "load_tokenizer", "make_dataset", "pack", "dataset_env",
+    "EnvUnavailableError",
     "TokenEnv", "TokenVectorEnv", "task_config", "text_config", "EvalResult", "collect_episodes", "evaluate",
     "TASKS", "get_task", "NonFiniteLossError", "Trainer", "TrainingInterrupted", "RewardFunctionError", "TextEnv", "TextTask",
 ]

@@ -117,14 +117,15 @@ def merge(section: Any, changes: dict[str, Any], path: str) -> Any:
     if dataclasses.is_dataclass(section):
         names = [f.name for f in dataclasses.fields(section) if f.init]
         values = {}
-        if "kwargs" in names and changes.get("name", section.name) != section.name:
-            # A new optimizer/scheduler class: the old keyword arguments belonged to the old one.
+        # A new optimizer/scheduler class: the old keyword arguments belonged to the old one (the new ones
+        # merge into none, and the section is checked once, with its new name and kwargs together).
+        renamed = "kwargs" in names and changes.get("name", section.name) != section.name
+        if renamed:
             values["kwargs"] = {}
-            section = dataclasses.replace(section, name=changes["name"], kwargs={})
         for key, value in changes.items():
             if key not in names:
                 raise unknown_key(path, key, names)
-            current = getattr(section, key)
+            current = {} if renamed and key == "kwargs" else getattr(section, key)
             sub = f"{path}.{key}" if path else key
             if isinstance(value, dict) and (dataclasses.is_dataclass(current) or isinstance(current, dict)):
                 value = merge(current, value, sub)

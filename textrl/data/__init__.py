@@ -10,6 +10,7 @@ from textrl.data.build import (
     task_dataset_ids,
 )
 from textrl.data.cache import pack
+from textrl.data.env_record import EnvUnavailableError, dataset_env
 from textrl.data.packed_dataset import Batch, PackedDataset, check_vocab
 from textrl.data.samples import from_samples
 from textrl.data.store import build_info, episode_texts, load, load_tokenizer, local_dataset_ids
@@ -18,9 +19,11 @@ __all__ = [
     "DEFAULT_EPISODES",
     "DEFAULT_SEED",
     "Batch",
+    "EnvUnavailableError",
     "PackedDataset",
     "build_info",
     "check_vocab",
+    "dataset_env",
     "episode_texts",
     "from_samples",
     "load",

@@ -13,7 +13,8 @@ the pad token is never a trained action. When pad and EOS are one token (GPT-2),
 that ends the sample (and the BOS stand-in) may use that id. Samples longer than `max_length`
 tokens are rejected, not cut, so no reward is attached to text the agent did not write. There
 is no env to roll out in unless `env=` names one (a `TextEnv` with your reward function, by its
-registered id, kept in the dataset's textrl.json); its spaces follow docs/architecture.md with the
+registered id, kept in the dataset's textrl.json with how to make it again: see
+`textrl.data.env_record`); its spaces follow docs/architecture.md with the
 tokenizer's size as vocabulary.
 """
 
@@ -32,6 +33,7 @@ import numpy as np
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
+from textrl.data.env_record import record_env
 from textrl.data.store import check_dataset_id, written_line
 from textrl.data.writer import write_dataset
 from textrl.rollout import Episode
@@ -271,7 +273,10 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     are printed. `overwrite=True` replaces a dataset of the same id once the new one is written.
     `env` (a registered env id, or an env made by `gymnasium.make`) is the env the data's agents
     are evaluated in, e.g. a `TextEnv` with your reward function: it is recorded with the data, so
-    `fit(dataset)` rolls agents out in it (in a process where that id is registered).
+    `fit(dataset)` and `textrl bench --dataset` roll agents out in it. The record holds the env's
+    registration, its reward function by import path, so another process makes the env again; a
+    reward function defined in a script's `__main__` or as a lambda cannot be imported, and then
+    that process must register the env itself.
     """
     check_dataset_id(dataset_id)
     if isinstance(samples, str):
@@ -330,6 +335,7 @@ def from_samples(samples: Iterable[Any], rewards: Iterable[float] | None, tokeni
     info: dict[str, Any] = {"source": "samples", "max_length": max_length}
     if env_id is not None:
         info["env_id"] = env_id
+        info["env_record"] = record_env(env_id, tokenizer)  # how another process can make the env again
     dataset = write_dataset(dataset_id, chunks(), obs_space, spaces.Discrete(vocab), tokenizer, metadata, info,
                             overwrite=overwrite)
     if progress:
