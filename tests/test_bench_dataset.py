@@ -9,6 +9,7 @@ import json
 import gymnasium
 import numpy as np
 import pytest
+import word_tokens
 
 from agents.benchmark import make_plan, read_csv, run_benchmark
 from textrl import EnvUnavailableError, dataset_env, from_samples, load
@@ -20,12 +21,8 @@ ENV, DATA = "benchreviews/Kettle-v0", "benchreviews/kettle-v0"
 
 
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    """A whitespace word-level tokenizer built locally (ids = positions in WORDS)."""
+    return word_tokens.word_tokenizer(WORDS)
 
 
 def kettle_reward(prompt: str, completion: str) -> float:

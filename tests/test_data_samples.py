@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import word_tokens
 from gymnasium import spaces
 
 from textrl.data import build_info, from_samples, load, load_tokenizer, pack
@@ -14,12 +15,7 @@ WORDS = ["<pad>", "<eos>", "q", "a", "b", "c", "user", "bot", "yes", "no", "ok",
 
 def word_tokenizer():
     """A whitespace word-level tokenizer built locally (ids = positions in WORDS)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(WORDS)}, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    return word_tokens.word_tokenizer(WORDS)
 
 
 def ids(text: str) -> list[int]:

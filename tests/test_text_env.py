@@ -8,6 +8,7 @@ import math
 import gymnasium
 import numpy as np
 import pytest
+import word_tokens
 from gymnasium.utils.env_checker import check_env
 
 from agents import BCAgent, ILQLAgent, load_agent
@@ -28,12 +29,8 @@ GOOD, BAD = WORDS.index("great"), WORDS.index("awful")
 
 
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    """A whitespace word-level tokenizer built locally (ids = positions in WORDS)."""
+    return word_tokens.word_tokenizer(WORDS)
 
 
 def review_reward(prompt: str, completion: str) -> float:
