@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -332,31 +333,48 @@ def _train_spec(job: tuple[Plan, Spec, Path]) -> Run:
     return train_run(plan, *spec, work_dir=work_dir, prefix_lines=True)
 
 
-def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
-             bar: Any, imports: tuple[str, ...] = ()) -> int:
-    """Run every spec not finished yet, `jobs` at a time; store each as it ends. Returns how many were reused."""
-    todo = [s for s in specs if spec_key(plan, s) not in done]
-
-    def finish(run: Run) -> None:
-        atomic_write_text(out / "runs" / f"{run.key}.json", run.to_json())
-        done[run.key] = run
-        bar.update(1)
-
-    bar.update(len(specs) - len(todo))
+def _train_all(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool,
+               imports: tuple[str, ...] = ()) -> Iterator[Run]:
+    """Train the specs `jobs` at a time, yielding each run as it ends."""
     if jobs == 1:
-        for spec in todo:
-            finish(train_run(plan, *spec, work_dir=out / "work", progress=progress))
-        return len(specs) - len(todo)
+        for spec in specs:
+            yield train_run(plan, *spec, work_dir=out / "work", progress=progress)
+        return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads, imports))
     try:
-        for run in pool.imap_unordered(_train_spec, [(plan, spec, out / "work") for spec in todo]):
-            finish(run)
+        yield from pool.imap_unordered(_train_spec, [(plan, spec, out / "work") for spec in specs])
     finally:  # after the last run, a failed run or Ctrl-C: the workers are stopped and waited for
         pool.terminate()
         pool.join()
         pool.close()
+
+
+def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
+             bar: Any, imports: tuple[str, ...] = ()) -> int:
+    """Run every spec not finished yet, `jobs` at a time; store each as it ends. Returns how many were reused."""
+    todo = [s for s in specs if spec_key(plan, s) not in done]
+    bar.update(len(specs) - len(todo))
+    for run in _train_all(plan, todo, out, jobs, progress, imports):
+        atomic_write_text(out / "runs" / f"{run.key}.json", run.to_json())
+        done[run.key] = run
+        bar.update(1)
     return len(specs) - len(todo)
+
+
+def _restore_bc_models(plan: Plan, later: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
+                       imports: tuple[str, ...] = ()) -> None:
+    """Train again the BC models that unfinished BC-initialised runs start from, where only the BC run's stored
+    result is left (finished runs committed without their `work/` folders, to be resumed elsewhere). The same
+    config and seed give the same model; the stored result is kept as it is."""
+    starts = [(spec[0], spec[1], "bc", 0, spec[4]) for spec in later
+              if ENTRIES[spec[2]].from_bc and spec_key(plan, spec) not in done]
+    missing = [bc for bc in dict.fromkeys(starts) if _latest_checkpoint(out / "work" / spec_key(plan, bc)) is None]
+    if missing:
+        print(f"textrl bench: training {len(missing)} BC model(s) again, which BC-initialised runs start from "
+              f"(their results are stored in {out / 'runs'}, their checkpoints are not)", file=sys.stderr)
+        for _ in _train_all(plan, missing, out, jobs, progress, imports):
+            pass
 
 
 def _first_phase(plan: Plan) -> list[Spec]:
@@ -438,6 +456,7 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[s
         bar.total = len(first)
         reused = _execute(plan, first, out, jobs, progress and jobs == 1, done, bar, imports)
         later = _second_phase(plan, done)
+        _restore_bc_models(plan, later, out, jobs, progress and jobs == 1, done, imports)
         bar.total += len(later)
         reused += _execute(plan, later, out, jobs, progress and jobs == 1, done, bar, imports)
     planned = {spec_key(plan, s) for s in first + later}

@@ -2,6 +2,7 @@
 harness stores, reports and resumes them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,19 @@ def test_episodes_sets_the_task_cells_dataset_size_and_is_part_of_the_run_key(tm
     (data,) = [r for r in read_csv(tmp_path / "runs.csv") if r["agent"] == "data"]
     assert float(data["score"]) == pytest.approx(
         data_score("randomwalks", make_dataset("textrl/randomwalks/mixed-n80-v1")), abs=1e-4)
+
+
+def test_runs_stored_without_their_work_folders_resume_bc_initialised_entries(tmp_path, capsys) -> None:
+    kwargs = dict(tiers=["mixed"], total_steps=4, eval_interval=2, validation_episodes=4, test_episodes=4,
+                  progress=False)
+    run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
+    (bc_json,) = (tmp_path / "runs").glob("randomwalks-mixed__bc__k0__s0__*.json")
+    stored = bc_json.read_text()
+    (bc_work,) = (tmp_path / "work").glob("randomwalks-mixed__bc__k0__s0__*")
+    first_model = (bc_work / "step_000004" / "agent" / "model" / "model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "work")  # as when runs/*.json are committed and resumed on another machine
+    rows = run_benchmark(["ilql_bc"], ["randomwalks"], 1, tmp_path, **kwargs)
+    assert "training 1 BC model(s) again" in capsys.readouterr().err
+    assert bc_json.read_text() == stored  # the stored BC result is kept
+    assert (bc_work / "step_000004" / "agent" / "model" / "model.safetensors").read_bytes() == first_model
+    assert [r.entry for r in rows] == ["bc", "ilql_bc"] and len(list((tmp_path / "runs").glob("*ilql_bc*"))) == 1
