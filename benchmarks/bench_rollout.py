@@ -17,7 +17,14 @@
     stop at different steps, and counts each row's tokens up to its length). For model
     tokens: generate for every row of as many tokens as the rollout ran per episode, counting what
     each side runs through the model (generate: the prompt and every new token but the last, which is
-    never fed back; the rollout: the same, an episode's last action is not run either). "Env setup apart": the agent-token rate with the env's
+    never fed back; the rollout: the same, an episode's last action is not run either) ("gen model").
+    And the combined yardstick, model tokens at each row's own lengths ("gen model, own lengths"):
+    each env row r of the rollout ran m_r tokens through the model (its prompt, every action fed
+    back, the env's appended tokens, over all the episodes its env played; `ContextCache.fed_rows`);
+    generate's row r starts from its prompt of p_r tokens and makes m_r - p_r + 1 new tokens, so it
+    too runs m_r tokens through the model, and the batch runs for the longest row, counting each row
+    up to its own length. Both sides then do the same work in the same ragged shape, and the ratio
+    is generate's seconds over the rollout's. "Env setup apart": the agent-token rate with the env's
     construction and reset (timed alone) left out. The two rollouts' returns must be equal.
 (2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
 (3) With `--ignored-ab`: the cached rollout with the policy shown `obs["ignored"]` (the rows whose
@@ -151,17 +158,24 @@ def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs:
     """One table row (see the module's docstring for the rates and yardsticks)."""
     _, on, calls = rollout(agent, task, episodes, num_envs, True)
     used, chosen, fed = int(on.lengths.sum()), calls * num_envs, agent._contexts.fed_tokens
+    fed_rows = agent._contexts.fed_rows.copy()  # model tokens per env row
     rows = len(on.lengths)
     mean_new = max(1, math.ceil(on.lengths.mean()))
     quota = np.full(num_envs, rows // num_envs) + (np.arange(num_envs) < rows % num_envs)  # evaluate's shares
     longest = int(np.add.reduceat(on.lengths, np.concatenate([[0], np.cumsum(quota)[:-1]])).max())
-    prompt = int(reset_prompts(task, num_envs)[1].sum())  # the generate side's prompt tokens
+    prompts = reset_prompts(task, num_envs)[1].sum(1).numpy()  # the generate side's prompt tokens per row
+    prompt = int(prompts.sum())
+    # each generate row runs as many model tokens as its env row did (prompt + new tokens - 1)
+    row_new = np.maximum(1, fed_rows - prompts + 1)  # (one env row per generate row: episodes >= envs here)
+    longest_model = int(row_new.max())
+    gen_rows_model = int((prompts + row_new - 1).sum())
     # generate of n tokens runs the prompt and n - 1 of them (the last is never fed back), as an episode's last
     # action is not: n matches the rollout's model tokens per episode
     model_new = max(1, round(fed / rows - prompt / num_envs) + 1)
     sides = {"gen mean": lambda: generation(agent, task, num_envs, mean_new),
              "gen longest": lambda: generation(agent, task, num_envs, longest),
              "gen model": lambda: generation(agent, task, num_envs, model_new),
+             "gen model lengths": lambda: generation(agent, task, num_envs, longest_model),
              "on": lambda: rollout(agent, task, episodes, num_envs, True)[0],
              "setup": lambda: env_setup(task, num_envs)}
     if uncached:
@@ -175,11 +189,13 @@ def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs:
     gen_mean = num_envs * mean_new / t["gen mean"]
     gen_lengths = used / t["gen longest"]
     gen_model = (prompt + num_envs * (model_new - 1)) / t["gen model"]
+    gen_model_lengths = gen_rows_model / t["gen model lengths"]
     agent_rate = used / t["on"]
     return (f"| {label} | {num_envs} | {rows} | {mean_new} / {longest} | {gen_mean:,.0f} | {gen_lengths:,.0f} | "
             f"{agent_rate:,.0f} | **{agent_rate / gen_mean:.2f}** | **{agent_rate / gen_lengths:.2f}** | "
             f"{used / (t['on'] - t['setup']) / gen_mean:.2f} | {chosen / t['on'] / gen_mean:.2f} | "
             f"{fed / used:.2f} | {gen_model:,.0f} | **{fed / t['on'] / gen_model:.2f}** | "
+            f"{longest_model} | {gen_model_lengths:,.0f} | **{fed / t['on'] / gen_model_lengths:.2f}** | "
             f"{used / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {same} |")
 
 
@@ -240,8 +256,10 @@ def main() -> None:
     head = ("| model | envs | episodes | gen tokens per row: mean / longest | gen tok/s, mean | gen tok/s, lengths | "
             "agent tok/s, cached | / gen, mean | / gen, lengths | / gen mean, env setup apart | chosen tok/s / gen, mean | "
             "model tokens per agent token | gen model tok/s | model tok/s / gen model tok/s | "
+            "gen model tokens, longest row | gen model tok/s, own lengths | model tok/s / gen, own lengths | "
             "agent tok/s, uncached | cached / uncached | same returns |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | ---: | ---: | ---: | ---: | --- |")
     if not args.no_preset_speed or args.small_tasks:
         print(head)
     agents = {}

@@ -150,11 +150,14 @@ def test_contexts_that_extend_run_only_their_new_tokens_and_match_a_full_forward
         length = np.array(lengths, dtype=np.int32)
         got = cache.last_hidden(ids, length)
         assert cache.fed_tokens - before == expected
+        assert cache.fed_rows.sum() == cache.fed_tokens
         torch.testing.assert_close(got, full_hidden(agent, ids, length), rtol=1e-4, atol=1e-5)
+    assert cache.fed_rows.tolist() == [3 + 1 + 1 + 2, 1 + 6 + 1 + 1, 5 + 0 + 9 + 3, 2 + 1 + 0 + 17]  # per row
     assert cache.capacity <= width  # memory: rows x context at most
     other = rng.integers(1, task.vocab_size, size=(3, width)).astype(task.obs_dtype)  # another batch size
     length = np.array([4, 2, 6], dtype=np.int32)
     torch.testing.assert_close(cache.last_hidden(other, length), full_hidden(agent, other, length), rtol=1e-4, atol=1e-5)
+    assert cache.fed_rows.tolist() == [4, 2, 6]  # counted anew for the new batch size
 
 
 def test_rows_with_different_appends_are_run_in_at_most_two_padded_forwards() -> None:
