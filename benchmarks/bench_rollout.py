@@ -23,8 +23,9 @@
     back, the env's appended tokens, over all the episodes its env played; `ContextCache.fed_rows`);
     generate's row r starts from its prompt of p_r tokens and makes m_r - p_r + 1 new tokens, so it
     too runs m_r tokens through the model, and the batch runs for the longest row, counting each row
-    up to its own length. Both sides then do the same work in the same ragged shape, and the ratio
-    is generate's seconds over the rollout's. "Env setup apart": the agent-token rate with the env's
+    up to its own length. Both sides then do the same work in the same ragged shape. (A row whose env
+    played several episodes, as 19 of the maze's 256 do, may hold more than the model's positions:
+    its generate row stops there and counts the tokens it ran.) "Env setup apart": the agent-token rate with the env's
     construction and reset (timed alone) left out. The two rollouts' returns must be equal.
 (2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
 (3) With `--ignored-ab`: the cached rollout with the policy shown `obs["ignored"]` (the rows whose
@@ -60,6 +61,7 @@ from agents.benchmark import dataset_id
 from agents.protocol import ILQL_BETAS, scoring_fn
 from textrl import TokenVectorEnv, make_dataset, task_config
 from textrl.models import decode
+from textrl.models.value_model import transformers_model
 from textrl.presets import tiny_model_config
 from textrl.rollout import evaluate
 from textrl.tasks import TASKS, Task, get_task
@@ -166,7 +168,9 @@ def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs:
     prompts = reset_prompts(task, num_envs)[1].sum(1).numpy()  # the generate side's prompt tokens per row
     prompt = int(prompts.sum())
     # each generate row runs as many model tokens as its env row did (prompt + new tokens - 1)
-    row_new = np.maximum(1, fed_rows - prompts + 1)  # (one env row per generate row: episodes >= envs here)
+    # (one env row per generate row: episodes >= envs here); a row never runs past the model's positions
+    room = transformers_model(agent.model.backbone).config.max_position_embeddings - int(prompts.max())
+    row_new = np.clip(fed_rows - prompts + 1, 1, room)
     longest_model = int(row_new.max())
     gen_rows_model = int((prompts + row_new - 1).sum())
     # generate of n tokens runs the prompt and n - 1 of them (the last is never fed back), as an episode's last
