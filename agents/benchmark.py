@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 from agents.dataset_cells import dataset_cell, dataset_fingerprint, dataset_preset
 from agents.protocol import (
     ENTRIES,
+    EPISODES,
     EVALUATIONS,
     TEST_EPISODES,
     TEST_SEED,
@@ -61,7 +63,7 @@ from agents.protocol import (
 from agents.registry import AGENTS
 from textrl.config import TRLConfig
 from textrl.data import load, make_dataset
-from textrl.data.build import task_dataset_id
+from textrl.data.build import sized_dataset_id, task_dataset_id
 from textrl.io import atomic_write_text
 from textrl.presets import task_config
 from textrl.runs import LOCK_FILE, FolderBusyError, RunLock
@@ -82,6 +84,7 @@ class Plan:
     eval_interval: Optional[int] = None
     validation_episodes: int = VALIDATION_EPISODES
     test_episodes: int = TEST_EPISODES
+    episodes: Optional[int] = None  # dataset size of every task cell (None: each task's, `protocol.EPISODES`)
 
     @property
     def tuning_seed(self) -> int:
@@ -89,24 +92,28 @@ class Plan:
         return self.seeds[0]
 
 
-def dataset_id(task: str, tier: str) -> str:
-    """The dataset a cell trains on: a task dataset, e.g. `textrl/maze/mixed-v1`, or your own (the cell's tier)."""
-    return tier if own_data(task) else task_dataset_id(task, tier)
+def dataset_id(task: str, tier: str, episodes: Optional[int] = None) -> str:
+    """The dataset a cell trains on: a task dataset of `episodes` episodes (None: the task's size in
+    `protocol.EPISODES`, else 1,000), e.g. `textrl/maze/mixed-v1` or `textrl/wordle/mixed-n10000-v1`, or your
+    own (the cell's tier, whatever `episodes` says)."""
+    if own_data(task):
+        return tier
+    return sized_dataset_id(task_dataset_id(task, tier), episodes or EPISODES.get(task))
 
 
-def cell_dataset(task: str, tier: str, progress: bool = False) -> Any:
-    """The dataset of a cell: a task dataset (built on first use) or your own."""
-    return load(tier) if own_data(task) else make_dataset(dataset_id(task, tier), progress=progress)
+def cell_dataset(task: str, tier: str, episodes: Optional[int] = None, progress: bool = False) -> Any:
+    """The dataset of a cell (`dataset_id`): a task dataset (built on first use) or your own."""
+    return load(tier) if own_data(task) else make_dataset(dataset_id(task, tier, episodes), progress=progress)
 
 
 def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int],
               tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
               eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
-              test_episodes: int = TEST_EPISODES, datasets: Sequence[str] = ()) -> Plan:
+              test_episodes: int = TEST_EPISODES, datasets: Sequence[str] = (), episodes: Optional[int] = None) -> Plan:
     """The plan, after refusing every bad argument up front (before any folder is made or run started).
 
-    `datasets` adds a cell per dataset made with `from_samples(..., env=...)` (`tiers` does not apply
-    to them). Entries initialised from BC bring the `bc` entry with them.
+    `datasets` adds a cell per dataset made with `from_samples(..., env=...)` (`tiers` and `episodes`, the
+    task cells' dataset size, do not apply to them). Entries initialised from BC bring the `bc` entry with them.
     """
     for name in agents:
         if name not in ENTRIES:
@@ -122,7 +129,8 @@ def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence
     if not seed_list or any(not isinstance(s, int) or s < 0 for s in seed_list) or len(set(seed_list)) < len(seed_list):
         raise ValueError(f"seeds = {seeds!r}: give a positive number of seeds or a list of distinct seeds >= 0")
     for name, value in (("steps", total_steps), ("eval interval", eval_interval),
-                        ("val episodes", validation_episodes), ("eval episodes", test_episodes)):
+                        ("val episodes", validation_episodes), ("eval episodes", test_episodes),
+                        ("episodes", episodes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"--{name.replace(' ', '-')} {value}: the {name} must be at least 1")
     cells = [(t, tier) for t in tasks for tier in TIERS[t] if tiers is None or tier in tiers]
@@ -135,7 +143,7 @@ def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence
     if any(ENTRIES[e].from_bc for e in entries) and "bc" not in entries:
         entries.insert(0, "bc")
     return Plan(tuple(entries), tuple(cells), tuple(seed_list), total_steps, eval_interval, validation_episodes,
-                test_episodes)
+                test_episodes, episodes)
 
 
 # ---------------------------------------------------------------------- one run
@@ -182,7 +190,7 @@ def spec_key(plan: Plan, spec: Spec) -> str:
     task, tier, entry, knob, seed = spec
     e = ENTRIES[entry]
     settings = {
-        "config": run_config(plan, spec).to_dict(), "dataset": dataset_id(task, tier), "betas": list(e.betas),
+        "config": run_config(plan, spec).to_dict(), "dataset": dataset_id(task, tier, plan.episodes), "betas": list(e.betas),
         "temperatures": list(e.temperatures),
         "validation": [VALIDATION_SEED, plan.validation_episodes], "test": [TEST_SEED, plan.test_episodes],
         "starts_from": spec_key(plan, (task, tier, "bc", 0, seed)) if e.from_bc else None,
@@ -280,7 +288,7 @@ def train_run(plan: Plan, task: str, tier: str, entry: str, knob: int, seed: int
         agent = AGENTS[e.agent](config)
         with contextlib.redirect_stdout(PrefixedLines(sys.stdout, f"[{run_key(*spec)}] ")) if prefix_lines else \
                 contextlib.nullcontext():
-            agent.fit(cell_dataset(task, tier), rollout_eval=False,
+            agent.fit(cell_dataset(task, tier, plan.episodes), rollout_eval=False,
                       metric_fn=scoring_fn(task, e.betas, e.temperatures, plan.validation_episodes,
                                            plan.test_episodes, tier=tier))
     for old in sorted(run_dir.glob("step_*"))[:-1]:  # a finished run keeps its final checkpoint only
@@ -325,31 +333,48 @@ def _train_spec(job: tuple[Plan, Spec, Path]) -> Run:
     return train_run(plan, *spec, work_dir=work_dir, prefix_lines=True)
 
 
-def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
-             bar: Any, imports: tuple[str, ...] = ()) -> int:
-    """Run every spec not finished yet, `jobs` at a time; store each as it ends. Returns how many were reused."""
-    todo = [s for s in specs if spec_key(plan, s) not in done]
-
-    def finish(run: Run) -> None:
-        atomic_write_text(out / "runs" / f"{run.key}.json", run.to_json())
-        done[run.key] = run
-        bar.update(1)
-
-    bar.update(len(specs) - len(todo))
+def _train_all(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool,
+               imports: tuple[str, ...] = ()) -> Iterator[Run]:
+    """Train the specs `jobs` at a time, yielding each run as it ends."""
     if jobs == 1:
-        for spec in todo:
-            finish(train_run(plan, *spec, work_dir=out / "work", progress=progress))
-        return len(specs) - len(todo)
+        for spec in specs:
+            yield train_run(plan, *spec, work_dir=out / "work", progress=progress)
+        return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads, imports))
     try:
-        for run in pool.imap_unordered(_train_spec, [(plan, spec, out / "work") for spec in todo]):
-            finish(run)
+        yield from pool.imap_unordered(_train_spec, [(plan, spec, out / "work") for spec in specs])
     finally:  # after the last run, a failed run or Ctrl-C: the workers are stopped and waited for
         pool.terminate()
         pool.join()
         pool.close()
+
+
+def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
+             bar: Any, imports: tuple[str, ...] = ()) -> int:
+    """Run every spec not finished yet, `jobs` at a time; store each as it ends. Returns how many were reused."""
+    todo = [s for s in specs if spec_key(plan, s) not in done]
+    bar.update(len(specs) - len(todo))
+    for run in _train_all(plan, todo, out, jobs, progress, imports):
+        atomic_write_text(out / "runs" / f"{run.key}.json", run.to_json())
+        done[run.key] = run
+        bar.update(1)
     return len(specs) - len(todo)
+
+
+def _restore_bc_models(plan: Plan, later: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
+                       imports: tuple[str, ...] = ()) -> None:
+    """Train again the BC models that unfinished BC-initialised runs start from, where only the BC run's stored
+    result is left (finished runs committed without their `work/` folders, to be resumed elsewhere). The same
+    config and seed give the same model; the stored result is kept as it is."""
+    starts = [(spec[0], spec[1], "bc", 0, spec[4]) for spec in later
+              if ENTRIES[spec[2]].from_bc and spec_key(plan, spec) not in done]
+    missing = [bc for bc in dict.fromkeys(starts) if _latest_checkpoint(out / "work" / spec_key(plan, bc)) is None]
+    if missing:
+        print(f"textrl bench: training {len(missing)} BC model(s) again, which BC-initialised runs start from "
+              f"(their results are stored in {out / 'runs'}, their checkpoints are not)", file=sys.stderr)
+        for _ in _train_all(plan, missing, out, jobs, progress, imports):
+            pass
 
 
 def _first_phase(plan: Plan) -> list[Spec]:
@@ -388,15 +413,17 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
                   tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
                   eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
                   test_episodes: int = TEST_EPISODES, jobs: int = 1, progress: bool = True,
-                  datasets: Sequence[str] = (), imports: Sequence[str] = ()) -> list[Summary]:
+                  datasets: Sequence[str] = (), imports: Sequence[str] = (), episodes: Optional[int] = None
+                  ) -> list[Summary]:
     """Run every run of the plan not already finished in `out_dir` with the same settings; write runs.csv,
-    table.md and a plot per task; return the table's rows. `datasets` adds your own datasets as cells
+    table.md and a plot per task; return the table's rows. `episodes` sets every task cell's dataset size
+    (None: each task's, `protocol.EPISODES`). `datasets` adds your own datasets as cells
     (`agents.dataset_cells`); `imports` are modules imported first, here and in every worker (e.g. one that
     registers a dataset's env when the dataset cannot import its reward function). Bad arguments are refused before anything is written, and a second
     benchmark into the same `out_dir` while one runs is refused naming it."""
     _import_all(imports)
     plan = make_plan(agents, tasks, seeds, tiers, total_steps, eval_interval, validation_episodes, test_episodes,
-                     datasets)
+                     datasets, episodes)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs {jobs}: give at least 1 worker process")
     out = Path(out_dir)
@@ -422,13 +449,14 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[s
             raise ValueError(f"{path} holds the run {run.key}, not {path.stem}: delete it and run the same command "
                              "again to rerun that run")
         done[path.stem] = run
-    data = {(task, tier): data_score(task, cell_dataset(task, tier, progress=progress))
+    data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
             for task, tier in plan.cells}  # built here once, not by two workers at a time
     first = _first_phase(plan)
     with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
         bar.total = len(first)
         reused = _execute(plan, first, out, jobs, progress and jobs == 1, done, bar, imports)
         later = _second_phase(plan, done)
+        _restore_bc_models(plan, later, out, jobs, progress and jobs == 1, done, imports)
         bar.total += len(later)
         reused += _execute(plan, later, out, jobs, progress and jobs == 1, done, bar, imports)
     planned = {spec_key(plan, s) for s in first + later}

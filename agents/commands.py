@@ -39,6 +39,9 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations (default: 2 per run)")
     p.add_argument("--val-episodes", type=int, default=None, help="validation episodes per evaluation (64)")
     p.add_argument("--eval-episodes", type=int, default=None, help="test episodes per evaluation (128)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="episodes in each task cell's dataset (default: the task's, 1000 unless the protocol sizes it; "
+                        "another size is built under its own id, e.g. textrl/wordle/mixed-n10000-v1)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (each gets cores / jobs torch threads)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run in minutes: {', '.join(QUICK['tasks'])}, tier {', '.join(QUICK['tiers'])}, "
@@ -72,7 +75,8 @@ def _bench_settings(args: argparse.Namespace) -> dict:
         if value is None and args.quick:
             value = quick.get(key)
         settings[key] = defaults.get(key) if value is None else value
-    return {**settings, "datasets": args.datasets or [], "imports": args.imports, "jobs": args.jobs}
+    return {**settings, "datasets": args.datasets or [], "imports": args.imports, "jobs": args.jobs,
+            "episodes": args.episodes}
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -59,6 +59,9 @@ TIERS: dict[str, tuple[str, ...]] = {
     "endgames": ("medium", "mixed"),
     "wordle": ("medium", "mixed"),
 }
+EPISODES: dict[str, int] = {}
+"""Each task's dataset size in episodes where it is not the task datasets' default (1,000), chosen from BC's
+learning curves (benchmarks/RESULTS.md section 0): a cell trains on `textrl/<task>/<tier>-n<N>-v<version>`."""
 TEMPERATURES = (0.0, 1.0)
 """Acting temperatures chosen among on validation (0: greedy; 1: sampling from the policy as trained)."""
 GATE_POINTS = 5.0

@@ -175,3 +175,4 @@ def test_the_dataset_flag_benches_datasets_alone_unless_tasks_are_named() -> Non
     assert settings("--quick", "--dataset", "a/b-v0")["tasks"] == []
     both = settings("--dataset", "a/b-v0", "--tasks", "maze", "--import", "mymodule")
     assert both["tasks"] == ["maze"] and both["imports"] == ["mymodule"] and settings()["datasets"] == []
+    assert settings("--episodes", "10000")["episodes"] == 10000 and settings()["episodes"] is None

@@ -2,12 +2,13 @@
 harness stores, reports and resumes them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agents.benchmark import bc_model_dir, make_plan, read_csv, run_benchmark
+from agents.benchmark import bc_model_dir, make_plan, read_csv, run_benchmark, spec_key
 from agents.protocol import (
     ENTRIES,
     TEST_SEED,
@@ -253,3 +254,43 @@ def test_worker_lines_name_their_run_and_repeats_are_dropped() -> None:
     stream.write("step=200\n")
     assert out.getvalue().splitlines() == ["[maze-mixed__bc__k0__s1] eval/test=50 step=100",
                                            "[maze-mixed__bc__k0__s1] eval/test=60 step=200"]
+
+
+def test_episodes_sets_the_task_cells_dataset_size_and_is_part_of_the_run_key(tmp_path, monkeypatch) -> None:
+    from agents import benchmark, protocol
+    from agents.protocol import data_score
+    from textrl.data import make_dataset
+
+    assert benchmark.dataset_id("wordle", "mixed") == "textrl/wordle/mixed-v1"  # 1,000 episodes: the plain id
+    monkeypatch.setitem(protocol.EPISODES, "wordle", 10_000)
+    assert benchmark.dataset_id("wordle", "mixed") == "textrl/wordle/mixed-n10000-v1"
+    assert benchmark.dataset_id("wordle", "mixed", 40) == "textrl/wordle/mixed-n40-v1"  # the flag wins
+    with pytest.raises(ValueError, match="--episodes 0"):
+        make_plan(["bc"], ["maze"], 1, episodes=0)
+    small = make_plan(["bc"], ["randomwalks"], 1, ["mixed"], 2, 2, 4, 4, episodes=80)
+    spec = ("randomwalks", "mixed", "bc", 0, 0)
+    assert spec_key(small, spec) != spec_key(make_plan(["bc"], ["randomwalks"], 1, ["mixed"], 2, 2, 4, 4), spec)
+    run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, tiers=["mixed"], total_steps=2, eval_interval=2,
+                  validation_episodes=4, test_episodes=4, episodes=80, progress=False)
+    (work,) = (tmp_path / "work").glob("randomwalks-mixed__bc__k0__s0__*")
+    trained_on = json.loads((work / "run.json").read_text())["dataset"]
+    assert (trained_on["id"], trained_on["rows"]) == ("textrl/randomwalks/mixed-n80-v1", 80)
+    (data,) = [r for r in read_csv(tmp_path / "runs.csv") if r["agent"] == "data"]
+    assert float(data["score"]) == pytest.approx(
+        data_score("randomwalks", make_dataset("textrl/randomwalks/mixed-n80-v1")), abs=1e-4)
+
+
+def test_runs_stored_without_their_work_folders_resume_bc_initialised_entries(tmp_path, capsys) -> None:
+    kwargs = dict(tiers=["mixed"], total_steps=4, eval_interval=2, validation_episodes=4, test_episodes=4,
+                  progress=False)
+    run_benchmark(["bc"], ["randomwalks"], 1, tmp_path, **kwargs)
+    (bc_json,) = (tmp_path / "runs").glob("randomwalks-mixed__bc__k0__s0__*.json")
+    stored = bc_json.read_text()
+    (bc_work,) = (tmp_path / "work").glob("randomwalks-mixed__bc__k0__s0__*")
+    first_model = (bc_work / "step_000004" / "agent" / "model" / "model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "work")  # as when runs/*.json are committed and resumed on another machine
+    rows = run_benchmark(["ilql_bc"], ["randomwalks"], 1, tmp_path, **kwargs)
+    assert "training 1 BC model(s) again" in capsys.readouterr().err
+    assert bc_json.read_text() == stored  # the stored BC result is kept
+    assert (bc_work / "step_000004" / "agent" / "model" / "model.safetensors").read_bytes() == first_model
+    assert [r.entry for r in rows] == ["bc", "ilql_bc"] and len(list((tmp_path / "runs").glob("*ilql_bc*"))) == 1

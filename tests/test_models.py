@@ -292,3 +292,24 @@ def test_num_layers_unfrozen(k: int, trainable_blocks: int) -> None:
     trains = [any(p.requires_grad for p in b.parameters()) for b in blocks]
     assert sum(trains) == trainable_blocks and trains[len(trains) - trainable_blocks:] == [True] * trainable_blocks
     assert model.transformer.wte.weight.requires_grad == (k == -1)
+
+
+def test_hidden_states_of_right_padded_rows_skip_the_padding_mask_and_stay_the_same(model: ValueModel) -> None:
+    base = model.backbone.transformer
+    seen = []
+    hook = base.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["attention_mask"]),
+                                          with_kwargs=True)
+    torch.manual_seed(1)
+    ids = torch.randint(2, VOCAB, (3, 7))
+    right = (torch.arange(7)[None] < torch.tensor([[7], [4], [1]])).long()
+    left = right.flip(-1)
+    try:
+        h_right, h_left = model.hidden_states(ids, right), model.hidden_states(ids, left)
+    finally:
+        hook.remove()
+    assert bool(seen[0].all()) and torch.equal(seen[1], left)  # right padding: all ones; left padding as given
+    with torch.no_grad():
+        masked = base(input_ids=ids, attention_mask=right, use_cache=False).last_hidden_state
+        as_given = base(input_ids=ids, attention_mask=left, use_cache=False).last_hidden_state
+    real = right.bool()
+    assert torch.allclose(h_right[real], masked[real], atol=1e-6) and torch.equal(h_left, as_given)
