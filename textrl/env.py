@@ -10,7 +10,6 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 
-from textrl.env_seeds import seeded_generators
 from textrl.tasks import get_task
 from textrl.tasks.base import Task
 
@@ -287,7 +286,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
             seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(self.num_envs)]
             if len(seeds) != self.num_envs:
                 raise ValueError(f"reset(seed=...) needs one seed per env ({self.num_envs}), got {len(seeds)}")
-            self._rngs = seeded_generators(seeds)  # each np_random(s)'s generator, hashed in one batch
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
         elif not self._rngs:
             self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
         prompts = options.get("prompts") if options else None
