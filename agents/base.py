@@ -242,11 +242,11 @@ class OfflineAgent(SavedAgent, ABC):
         beta = gen.beta if beta is None else beta
         if isinstance(beta, list):
             raise ValueError("gen_kwargs.beta is a sweep list: pass act(obs, beta=...) with one value")
-        hidden = self._last_hidden(model, ids, length, ignored)
-        scores = self.next_token_scores(hidden, last_hidden_and_lm(model.backbone)[1](hidden), beta)
         temperature = gen.temperature if temperature is None else temperature
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
             raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature!r}")
+        hidden = self._last_hidden(model, ids, length, ignored)
+        scores = self._used_scores(model, hidden, beta, ignored)
         tokens = sample_next(scores, top_k=gen.top_k, temperature=temperature, generator=self.generator)
         tokens = tokens.cpu().numpy().astype(np.int64)
         return int(tokens[0]) if single else tokens
@@ -256,6 +256,20 @@ class OfflineAgent(SavedAgent, ABC):
                env: Any = None) -> np.ndarray:
         """The agent as a batched policy for `textrl.rollout` (rng is unused: the agent has its own)."""
         return self.act(obs, beta=beta, temperature=temperature, env=env)
+
+    def _used_scores(self, model: ValueModel, hidden: torch.Tensor, beta: float,
+                     ignored: Optional[np.ndarray]) -> torch.Tensor:
+        """Next-token scores [N, V] of the rows whose action is used; `ignored` rows get zeros (a uniform draw,
+        its token unused) without running the LM and value heads. Sampling draws each row's noise from its own
+        place in the generator's stream, so the used rows' tokens do not depend on the ignored rows' scores."""
+        lm_head = last_hidden_and_lm(model.backbone)[1]
+        if ignored is None or not ignored.any():
+            return self.next_token_scores(hidden, lm_head(hidden), beta)
+        used = torch.as_tensor(np.flatnonzero(~ignored), device=hidden.device)
+        part = self.next_token_scores(hidden[used], lm_head(hidden[used]), beta)
+        scores = part.new_zeros(len(hidden), part.shape[-1])
+        scores[used] = part
+        return scores
 
     def _last_hidden(self, model: ValueModel, ids: np.ndarray, length: np.ndarray,
                      ignored: Optional[np.ndarray] = None) -> torch.Tensor:

@@ -4,8 +4,9 @@
     steps on the mixed tier so its episodes look like a benchmark run's, then in eval mode as a run's
     evaluation has it): `textrl.rollout.evaluate(agent.policy, ...)` with `cache_contexts` on and off,
     timed over the whole loop (env construction, reset and steps included), against `decode` (what
-    `agent.generate` runs: KV cache, the agent's scores) on the same model and batch from the env's
-    reset prompts (one row per env, prompt prefill included in its time). Token rates:
+    `agent.generate` runs: KV cache, the agent's scores) on the same model and batch from the
+    prompts the rollout's rows started from (its first observation: one row per env, a task's
+    evaluation starts included; prompt prefill included in its time). Token rates:
     - "agent tokens": the actions the env used (the tokens the agent chose that went into the
       episodes; not the ignored actions of autoreset steps, nor of rows past their share);
     - "chosen": every token the policy returned (calls x envs, used or not);
@@ -17,7 +18,15 @@
     stop at different steps, and counts each row's tokens up to its length). For model
     tokens: generate for every row of as many tokens as the rollout ran per episode, counting what
     each side runs through the model (generate: the prompt and every new token but the last, which is
-    never fed back; the rollout: the same, an episode's last action is not run either). "Env setup apart": the agent-token rate with the env's
+    never fed back; the rollout: the same, an episode's last action is not run either) ("gen model").
+    And the combined yardstick, model tokens at each row's own lengths ("gen model, own lengths"):
+    each env row r of the rollout ran m_r tokens through the model (its prompt, every action fed
+    back, the env's appended tokens, over all the episodes its env played; `ContextCache.fed_rows`);
+    generate's row r starts from its prompt of p_r tokens and makes m_r - p_r + 1 new tokens, so it
+    too runs m_r tokens through the model, and the batch runs for the longest row, counting each row
+    up to its own length. Both sides then do the same work in the same ragged shape. (A row whose env
+    played several episodes, as 19 of the maze's 256 do, may hold more than the model's positions:
+    its generate row stops there and counts the tokens it ran.) "Env setup apart": the agent-token rate with the env's
     construction and reset (timed alone) left out. The two rollouts' returns must be equal.
 (2) The same at GPT-2-small shape (12x768, the task's vocabulary, untrained) on `--small-tasks`.
 (3) With `--ignored-ab`: the cached rollout with the policy shown `obs["ignored"]` (the rows whose
@@ -53,6 +62,7 @@ from agents.benchmark import dataset_id
 from agents.protocol import ILQL_BETAS, scoring_fn
 from textrl import TokenVectorEnv, make_dataset, task_config
 from textrl.models import decode
+from textrl.models.value_model import transformers_model
 from textrl.presets import tiny_model_config
 from textrl.rollout import evaluate
 from textrl.tasks import TASKS, Task, get_task
@@ -88,21 +98,22 @@ def small_agent(task: Task) -> ILQLAgent:
 
 
 def rollout(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, cache: bool,
-            flags: bool = True) -> tuple[float, Any, int]:
-    """Seconds of `evaluate(agent.policy)`, its result and the number of policy calls, with the cache on or off;
-    without `flags` the policy is not shown `obs["ignored"]` (as before the rollout flagged those rows)."""
+            flags: bool = True) -> tuple[float, Any, int, dict[str, np.ndarray]]:
+    """Seconds of `evaluate(agent.policy)`, its result, the number of policy calls and the first observation (the
+    rows' first prompts), with the cache on or off; without `flags` the policy is not shown `obs["ignored"]` (as
+    before the rollout flagged those rows)."""
     agent.cache_contexts = cache
     agent.forget_contexts()
     agent.generator.manual_seed(0)
-    calls = []
+    calls: list[dict[str, np.ndarray]] = []
 
     def policy(obs: dict[str, np.ndarray], rng: Any) -> np.ndarray:
-        calls.append(1)
+        calls.append(obs if not calls else {})
         return agent.policy(obs if flags else {k: obs[k] for k in ("input_ids", "length")}, rng, beta=BETA)
 
     start = time.perf_counter()
     result = evaluate(policy, task, episodes, seed=0, num_envs=num_envs)
-    return time.perf_counter() - start, result, len(calls)
+    return time.perf_counter() - start, result, len(calls), calls[0]
 
 
 def env_setup(task: Task, num_envs: int) -> float:
@@ -113,10 +124,11 @@ def env_setup(task: Task, num_envs: int) -> float:
     return time.perf_counter() - start
 
 
-def reset_prompts(task: Task, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The env's reset prompts, left-padded as `generate` takes them: ids and attention mask [N, width]."""
-    obs, _ = TokenVectorEnv(task, num_envs).reset(seed=0)
+def left_padded(task: Task, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rollout's first prompts (its first observation: what each env row started from, a task's evaluation
+    starts included), left-padded as `generate` takes them: ids and attention mask [N, width]."""
     ids, length = obs["input_ids"].astype(np.int64), obs["length"].astype(np.int64)
+    num_envs = len(length)
     width = int(length.max())
     left = np.full((num_envs, width), task.pad_id, dtype=np.int64)
     for r in range(num_envs):
@@ -124,9 +136,9 @@ def reset_prompts(task: Task, num_envs: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.as_tensor(left), torch.as_tensor(np.arange(width)[None] >= width - length[:, None]).long()
 
 
-def generation(agent: ILQLAgent, task: Task, num_envs: int, new_tokens: int) -> float:
-    """Seconds of `decode` (generate's loop) of `new_tokens` per row from the env's reset prompts, no early stop."""
-    ids, mask = reset_prompts(task, num_envs)
+def generation(agent: ILQLAgent, task: Task, prompts: tuple[torch.Tensor, torch.Tensor], new_tokens: int) -> float:
+    """Seconds of `decode` (generate's loop) of `new_tokens` per row from `prompts` (ids, mask), no early stop."""
+    ids, mask = prompts
     gen = agent.config.method.gen_kwargs
     agent.generator.manual_seed(0)
     model = agent.model.eval()
@@ -149,19 +161,29 @@ def paired(repeats: int, sides: dict[str, Callable[[], float]]) -> dict[str, flo
 def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repeats: int,
               uncached: bool = True) -> str:
     """One table row (see the module's docstring for the rates and yardsticks)."""
-    _, on, calls = rollout(agent, task, episodes, num_envs, True)
+    _, on, calls, first = rollout(agent, task, episodes, num_envs, True)
+    start = left_padded(task, first)
     used, chosen, fed = int(on.lengths.sum()), calls * num_envs, agent._contexts.fed_tokens
+    fed_rows = agent._contexts.fed_rows.copy()  # model tokens per env row
     rows = len(on.lengths)
     mean_new = max(1, math.ceil(on.lengths.mean()))
     quota = np.full(num_envs, rows // num_envs) + (np.arange(num_envs) < rows % num_envs)  # evaluate's shares
     longest = int(np.add.reduceat(on.lengths, np.concatenate([[0], np.cumsum(quota)[:-1]])).max())
-    prompt = int(reset_prompts(task, num_envs)[1].sum())  # the generate side's prompt tokens
+    prompts = start[1].sum(1).numpy()  # the generate side's prompt tokens per row
+    prompt = int(prompts.sum())
+    # each generate row runs as many model tokens as its env row did (prompt + new tokens - 1)
+    # (one env row per generate row: episodes >= envs here); a row never runs past the model's positions
+    room = transformers_model(agent.model.backbone).config.max_position_embeddings - int(prompts.max())
+    row_new = np.clip(fed_rows - prompts + 1, 1, room)
+    longest_model = int(row_new.max())
+    gen_rows_model = int((prompts + row_new - 1).sum())
     # generate of n tokens runs the prompt and n - 1 of them (the last is never fed back), as an episode's last
     # action is not: n matches the rollout's model tokens per episode
     model_new = max(1, round(fed / rows - prompt / num_envs) + 1)
-    sides = {"gen mean": lambda: generation(agent, task, num_envs, mean_new),
-             "gen longest": lambda: generation(agent, task, num_envs, longest),
-             "gen model": lambda: generation(agent, task, num_envs, model_new),
+    sides = {"gen mean": lambda: generation(agent, task, start, mean_new),
+             "gen longest": lambda: generation(agent, task, start, longest),
+             "gen model": lambda: generation(agent, task, start, model_new),
+             "gen model lengths": lambda: generation(agent, task, start, longest_model),
              "on": lambda: rollout(agent, task, episodes, num_envs, True)[0],
              "setup": lambda: env_setup(task, num_envs)}
     if uncached:
@@ -170,16 +192,18 @@ def speed_row(label: str, agent: ILQLAgent, task: Task, episodes: int, num_envs:
     t.setdefault("off", float("nan"))
     same = "-"
     if uncached:
-        _, off, _ = rollout(agent, task, episodes, num_envs, False)
+        _, off, _, _ = rollout(agent, task, episodes, num_envs, False)
         same = "yes" if np.array_equal(off.returns, on.returns) and np.array_equal(off.lengths, on.lengths) else "NO"
     gen_mean = num_envs * mean_new / t["gen mean"]
     gen_lengths = used / t["gen longest"]
     gen_model = (prompt + num_envs * (model_new - 1)) / t["gen model"]
+    gen_model_lengths = gen_rows_model / t["gen model lengths"]
     agent_rate = used / t["on"]
     return (f"| {label} | {num_envs} | {rows} | {mean_new} / {longest} | {gen_mean:,.0f} | {gen_lengths:,.0f} | "
             f"{agent_rate:,.0f} | **{agent_rate / gen_mean:.2f}** | **{agent_rate / gen_lengths:.2f}** | "
             f"{used / (t['on'] - t['setup']) / gen_mean:.2f} | {chosen / t['on'] / gen_mean:.2f} | "
             f"{fed / used:.2f} | {gen_model:,.0f} | **{fed / t['on'] / gen_model:.2f}** | "
+            f"{longest_model} | {gen_model_lengths:,.0f} | **{fed / t['on'] / gen_model_lengths:.2f}** | "
             f"{used / t['off']:,.0f} | {t['off'] / t['on']:.1f}x | {same} |")
 
 
@@ -188,7 +212,7 @@ def ignored_row(agent: ILQLAgent, task: Task, episodes: int, num_envs: int, repe
     fed, results = {}, {}
 
     def timed(flags: bool) -> float:
-        seconds, results[flags], _ = rollout(agent, task, episodes, num_envs, True, flags)
+        seconds, results[flags], _, _ = rollout(agent, task, episodes, num_envs, True, flags)
         fed[flags] = agent._contexts.fed_tokens
         return seconds
 
@@ -240,8 +264,10 @@ def main() -> None:
     head = ("| model | envs | episodes | gen tokens per row: mean / longest | gen tok/s, mean | gen tok/s, lengths | "
             "agent tok/s, cached | / gen, mean | / gen, lengths | / gen mean, env setup apart | chosen tok/s / gen, mean | "
             "model tokens per agent token | gen model tok/s | model tok/s / gen model tok/s | "
+            "gen model tokens, longest row | gen model tok/s, own lengths | model tok/s / gen, own lengths | "
             "agent tok/s, uncached | cached / uncached | same returns |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | ---: | ---: | ---: | ---: | --- |")
     if not args.no_preset_speed or args.small_tasks:
         print(head)
     agents = {}

@@ -112,6 +112,25 @@ def test_ignored_rows_run_nothing_and_the_used_actions_stay_the_same(name: str) 
     assert fed[True] < fed[False]
 
 
+def test_ignored_rows_get_no_scores_and_the_used_rows_keep_their_tokens() -> None:
+    """The LM and value heads run only for the rows whose action is used; sampling draws each row's noise from
+    its own place in the stream, so the used rows' tokens are those of a call without the flags."""
+    agent, task = untrained("brackets")
+    ids = np.random.default_rng(4).integers(2, task.vocab_size, size=(5, task.max_length)).astype(task.obs_dtype)
+    length = np.array([3, 5, 2, 4, 6], dtype=np.int32)
+    ignored = np.array([True, False, True, False, False])
+    scored, score = [], agent.next_token_scores
+    agent.next_token_scores = lambda h, logits, beta: (scored.append(len(h)), score(h, logits, beta))[1]
+    tokens = {}
+    for flags in (True, False):
+        agent.forget_contexts()
+        agent.generator.manual_seed(4)
+        tokens[flags] = agent.act({"input_ids": ids, "length": length, **({"ignored": ignored} if flags else {})})
+    assert scored == [3, 5]
+    np.testing.assert_array_equal(tokens[True][~ignored], tokens[False][~ignored])
+    assert ((0 <= tokens[True]) & (tokens[True] < task.vocab_size)).all()
+
+
 def test_an_ignored_row_keeps_its_context_and_hidden_state() -> None:
     agent, task = untrained("wordle")
     cache = ContextCache(agent.model.backbone)
@@ -150,11 +169,14 @@ def test_contexts_that_extend_run_only_their_new_tokens_and_match_a_full_forward
         length = np.array(lengths, dtype=np.int32)
         got = cache.last_hidden(ids, length)
         assert cache.fed_tokens - before == expected
+        assert cache.fed_rows.sum() == cache.fed_tokens
         torch.testing.assert_close(got, full_hidden(agent, ids, length), rtol=1e-4, atol=1e-5)
+    assert cache.fed_rows.tolist() == [3 + 1 + 1 + 2, 1 + 6 + 1 + 1, 5 + 0 + 9 + 3, 2 + 1 + 0 + 17]  # per row
     assert cache.capacity <= width  # memory: rows x context at most
     other = rng.integers(1, task.vocab_size, size=(3, width)).astype(task.obs_dtype)  # another batch size
     length = np.array([4, 2, 6], dtype=np.int32)
     torch.testing.assert_close(cache.last_hidden(other, length), full_hidden(agent, other, length), rtol=1e-4, atol=1e-5)
+    assert cache.fed_rows.tolist() == [4, 2, 6]  # counted anew for the new batch size
 
 
 def test_rows_with_different_appends_are_run_in_at_most_two_padded_forwards() -> None:

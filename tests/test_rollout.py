@@ -84,6 +84,37 @@ def test_episode_counts_and_shares(num_episodes, num_envs):
     assert (res.lengths >= 1).all() and (res.lengths <= task.max_steps).all()
 
 
+def test_sub_envs_past_their_share_draw_no_prompts_and_each_share_is_its_env_s_own_episodes(monkeypatch):
+    """Each sub-env i plays its share as a single TokenEnv seeded seed + i would, episode after episode; past
+    its share (episodes that go unused) it draws no more prompts: one draw per episode in all."""
+    task = get_task("brackets")
+    draws = []
+    sample = type(task).sample_prompt
+    monkeypatch.setattr(type(task), "sample_prompt", lambda self, rng: (draws.append(1), sample(self, rng))[1])
+    num_episodes, num_envs, seed = 13, 4, 6
+    episodes = collect_episodes(task, task.optimal_policy, num_episodes, seed=seed, num_envs=num_envs)
+    assert len(draws) == num_episodes
+    lengths = {len(e.actions) for e in episodes}
+    assert len(lengths) > 1  # sub-envs end their episodes at different steps
+    quota = [4, 3, 3, 3]
+    k = 0
+    for i, share in enumerate(quota):
+        env = TokenEnv(task)
+        obs, _ = env.reset(seed=seed + i)
+        for _ in range(share):
+            ep, done = episodes[k], False
+            np.testing.assert_array_equal(obs["input_ids"], ep.observations["input_ids"][0])
+            for action in ep.actions:
+                assert not done
+                obs, _, terminated, truncated, _ = env.step(int(action))
+                done = terminated or truncated
+            assert done
+            obs, _ = env.reset()
+            k += 1
+    res = evaluate(task.optimal_policy, task, num_episodes, seed=seed, num_envs=num_envs)
+    assert res.lengths.tolist() == [len(e.actions) for e in episodes]
+
+
 def test_collect_episodes_returns_match_evaluate():
     task = get_task("maze_po")
     policy = task.behaviour_policy(0.25)

@@ -355,6 +355,23 @@ def owed_closers(text: str) -> list[str] | None:
     return stack[::-1]
 
 
+def test_brackets_prompt_draws_stay_those_of_the_sized_draw() -> None:
+    """`sample_prompt` draws its openers one at a time; the prompts (and the stream after them) are those of
+    drawing them as one sized array, as datasets built from a seed were (kept as the reference here)."""
+    task = get_task("brackets")
+    openers = ["(", "[", "{"]
+    for seed in range(200):
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        depth = int(theirs.integers(1, task.max_depth + 1))
+        expected = [task.token_to_id[openers[int(k)]] for k in theirs.integers(0, 3, size=depth)]
+        for _ in range(int(theirs.integers(0, task.max_pairs + 1))):
+            opener = openers[int(theirs.integers(0, 3))]
+            at = int(theirs.integers(0, len(expected) + 1))
+            expected[at:at] = [task.token_to_id[opener], task.token_to_id[")]}"[openers.index(opener)]]]
+        assert task.sample_prompt(ours) == expected
+        assert ours.random() == theirs.random()
+
+
 def test_brackets_prompts():
     task = get_task("brackets")
     assert task.vocab == ["<pad>", "<eos>", "(", ")", "[", "]", "{", "}"] and task.max_length == 13

@@ -250,8 +250,9 @@ class TokenVectorEnv(gym.vector.VectorEnv):
 
     ## Arguments
     `task` and `**task_kwargs` as TokenEnv; `num_envs` >= 1; `prompt_fn(i)`, if given, returns the
-    prompt (token ids) of env i's next episode instead of the task's draw (evaluation uses it to
-    play a task's `evaluation_prompts` equally often).
+    prompt (token ids) of env i's next episode instead of the task's draw, or None for the task's draw
+    (evaluation uses it to play a task's `evaluation_prompts` equally often, and to give a sub-env
+    past its share of the episodes a prompt without a draw).
 
     ## Reference scores
     TokenEnv's (`task.ref_min_score`, `task.ref_max_score`).
@@ -262,7 +263,7 @@ class TokenVectorEnv(gym.vector.VectorEnv):
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
-    def __init__(self, task: Task | str, num_envs: int, prompt_fn: Callable[[int], list[int]] | None = None,
+    def __init__(self, task: Task | str, num_envs: int, prompt_fn: Callable[[int], list[int] | None] | None = None,
                  **task_kwargs: Any) -> None:
         task = _resolve_task(task, task_kwargs)
         self._prompt_fn = prompt_fn
@@ -328,4 +329,5 @@ class TokenVectorEnv(gym.vector.VectorEnv):
 
     def _next_prompt(self, row: int) -> list[int]:
         """The prompt of env `row`'s next episode: `prompt_fn`'s, or the task's draw."""
-        return self._prompt_fn(int(row)) if self._prompt_fn is not None else self.task.sample_prompt(self._rngs[row])
+        prompt = self._prompt_fn(int(row)) if self._prompt_fn is not None else None
+        return self.task.sample_prompt(self._rngs[row]) if prompt is None else prompt

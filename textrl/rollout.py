@@ -8,7 +8,9 @@ no per-environment Python work per step.
 The policy is shown each step's observations plus `obs["ignored"]` (bool [N]): the rows whose
 action will go unused, because the env resets that row at this step (Gymnasium's next-step
 autoreset) or the sub-env has played its share of the episodes. A policy may skip their work
-and return any valid token there (the agents' context cache runs nothing for them).
+and return any valid token there (the agents' context cache runs nothing for them). A sub-env
+past its share restarts from a spare prompt instead of drawing one (those episodes go unused);
+the episodes of the share are those its own seeded draws give.
 """
 
 from __future__ import annotations
@@ -117,13 +119,21 @@ def _run(task: Task, policy: Policy, num_episodes: int, seed: int, num_envs: int
     played = np.zeros(num_envs, dtype=np.int64)
     returns = np.zeros(num_episodes)
     lengths = np.zeros(num_episodes, dtype=np.int64)
-    prompt_fn = None
-    if starts is not None:  # sub-env i plays episodes offsets[i], offsets[i] + 1, ... in order
-        upcoming = [iter(starts[o:o + q]) for o, q in zip(offsets, quota)]
-        prompt_fn = lambda i: next(upcoming[i], starts[0])  # noqa: E731 (past its quota a row's episodes are unused)
+    upcoming = None if starts is None else [iter(starts[o:o + q]) for o, q in zip(offsets, quota)]
+    spare: list[list[int]] = [] if starts is None else [starts[0]]  # any valid prompt
+
+    def prompt_fn(i: int) -> list[int] | None:
+        """Sub-env i's next prompt: its next start (episodes offsets[i], offsets[i] + 1, ... in order) or the
+        task's draw (None); past its share a spare one, without a draw (those episodes go unused)."""
+        if played[i] >= quota[i]:
+            return spare[0]
+        return None if upcoming is None else next(upcoming[i])
+
     env = TokenVectorEnv(task, num_envs, prompt_fn=prompt_fn)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
+    if not spare:
+        spare.append(obs["input_ids"][0, :obs["length"][0]].tolist())
     trace = _Trace(obs, offsets) if record else None
     resetting = np.zeros(num_envs, dtype=bool)  # NEXT_STEP autoreset: these ignore their action
     ignored = resetting.copy()  # the rows whose action goes unused: resetting, or past their share

@@ -33,6 +33,7 @@ class ContextCache:
         self.backbone = backbone
         self.base, _ = last_hidden_and_lm(backbone)
         self.fed_tokens = 0  # tokens run through the model (the tokens it had not seen)
+        self.fed_rows = np.zeros(0, dtype=np.int64)  # [N] of them per row (counted since the batch size was N)
         self.padded_tokens = 0  # positions of the forwards run, pads included
         self.clear()
 
@@ -61,6 +62,8 @@ class ContextCache:
                 or (self.keys and (self.keys[0].device, self.keys[0].dtype) != (weight.device, weight.dtype))):
             self.clear()  # another batch shape, or the model moved to another device or dtype
             self.ids, self.held = np.zeros_like(ids), np.zeros(n, dtype=np.int64)
+        if len(self.fed_rows) != n:
+            self.fed_rows = np.zeros(n, dtype=np.int64)
         length = length.astype(np.int64)
         held = self.held
         if ignored is not None:
@@ -99,6 +102,7 @@ class ContextCache:
         self.hidden[index] = last
         self._store(cache, index, past, start, valid, int(end.max()))
         self.fed_tokens += int(count.sum())
+        self.fed_rows[rows] += count
         self.padded_tokens += len(rows) * width
 
     def _past(self, index: torch.Tensor, past: int) -> Any:

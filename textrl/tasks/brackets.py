@@ -100,14 +100,20 @@ class BracketsTask(Task):
 
     # ------------------------------------------------------------------ dynamics
 
+    @cached_property
+    def _pair_ids(self) -> list[tuple[int, int]]:
+        """(opener id, closer id) of each bracket type, in PAIRS' order."""
+        return [(self.token_to_id[o], self.token_to_id[c]) for o, c in PAIRS.items()]
+
     def sample_prompt(self, rng: np.random.Generator) -> list[int]:
-        openers = list(PAIRS)
-        depth = int(rng.integers(1, self.max_depth + 1))
-        prompt = [self.token_to_id[openers[int(k)]] for k in rng.integers(0, len(openers), size=depth)]
-        for _ in range(int(rng.integers(0, self.max_pairs + 1))):
-            opener = openers[int(rng.integers(0, len(openers)))]
-            at = int(rng.integers(0, len(prompt) + 1))
-            prompt[at:at] = [self.token_to_id[opener], self.token_to_id[PAIRS[opener]]]
+        # one scalar draw per opener: the stream of `rng.integers(0, 3, size=depth)` (each is one 32-bit draw),
+        # at a quarter of its cost (an env reset or autoreset draws one prompt per row)
+        pairs, draw = self._pair_ids, rng.integers
+        prompt = [pairs[int(draw(0, len(pairs)))][0] for _ in range(int(draw(1, self.max_depth + 1)))]
+        for _ in range(int(draw(0, self.max_pairs + 1))):
+            opener, closer = pairs[int(draw(0, len(pairs)))]
+            at = int(draw(0, len(prompt) + 1))
+            prompt[at:at] = [opener, closer]
         return prompt
 
     def check_prompt(self, prompt: list[int]) -> None:
