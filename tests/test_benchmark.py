@@ -261,10 +261,11 @@ def test_episodes_sets_the_task_cells_dataset_size_and_is_part_of_the_run_key(tm
     from agents.protocol import data_score
     from textrl.data import make_dataset
 
-    assert benchmark.dataset_id("wordle", "mixed") == "textrl/wordle/mixed-v1"  # 1,000 episodes: the plain id
-    monkeypatch.setitem(protocol.EPISODES, "wordle", 10_000)
-    assert benchmark.dataset_id("wordle", "mixed") == "textrl/wordle/mixed-n10000-v1"
-    assert benchmark.dataset_id("wordle", "mixed", 40) == "textrl/wordle/mixed-n40-v1"  # the flag wins
+    assert benchmark.dataset_id("maze", "mixed") == "textrl/maze/mixed-v1"  # 1,000 episodes: the plain id
+    assert benchmark.dataset_id("wordle", "mixed") == "textrl/wordle/mixed-n10000-v1"  # sized by the protocol
+    monkeypatch.setitem(protocol.EPISODES, "maze", 5000)
+    assert benchmark.dataset_id("maze", "mixed") == "textrl/maze/mixed-n5000-v1"
+    assert benchmark.dataset_id("maze", "mixed", 40) == "textrl/maze/mixed-n40-v1"  # the flag wins
     with pytest.raises(ValueError, match="--episodes 0"):
         make_plan(["bc"], ["maze"], 1, episodes=0)
     small = make_plan(["bc"], ["randomwalks"], 1, ["mixed"], 2, 2, 4, 4, episodes=80)
