@@ -62,7 +62,7 @@ TIERS: dict[str, tuple[str, ...]] = {
 EPISODES: dict[str, int] = {"wordle": 10_000}
 """Each task's dataset size in episodes where it is not the task datasets' default (1,000), chosen from BC's
 learning curves (benchmarks/RESULTS.md section 0): a cell trains on `textrl/<task>/<tier>-n<N>-v<version>`.
-Wordle: on 1,000 episodes BC flattened 18 (mixed) and 40 (medium) points below its data; on 10,000 it
+Wordle: on 1,000 episodes BC flattened 19 (mixed) and 41 (medium) points below its data; on 10,000 it
 reaches its data on both tiers."""
 TEMPERATURES = (0.0, 1.0)
 """Acting temperatures chosen among on validation (0: greedy; 1: sampling from the policy as trained)."""
