@@ -214,6 +214,17 @@ def test_ilql_default_is_trlx_and_task_presets_are_explicit() -> None:
         assert (preset.method.alpha, preset.method.tau) == (0.1, 0.8)
 
 
+def test_a_task_presets_minibatch_count_follows_a_batch_size_you_pass() -> None:
+    from textrl import task_config
+
+    preset = task_config("endgames", "bc").train
+    assert (preset.batch_size, preset.grad_accumulation_steps) == (32, 8)
+    assert task_config("endgames", "bc", batch_size=16).train.minibatch_size == 2  # still 8 minibatches
+    assert task_config("endgames", "bc", batch_size=12).train.minibatch_size is None  # 8 does not divide 12
+    assert task_config("endgames", "bc", batch_size=12, minibatch_size=6).train.minibatch_size == 6
+    assert task_config("maze", "bc", batch_size=12).train.minibatch_size is None
+
+
 def test_cql_names_its_target_rate_and_conservative_weight() -> None:
     cql = CQLConfig()
     assert (cql.target_update_rate, cql.cql_scale) == (0.1, 1.0)

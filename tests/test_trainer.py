@@ -31,6 +31,19 @@ class Rows:
                           batch_size=[len(rows)])
 
 
+class LengthRows(Rows):
+    """Rows that know their lengths (as `PackedDataset` does) and say which rows each batch holds."""
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(1)
+
+    def batch(self, rows: torch.Tensor) -> TensorDict:
+        td = super().batch(rows)
+        td["row"] = rows
+        return td
+
+
 class Regressor:
     """A learner whose loss is a mean over valid actions, like every agent's."""
 
@@ -103,13 +116,38 @@ def test_epochs_cap_the_steps(tmp_path) -> None:
     assert learner.steps_seen == [1, 2, 3, 4]  # 64 rows / 16 per batch
 
 
-def test_gradient_accumulation_matches_the_full_batch(tmp_path) -> None:
+@pytest.mark.parametrize("source", [Rows, LengthRows])
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, source) -> None:
     full, accum = Regressor(), Regressor()
     full.model[1].p = accum.model[1].p = 0.0  # dropout off: the two runs see different RNG draws
-    Trainer(full, Rows(), _config(tmp_path / "a")).train()
-    Trainer(accum, Rows(), _config(tmp_path / "b", minibatch_size=4)).train()
+    Trainer(full, source(), _config(tmp_path / "a")).train()
+    Trainer(accum, source(), _config(tmp_path / "b", minibatch_size=4)).train()
     for a, b in zip(full.model.parameters(), accum.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_minibatches_hold_the_steps_rows_sorted_by_length(tmp_path) -> None:
+    def rows_seen(**train) -> list[torch.Tensor]:
+        seen: list[torch.Tensor] = []
+
+        class Recording(Regressor):
+            def loss(self, model, batch):
+                seen.append(batch["row"])
+                return super().loss(model, batch)
+
+        Trainer(Recording(), LengthRows(), _config(tmp_path / str(train), total_steps=3, **train)).train()
+        return seen
+
+    whole, split = rows_seen(), rows_seen(minibatch_size=4)
+    lengths = LengthRows().lengths
+    assert len(whole) == 3 and len(split) == 3 * 4
+    for step, rows in enumerate(whole):
+        minibatches = split[4 * step:4 * step + 4]
+        assert sorted(torch.cat(minibatches).tolist()) == sorted(rows.tolist())  # the same rows per step
+        assert all(len(m) == 4 for m in minibatches)
+        for shorter, longer in zip(minibatches, minibatches[1:]):
+            assert lengths[shorter].max() <= lengths[longer].min()
+    assert lengths[whole[0]].max() > lengths[whole[0]].min()  # the rows are ragged: sorting had work to do
 
 
 def test_resume_continues_bit_for_bit(tmp_path) -> None:

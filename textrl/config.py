@@ -68,6 +68,8 @@ __all__ = [
 class TrainConfig(Section):
     """How long and how to train: batch shape, steps, checkpoints, logging, precision, sharding.
 
+    `minibatch_size` splits each batch into minibatches whose gradients accumulate to the whole batch's;
+    the batch's episodes are sorted by length first, so a minibatch pads only to episodes like its own.
     `fsdp: true` shards the model, its gradients and the optimizer state over the processes of an
     `accelerate launch` (torch's FSDP2, `textrl.sharding`); with one process it changes nothing.
     """

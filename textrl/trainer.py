@@ -94,7 +94,12 @@ class Learner(Protocol):
 
 
 class BatchSource(Protocol):
-    """Packed episodes addressable by row."""
+    """Packed episodes addressable by row.
+
+    A source that also has `lengths` (a tensor of each row's tokens, as `PackedDataset` has) gets each
+    step's rows sorted by length before they are split into `train.minibatch_size` minibatches, so
+    each minibatch pads to rows of similar length; the step's rows, and so its gradient, are unchanged.
+    """
 
     def __len__(self) -> int: ...
 
@@ -228,12 +233,21 @@ class Trainer:
         acc = self.accelerator
         return rows[acc.process_index::acc.num_processes]
 
+    def _minibatch_rows(self, step: int) -> tuple[torch.Tensor, ...]:
+        """This process's rows for step `step`, split into its minibatches: by length when the source
+        knows its rows' lengths (a batch is trimmed to its longest row, so similar lengths pad less)."""
+        rows, splits = self._rows(step), self.train_cfg.grad_accumulation_steps
+        lengths = getattr(self.data, "lengths", None)
+        if splits > 1 and lengths is not None:
+            rows = rows[torch.argsort(lengths[rows], stable=True)]
+        return rows.chunk(splits)
+
     # ------------------------------------------------------------------ one step
 
     def _optimizer_step(self, step: int) -> dict[str, float]:
         """Forward/backward over this step's minibatches, then clip, step and schedule."""
         acc = self.accelerator
-        batches = [self.data.batch(chunk) for chunk in self._rows(step).chunk(self.train_cfg.grad_accumulation_steps)]
+        batches = [self.data.batch(chunk) for chunk in self._minibatch_rows(step)]
         n_local = sum(b["action_mask"].sum() for b in batches).to(acc.device, torch.float32)
         n_global = acc.reduce(n_local.clone(), reduction="sum") if acc.num_processes > 1 else n_local
         if n_global.item() == 0:
