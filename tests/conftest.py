@@ -1,4 +1,10 @@
-"""Test-wide settings: never touch the network, keep datasets in a temporary folder."""
+"""Test-wide settings: never touch the network, keep datasets in a temporary folder, one torch thread.
+
+One torch thread per process (the CLI tests' subprocesses inherit it): with two threads OpenMP spins while it
+waits, so on a machine whose cores are busy with other work the suite ran six times slower or more (two
+benchmark workers beside it: tests/test_agents.py took 99 s with one thread, and had not finished in 600 s
+with two). The tests' models are tiny, so one thread costs them little on an idle machine.
+"""
 
 import os
 import shutil
@@ -7,6 +13,7 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # read when torch is first imported, which is after this
 
 import pytest  # noqa: E402
 
