@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -311,15 +312,25 @@ def _import_all(modules: Sequence[str]) -> None:
 
 def _worker_init(threads: int, imports: tuple[str, ...] = ()) -> None:
     """A worker process: quiet, offline, deaf to Ctrl-C (the main process stops the workers and says how to
-    resume), `threads` torch threads (the cores are shared among workers), and the user's `imports`."""
+    resume), stopped when the main process is gone, `threads` torch threads (the cores are shared among
+    workers), and the user's `imports`."""
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_quietly)  # stopped by the main process: unwind, free locks, say nothing
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.simplefilter("ignore")
     torch.set_num_threads(threads)
     _import_all(imports)
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """Stop this worker (SIGTERM to itself) once its main process is gone: a main process killed by SIGTERM
+    or SIGKILL cannot stop its pool, and an orphaned worker would train on and hold its run folder's lock."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _exit_quietly(signum: int, frame: Any) -> None:

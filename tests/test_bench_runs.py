@@ -95,6 +95,41 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+_KILLED_MAIN = """
+import multiprocessing, os, time
+from agents.benchmark import _worker_init
+if __name__ == "__main__":
+    pool = multiprocessing.get_context("spawn").Pool(1, initializer=_worker_init, initargs=(1,))
+    worker = pool.apply(os.getpid)
+    pool.apply_async(time.sleep, (600,))  # a run that would outlive the test
+    print(worker, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_bench_worker_stops_when_its_main_process_is_killed(tmp_path) -> None:
+    import psutil
+
+    script = tmp_path / "main.py"
+    script.write_text(_KILLED_MAIN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    main_process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+    line = main_process.stdout.readline()
+    assert line.strip().isdigit(), main_process.communicate()
+    worker = psutil.Process(int(line))
+    assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    main_process.kill()  # SIGKILL: the pool is never told to stop
+    main_process.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.2)
+    stopped = not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+    if not stopped:
+        worker.kill()
+    assert stopped, "the orphaned worker was still running 60 s after its main process was killed"
+
+
 def test_ctrl_c_on_a_bench_with_two_workers_prints_one_line_the_command_that_resumes(tmp_path) -> None:
     out = tmp_path / "bench"
     argv = ["bench", "--agents", "bc", "--tasks", "randomwalks", "--tiers", "mixed", "--seeds", "2", "--steps",
