@@ -149,6 +149,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.learner, self.data, self.config, self.eval_fn = learner, data, config, eval_fn
+        self.lengths: Optional[torch.Tensor] = getattr(data, "lengths", None)  # tokens per row, if the source knows
         self.train_cfg = config.train
         self.accelerator = Accelerator(mixed_precision=self.train_cfg.mixed_precision, cpu=not torch.cuda.is_available())
         world = self.accelerator.num_processes
@@ -237,9 +238,8 @@ class Trainer:
         """This process's rows for step `step`, split into its minibatches: by length when the source
         knows its rows' lengths (a batch is trimmed to its longest row, so similar lengths pad less)."""
         rows, splits = self._rows(step), self.train_cfg.grad_accumulation_steps
-        lengths = getattr(self.data, "lengths", None)
-        if splits > 1 and lengths is not None:
-            rows = rows[torch.argsort(lengths[rows], stable=True)]
+        if splits > 1 and self.lengths is not None:
+            rows = rows[torch.argsort(self.lengths[rows], stable=True)]
         return rows.chunk(splits)
 
     # ------------------------------------------------------------------ one step
