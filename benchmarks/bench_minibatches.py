@@ -24,6 +24,7 @@ from agents import AGENTS
 from agents.benchmark import cell_dataset
 from textrl.data.cache import pack
 from textrl.presets import task_config
+from textrl.trainer import split_by_length
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
         rows = torch.randperm(len(packed), generator=generator)[:size]
         for k in args.splits:
             start = time.perf_counter()
-            for chunk in rows[torch.argsort(packed.lengths[rows], stable=True)].chunk(k):
+            for chunk in split_by_length(rows, k, packed.lengths):
                 batch = packed.batch(chunk)
                 loss, _ = agent.loss(model, batch)
                 (loss * batch["action_mask"].sum()).backward()

@@ -63,6 +63,7 @@ __all__ = [
     "Trainer",
     "NonFiniteLossError",
     "find_checkpoint",
+    "split_by_length",
     "seed_everything",
     "TRAINER_STATE",
     "ResumeWarning",
@@ -118,6 +119,14 @@ class _State:
 
     step: int = 0
     best: float = -math.inf
+
+
+def split_by_length(rows: torch.Tensor, splits: int, lengths: Optional[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """`rows` in `splits` minibatches, sorted by `lengths` (tokens per row of the source; None: as they are)
+    first: a batch is trimmed to its longest row, so rows of similar length pad less."""
+    if splits > 1 and lengths is not None:
+        rows = rows[torch.argsort(lengths[rows], stable=True)]
+    return rows.chunk(splits)
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -235,12 +244,8 @@ class Trainer:
         return rows[acc.process_index::acc.num_processes]
 
     def _minibatch_rows(self, step: int) -> tuple[torch.Tensor, ...]:
-        """This process's rows for step `step`, split into its minibatches: by length when the source
-        knows its rows' lengths (a batch is trimmed to its longest row, so similar lengths pad less)."""
-        rows, splits = self._rows(step), self.train_cfg.grad_accumulation_steps
-        if splits > 1 and self.lengths is not None:
-            rows = rows[torch.argsort(self.lengths[rows], stable=True)]
-        return rows.chunk(splits)
+        """This process's rows for step `step`, split into its minibatches (`split_by_length`)."""
+        return split_by_length(self._rows(step), self.train_cfg.grad_accumulation_steps, self.lengths)
 
     # ------------------------------------------------------------------ one step
 
