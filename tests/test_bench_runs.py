@@ -95,6 +95,11 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def _subprocess_env() -> dict:
+    """This environment, with the repository and this interpreter's paths importable in a child process."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+
+
 _KILLED_MAIN = """
 import multiprocessing, os, time
 from agents.benchmark import _worker_init
@@ -112,7 +117,7 @@ def test_a_bench_worker_stops_when_its_main_process_is_killed(tmp_path) -> None:
 
     script = tmp_path / "main.py"
     script.write_text(_KILLED_MAIN)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    env = _subprocess_env()
     main_process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, env=env)
     line = main_process.stdout.readline()
@@ -134,7 +139,7 @@ def test_ctrl_c_on_a_bench_with_two_workers_prints_one_line_the_command_that_res
     out = tmp_path / "bench"
     argv = ["bench", "--agents", "bc", "--tasks", "randomwalks", "--tiers", "mixed", "--seeds", "2", "--steps",
             "100000", "--jobs", "2", "--no-progress", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    env = _subprocess_env()
     proc = subprocess.Popen([sys.executable, "-m", "textrl.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     deadline = time.monotonic() + 240
