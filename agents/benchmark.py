@@ -535,11 +535,13 @@ BASELINES = tuple(name for name, e in ENTRIES.items() if e.agent != "ilql")
 
 
 def compare(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]] = None) -> str:
-    """Per cell, ILQL (from scratch and from BC) against the best baseline by test final score: win, tie
-    or lose, a tie being a difference within two standard errors of it (4 seeds: std / 2 each). A cell
-    whose BC misses the sanity gate is "not converged" and its verdicts are marked "not counted"."""
+    """Per cell, ILQL (from scratch and from BC) against the best baseline on test final scores: win, tie or
+    lose, a tie being a difference within two standard errors of it (std / sqrt(seeds) each). The best
+    baseline is the one with the highest validation final score: like every knob, it is chosen on validation
+    episodes, never on the test episodes it is then judged on. A cell whose BC misses the sanity gate is
+    "not converged" and its verdicts are marked "not counted"."""
     data = data or {}
-    lines = ["| task | tier | data | ILQL | ILQL from BC | best baseline | ILQL vs it | ILQL from BC vs it |",
+    lines = ["| task | tier | data | ILQL | ILQL from BC | best baseline (on validation), test | ILQL vs it | ILQL from BC vs it |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def verdict(a: Summary, b: Summary) -> str:
@@ -553,7 +555,7 @@ def compare(rows: Sequence[Summary], data: Optional[dict[tuple[str, str], float]
         base = [here[b] for b in BASELINES if b in here]
         if not base or not ({"ilql", "ilql_bc"} & set(here)):
             continue
-        best = max(base, key=lambda r: r.test_final.mean())
+        best = max(base, key=lambda r: r.val_final.mean())
         cols = [_number(cell, here[e].test_final.mean()) if e in here else "-" for e in ("ilql", "ilql_bc")]
         verdicts = [verdict(here[e], best) if e in here else "-" for e in ("ilql", "ilql_bc")]
         if _gate(rows, cell, data) is False:

@@ -223,6 +223,20 @@ def test_ilql_is_compared_with_the_best_baseline_and_close_results_are_ties() ->
     assert "lose (-10.0)" in compare([row("bc", [90, 90, 90, 90]), row("ilql", [80, 80, 80, 80])])
 
 
+def test_the_best_baseline_is_chosen_on_validation_and_judged_on_test() -> None:
+    from agents.benchmark import compare
+    from agents.protocol import Summary
+
+    def row(entry, test, val):
+        test, val = np.array(test, dtype=float), np.array(val, dtype=float)
+        return Summary("maze", "mixed", entry, "-", len(test), test, test, val, [1], test[:, None])
+
+    # CQL has the higher test score, %BC the higher validation score: %BC is the baseline ILQL meets
+    rows = [row("cql", [92, 92, 92], [80, 80, 80]), row("filtered_bc", [85, 85, 85], [90, 90, 90]),
+            row("ilql", [88, 88, 88], [85, 85, 85])]
+    assert compare(rows).splitlines()[2] == "| maze | mixed | - | 88.0 | - | filtered_bc 85.0 | win (+3.0) | - |"
+
+
 def test_a_cell_whose_bc_misses_its_data_by_more_than_5_is_not_converged_and_its_verdicts_do_not_count() -> None:
     from agents.benchmark import compare, format_table
     from agents.protocol import Summary, converged
