@@ -6,7 +6,8 @@
 (2) decoding: advantage-shifted sampling (`textrl.models.decode`, KV cache, score = log-probs +
     beta * (Qbar - V)) vs `model.generate(do_sample=True)` with the same top-k and length.
 Timings alternate between the two sides and report medians over `--repeats`, because a shared
-machine spreads by about 20%. Every position after the prompt is an action (the worst case).
+machine spreads by about 20%. Every position after the prompt is an action (the worst case), except in
+the `endgames` shapes, which lay their actions out as `textrl/Endgames-v1` does: one move token per 66-token turn.
 
     python benchmarks/bench_ilql.py [--shapes tiny small small-rank128 endgames ...] [--repeats 3] [--device cpu]
                                     [--dtype fp32|bf16]
@@ -50,21 +51,24 @@ class Shape:
     seq: int
     prompt: int  # tokens before the first action
     new_tokens: int  # decoding length
+    turn: int = 1  # tokens from one action to the next (1: every position after the prompt is an action)
     q_rank: Optional[int] = None  # model.q_head_rank: None is trlx's full Q head
     dropout: float = 0.1  # GPT2Config's default; the task presets' tiny models train without dropout
 
 
 _SMALL = Shape("GPT-2-small shape (12x768, vocab 50257)", 12, 768, 12, 50257, 8, 64, 1, 48)
-# The Endgames benchmark's model: `textrl.presets.tiny_model_config` at the task's 1,992-token vocabulary and
-# max_length 86, the preset's batch of 32; after the 22-token board prompt, all 64 positions count as actions.
-_ENDGAMES = Shape("Endgames model (GPT-2 2x128, vocab 1992)", 2, 128, 4, 1992, 32, 86, 22, 64, dropout=0.0)
+# The Endgames-v1 benchmark's model (`textrl.presets.tiny_model_config` at the task's 1,984-token vocabulary) and
+# the preset's batch of 32, at the mixed data's mean game of 12 white moves: a 65-token board prompt, then a
+# move token and the 65-token board after black's reply per turn, the last move (mate) with no board after it.
+_ENDGAMES = Shape("Endgames-v1 model (GPT-2 2x128, vocab 1984)", 2, 128, 4, 1984, 32, 65 + 66 * 11 + 1, 65, 64,
+                  turn=66, dropout=0.0)
 
 SHAPES = {
     "tiny": Shape("tiny (GPT-2 2x128, vocab 50)", 2, 128, 4, 50, 128, 64, 1, 48),
     "small": _SMALL,
     "small-rank128": replace(_SMALL, name="GPT-2-small shape, q_head_rank 128", q_rank=128),
     "endgames": _ENDGAMES,
-    **{f"endgames-rank{r}": replace(_ENDGAMES, name=f"Endgames model, q_head_rank {r}", q_rank=r) for r in (32, 128)},
+    **{f"endgames-rank{r}": replace(_ENDGAMES, name=f"Endgames-v1 model, q_head_rank {r}", q_rank=r) for r in (32, 128)},
 }
 
 
@@ -78,20 +82,26 @@ def build(shape: Shape, device: str, seed: int = 0) -> ValueModel:
     return ValueModel.build(backbone, q_rank=shape.q_rank).to(device)
 
 
+def action_positions(shape: Shape) -> torch.Tensor:
+    """The hidden-state positions that predict an action: one every `shape.turn` tokens from the prompt's end."""
+    return torch.arange(shape.prompt - 1, shape.seq - 1, shape.turn)
+
+
 def synthetic_batch(shape: Shape, device: str, seed: int = 0) -> TensorDict:
-    """A batch in the packed contract: every position after the prompt is an action; half the rows terminate."""
+    """A batch in the packed contract: actions at `action_positions`; half the rows terminate."""
     g = torch.Generator().manual_seed(seed)
     B, T = shape.batch, shape.seq
-    action_ixs = torch.arange(shape.prompt - 1, T - 1).expand(B, -1)
-    notdone = torch.ones(B, T - shape.prompt)
+    action_ixs = action_positions(shape).expand(B, -1)
+    A = action_ixs.shape[1]
+    notdone = torch.ones(B, A)
     notdone[: B // 2, -1] = 0.0
     return TensorDict({
         "input_ids": torch.randint(1, shape.vocab, (B, T), generator=g),
         "attention_mask": torch.ones(B, T, dtype=torch.long),
         "action_ixs": action_ixs,
         "state_ixs": torch.cat([action_ixs, torch.full((B, 1), T - 1)], dim=1),
-        "action_mask": torch.ones(B, T - shape.prompt, dtype=torch.bool),
-        "rewards": torch.randn(B, T - shape.prompt, generator=g),
+        "action_mask": torch.ones(B, A, dtype=torch.bool),
+        "rewards": torch.randn(B, A, generator=g),
         "notdone": notdone,
         "returns": torch.randn(B, generator=g),
     }, batch_size=[B]).to(device)
@@ -163,7 +173,7 @@ def train_flops(model: ValueModel, shape: Shape) -> float:
     12 x layers x seq x width per token for attention, 2 x params for the target heads' forward up to
     their gathered output rows."""
     d, L, T, B = shape.width, shape.layers, shape.seq, shape.batch
-    actions = B * (T - shape.prompt)
+    actions = B * len(action_positions(shape))
     blocks = sum(p.numel() for p in model.backbone.transformer.h.parameters())
     heads = model.heads
     online = sum(p.numel() for m in [heads.v_head, *heads.q_heads] for p in m.parameters())
