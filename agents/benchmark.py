@@ -1,10 +1,10 @@
 """The benchmark harness: entries x tasks x tiers x seeds under the protocol of `agents.protocol`.
 
 A cell is a task and a tier, or your own dataset (`datasets=`, `textrl bench --dataset ID`: see
-`agents.dataset_cells`). Runs go in two phases: first every run that depends on nothing (BC, the from-scratch agents, and
-each training-knob grid point on the tuning seed), then the runs that need the first phase (the
-other seeds of a grid entry at the point chosen on validation; the agents initialised from the BC
-model of their cell and seed). `jobs` worker processes share the runs.
+`agents.dataset_cells`). Some runs need others: the other seeds of a grid entry run at the point
+chosen on validation once every grid point on the tuning seed has ended, and the agents initialised
+from BC once the BC run of their cell and seed has. Every run starts as soon as what it needs has
+ended, so `jobs` worker processes share the runs without waiting for a whole phase.
 
 Each finished run is stored as `runs/<key>.json` and never redone; its key ends with a digest of
 every setting that changes its result (the full config, the scoring episodes, the run it starts
@@ -23,13 +23,13 @@ import io
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -344,51 +344,53 @@ def _train_spec(job: tuple[Plan, Spec, Path]) -> Run:
     return train_run(plan, *spec, work_dir=work_dir, prefix_lines=True)
 
 
-def _train_all(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool,
-               imports: tuple[str, ...] = ()) -> Iterator[Run]:
-    """Train the specs `jobs` at a time, yielding each run as it ends."""
-    if jobs == 1:
-        for spec in specs:
-            yield train_run(plan, *spec, work_dir=out / "work", progress=progress)
-        return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads, imports))
-    try:
-        yield from pool.imap_unordered(_train_spec, [(plan, spec, out / "work") for spec in specs])
-    finally:  # after the last run, a failed run or Ctrl-C: the workers are stopped and waited for
-        pool.terminate()
-        pool.join()
-        pool.close()
+class _Workers:
+    """Trains specs `jobs` at a time in worker processes (here, one at a time, when `jobs` is 1) and hands each
+    run back as it ends; more specs can be given while others train."""
+
+    def __init__(self, plan: Plan, work_dir: Path, jobs: int, progress: bool, imports: tuple[str, ...]) -> None:
+        self.plan, self.work_dir, self.progress = plan, work_dir, progress
+        self.waiting: list[Spec] = []  # given, not yet handed back (in training, or queued)
+        self.ended: queue.SimpleQueue = queue.SimpleQueue()  # (spec, run or a worker's error), as runs end
+        self.pool = None
+        if jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            self.pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init,
+                                                                  initargs=(threads, imports))
+
+    def submit(self, spec: Spec) -> None:
+        """Train `spec` once a worker is free."""
+        self.waiting.append(spec)
+        if self.pool is not None:
+            self.pool.apply_async(_train_spec, ((self.plan, spec, self.work_dir),),
+                                  callback=lambda run: self.ended.put((spec, run)),
+                                  error_callback=lambda error: self.ended.put((spec, error)))
+
+    def next_ended(self) -> tuple[Spec, Run]:
+        """The next run to end and its spec (a worker's error is raised here)."""
+        if self.pool is None:
+            spec = self.waiting.pop(0)
+            return spec, train_run(self.plan, *spec, work_dir=self.work_dir, progress=self.progress)
+        while True:
+            try:  # a timeout, so that Ctrl-C is heard while the workers train
+                spec, result = self.ended.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        self.waiting.remove(spec)
+        if isinstance(result, BaseException):
+            raise result
+        return spec, result
+
+    def close(self) -> None:
+        """Stop the workers and wait for them (after the last run, a failed run or Ctrl-C)."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool.close()
 
 
-def _execute(plan: Plan, specs: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
-             bar: Any, imports: tuple[str, ...] = ()) -> int:
-    """Run every spec not finished yet, `jobs` at a time; store each as it ends. Returns how many were reused."""
-    todo = [s for s in specs if spec_key(plan, s) not in done]
-    bar.update(len(specs) - len(todo))
-    for run in _train_all(plan, todo, out, jobs, progress, imports):
-        atomic_write_text(out / "runs" / f"{run.key}.json", run.to_json())
-        done[run.key] = run
-        bar.update(1)
-    return len(specs) - len(todo)
-
-
-def _restore_bc_models(plan: Plan, later: list[Spec], out: Path, jobs: int, progress: bool, done: dict[str, Run],
-                       imports: tuple[str, ...] = ()) -> None:
-    """Train again the BC models that unfinished BC-initialised runs start from, where only the BC run's stored
-    result is left (finished runs committed without their `work/` folders, to be resumed elsewhere). The same
-    config and seed give the same model; the stored result is kept as it is."""
-    starts = [(spec[0], spec[1], "bc", 0, spec[4]) for spec in later
-              if ENTRIES[spec[2]].from_bc and spec_key(plan, spec) not in done]
-    missing = [bc for bc in dict.fromkeys(starts) if _latest_checkpoint(out / "work" / spec_key(plan, bc)) is None]
-    if missing:
-        print(f"textrl bench: training {len(missing)} BC model(s) again, which BC-initialised runs start from "
-              f"(their results are stored in {out / 'runs'}, their checkpoints are not)", file=sys.stderr)
-        for _ in _train_all(plan, missing, out, jobs, progress, imports):
-            pass
-
-
-def _first_phase(plan: Plan) -> list[Spec]:
+def _first_runs(plan: Plan) -> list[Spec]:
     """The runs that need no other run: every seed of a knob-free entry, every grid point on the tuning seed."""
     specs = []
     for task, tier in plan.cells:
@@ -403,8 +405,16 @@ def _first_phase(plan: Plan) -> list[Spec]:
     return specs
 
 
-def _second_phase(plan: Plan, done: dict[str, Run]) -> list[Spec]:
-    """The runs that need the first phase: the BC-initialised entries, and a grid's other seeds at its chosen point."""
+def _later_count(plan: Plan) -> int:
+    """How many runs need other runs: a BC-initialised entry's every seed, a grid entry's other seeds."""
+    return sum(len(plan.seeds) if ENTRIES[name].from_bc else len(plan.seeds) - 1
+               for task, tier in plan.cells for name in plan.entries
+               if ENTRIES[name].covers(task, tier) and (ENTRIES[name].from_bc or len(ENTRIES[name].grid) > 1))
+
+
+def _later_runs(plan: Plan, done: dict[str, Run]) -> list[Spec]:
+    """The runs that need other runs, once those have ended: a BC-initialised entry once the BC run of its cell
+    and seed is done, a grid's other seeds at the point chosen on validation once every grid point is done."""
     specs = []
     for task, tier in plan.cells:
         for name in plan.entries:
@@ -412,12 +422,71 @@ def _second_phase(plan: Plan, done: dict[str, Run]) -> list[Spec]:
             if not e.covers(task, tier):
                 continue
             if e.from_bc:
-                specs += [(task, tier, name, 0, s) for s in plan.seeds]
+                specs += [(task, tier, name, 0, s) for s in plan.seeds
+                          if spec_key(plan, (task, tier, "bc", 0, s)) in done]
             elif len(e.grid) > 1:
                 grid = [spec_key(plan, (task, tier, name, k, plan.tuning_seed)) for k in range(len(e.grid))]
-                tuned = [done[k] for k in grid if k in done]
-                specs += [(task, tier, name, choose_knob(tuned, plan.tuning_seed), s) for s in plan.seeds[1:]]
+                if all(k in done for k in grid):
+                    knob = choose_knob([done[k] for k in grid], plan.tuning_seed)
+                    specs += [(task, tier, name, knob, s) for s in plan.seeds[1:]]
     return specs
+
+
+def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, Run], bar: Any,
+             imports: tuple[str, ...] = ()) -> set[str]:
+    """Run every run of the plan not in `done`, each as soon as the runs it needs have ended, `jobs` at a time;
+    store each as it ends. Returns the keys of the plan's runs that were found done.
+
+    A BC-initialised run starts from the BC run's final checkpoint. Where only the BC run's stored result is
+    left (finished runs committed without their `work/` folders, to be resumed elsewhere), that BC model is
+    trained again first: the same config and seed give the same model, and the stored result is kept."""
+    work = out / "work"
+    keys: dict[Spec, str] = {}
+
+    def key_of(spec: Spec) -> str:
+        if spec not in keys:
+            keys[spec] = spec_key(plan, spec)
+        return keys[spec]
+
+    reused: set[str] = set()
+    started: set[str] = set()  # the runs given to the workers in this call
+    restoring: set[str] = set()  # the BC runs whose models are being trained again
+    workers = _Workers(plan, work, jobs, progress and jobs == 1, imports)
+    try:
+        while True:
+            for spec in _first_runs(plan) + _later_runs(plan, done):
+                key = key_of(spec)
+                if key in started or key in reused:
+                    continue
+                if key in done:
+                    reused.add(key)
+                    bar.update(1)
+                    continue
+                if ENTRIES[spec[2]].from_bc:
+                    bc = (spec[0], spec[1], "bc", 0, spec[4])
+                    bc_key = key_of(bc)
+                    if bc_key in restoring:
+                        continue
+                    if _latest_checkpoint(work / bc_key) is None:
+                        print(f"textrl bench: training the BC model of {run_key(*bc)} again, which "
+                              f"{run_key(*spec)} starts from (its result is stored in {out / 'runs'}, its "
+                              "checkpoint is not)", file=sys.stderr)
+                        restoring.add(bc_key)
+                        workers.submit(bc)
+                        continue
+                started.add(key)
+                workers.submit(spec)
+            if not workers.waiting:
+                return reused
+            spec, run = workers.next_ended()
+            if run.key in restoring:
+                restoring.discard(run.key)
+                continue
+            atomic_write_text(out / "runs" / f"{run.key}.json", run.to_json())
+            done[run.key] = run
+            bar.update(1)
+    finally:
+        workers.close()
 
 
 def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int], out_dir: str | Path,
@@ -462,19 +531,14 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[s
         done[path.stem] = run
     data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
             for task, tier in plan.cells}  # built here once, not by two workers at a time
-    first = _first_phase(plan)
-    with tqdm(desc="benchmark", unit="run", disable=not progress) as bar:
-        bar.total = len(first)
-        reused = _execute(plan, first, out, jobs, progress and jobs == 1, done, bar, imports)
-        later = _second_phase(plan, done)
-        _restore_bc_models(plan, later, out, jobs, progress and jobs == 1, done, imports)
-        bar.total += len(later)
-        reused += _execute(plan, later, out, jobs, progress and jobs == 1, done, bar, imports)
-    planned = {spec_key(plan, s) for s in first + later}
+    with tqdm(desc="benchmark", unit="run", total=len(_first_runs(plan)) + _later_count(plan),
+              disable=not progress) as bar:
+        reused = _run_all(plan, out, jobs, progress, done, bar, imports)
+    planned = {spec_key(plan, s) for s in _first_runs(plan) + _later_runs(plan, done)}
     others = len(set(done) - planned)
-    print(f"textrl bench: {reused} of {len(planned)} runs reused from {out / 'runs'} (the same settings), "
-          f"{len(planned) - reused} trained" + (f"; {others} stored runs made with other settings were not used"
-                                                 if others else ""), file=sys.stderr)
+    print(f"textrl bench: {len(reused)} of {len(planned)} runs reused from {out / 'runs'} (the same settings), "
+          f"{len(planned) - len(reused)} trained" + (f"; {others} stored runs made with other settings were not "
+                                                     "used" if others else ""), file=sys.stderr)
     runs = [r for k, r in done.items() if k in planned]
     rows = summarize(runs, plan)
     write_reports(runs, rows, out, data)

@@ -305,7 +305,44 @@ def test_runs_stored_without_their_work_folders_resume_bc_initialised_entries(tm
     first_model = (bc_work / "step_000004" / "agent" / "model" / "model.safetensors").read_bytes()
     shutil.rmtree(tmp_path / "work")  # as when runs/*.json are committed and resumed on another machine
     rows = run_benchmark(["ilql_bc"], ["randomwalks"], 1, tmp_path, **kwargs)
-    assert "training 1 BC model(s) again" in capsys.readouterr().err
+    assert "training the BC model of randomwalks-mixed__bc__k0__s0 again" in capsys.readouterr().err
     assert bc_json.read_text() == stored  # the stored BC result is kept
     assert (bc_work / "step_000004" / "agent" / "model" / "model.safetensors").read_bytes() == first_model
     assert [r.entry for r in rows] == ["bc", "ilql_bc"] and len(list((tmp_path / "runs").glob("*ilql_bc*"))) == 1
+
+
+def test_a_run_is_given_to_the_workers_as_soon_as_the_runs_it_needs_have_ended(tmp_path, monkeypatch) -> None:
+    import agents.benchmark as benchmark
+    from agents.benchmark import _run_all, make_plan, spec_key
+    from agents.protocol import Run
+
+    plan = make_plan(["bc", "filtered_bc", "ilql_bc"], ["randomwalks"], 2, ["mixed"], 2, 2, 4, 4)
+    log = []
+
+    def fake_train(plan_, task, tier, entry, knob, seed, work_dir, progress=False, prefix_lines=False):
+        spec = (task, tier, entry, knob, seed)
+        if entry == "bc":  # the model BC-initialised runs start from
+            (work_dir / spec_key(plan_, spec) / "step_000002" / "agent").mkdir(parents=True)
+            (work_dir / spec_key(plan_, spec) / "step_000002" / "trainer_state.json").write_text("{}")
+        log.append(("end", entry, knob, seed))
+        return Run(task, tier, entry, knob, seed, [2], {(None, 0.0): [float(knob == 1)]}, [50.0], [], 0.1, [0.0],
+                   spec_key(plan_, spec).rsplit("__", 1)[1])
+
+    real_submit = benchmark._Workers.submit
+    monkeypatch.setattr(benchmark, "train_run", fake_train)
+    monkeypatch.setattr(benchmark._Workers, "submit",
+                        lambda self, spec: log.append(("give", spec[2], spec[3], spec[4])) or real_submit(self, spec))
+    done = {}
+    _run_all(plan, tmp_path, 1, False, done, type("Bar", (), {"update": lambda self, n: None})())
+    runs = {(e, k, s) for _, e, k, s in log}
+    # the first runs are given at once: both BC seeds and the three grid points on seed 0
+    assert log[:5] == [("give", "bc", 0, 0), ("give", "bc", 0, 1), ("give", "filtered_bc", 0, 0),
+                       ("give", "filtered_bc", 1, 0), ("give", "filtered_bc", 2, 0)]
+    # ILQL from BC seed 0 is given right after BC seed 0 ends, before the grid has ended
+    assert log.index(("give", "ilql_bc", 0, 0)) == log.index(("end", "bc", 0, 0)) + 1
+    assert log.index(("give", "ilql_bc", 0, 0)) < log.index(("end", "filtered_bc", 2, 0))
+    # the grid's other seed runs at the point chosen on validation (knob 1), once every grid point ended
+    assert log.index(("give", "filtered_bc", 1, 1)) == log.index(("end", "filtered_bc", 2, 0)) + 1
+    assert runs == {("bc", 0, 0), ("bc", 0, 1), ("filtered_bc", 0, 0), ("filtered_bc", 1, 0), ("filtered_bc", 2, 0),
+                    ("filtered_bc", 1, 1), ("ilql_bc", 0, 0), ("ilql_bc", 0, 1)}
+    assert len(done) == 8 and sum(1 for event in log if event[0] == "end") == 8  # each run once
