@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -412,9 +412,10 @@ def _later_count(plan: Plan) -> int:
                if ENTRIES[name].covers(task, tier) and (ENTRIES[name].from_bc or len(ENTRIES[name].grid) > 1))
 
 
-def _later_runs(plan: Plan, done: dict[str, Run]) -> list[Spec]:
+def _later_runs(plan: Plan, done: dict[str, Run], key_of: Callable[[Spec], str]) -> list[Spec]:
     """The runs that need other runs, once those have ended: a BC-initialised entry once the BC run of its cell
-    and seed is done, a grid's other seeds at the point chosen on validation once every grid point is done."""
+    and seed is done, a grid's other seeds at the point chosen on validation once every grid point is done.
+    `key_of` gives a spec's key (`spec_key`, which builds the run's config, remembered)."""
     specs = []
     for task, tier in plan.cells:
         for name in plan.entries:
@@ -422,10 +423,9 @@ def _later_runs(plan: Plan, done: dict[str, Run]) -> list[Spec]:
             if not e.covers(task, tier):
                 continue
             if e.from_bc:
-                specs += [(task, tier, name, 0, s) for s in plan.seeds
-                          if spec_key(plan, (task, tier, "bc", 0, s)) in done]
+                specs += [(task, tier, name, 0, s) for s in plan.seeds if key_of((task, tier, "bc", 0, s)) in done]
             elif len(e.grid) > 1:
-                grid = [spec_key(plan, (task, tier, name, k, plan.tuning_seed)) for k in range(len(e.grid))]
+                grid = [key_of((task, tier, name, k, plan.tuning_seed)) for k in range(len(e.grid))]
                 if all(k in done for k in grid):
                     knob = choose_knob([done[k] for k in grid], plan.tuning_seed)
                     specs += [(task, tier, name, knob, s) for s in plan.seeds[1:]]
@@ -433,9 +433,9 @@ def _later_runs(plan: Plan, done: dict[str, Run]) -> list[Spec]:
 
 
 def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, Run], bar: Any,
-             imports: tuple[str, ...] = ()) -> set[str]:
+             imports: tuple[str, ...] = ()) -> tuple[set[str], set[str]]:
     """Run every run of the plan not in `done`, each as soon as the runs it needs have ended, `jobs` at a time;
-    store each as it ends. Returns the keys of the plan's runs that were found done.
+    store each as it ends. Returns the keys of the plan's runs, and of those that were found done.
 
     A BC-initialised run starts from the BC run's final checkpoint. Where only the BC run's stored result is
     left (finished runs committed without their `work/` folders, to be resumed elsewhere), that BC model is
@@ -454,7 +454,8 @@ def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, R
     workers = _Workers(plan, work, jobs, progress and jobs == 1, imports)
     try:
         while True:
-            for spec in _first_runs(plan) + _later_runs(plan, done):
+            planned = _first_runs(plan) + _later_runs(plan, done, key_of)
+            for spec in planned:
                 key = key_of(spec)
                 if key in started or key in reused:
                     continue
@@ -477,7 +478,7 @@ def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, R
                 started.add(key)
                 workers.submit(spec)
             if not workers.waiting:
-                return reused
+                return {key_of(spec) for spec in planned}, reused
             spec, run = workers.next_ended()
             if run.key in restoring:
                 restoring.discard(run.key)
@@ -533,8 +534,7 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[s
             for task, tier in plan.cells}  # built here once, not by two workers at a time
     with tqdm(desc="benchmark", unit="run", total=len(_first_runs(plan)) + _later_count(plan),
               disable=not progress) as bar:
-        reused = _run_all(plan, out, jobs, progress, done, bar, imports)
-    planned = {spec_key(plan, s) for s in _first_runs(plan) + _later_runs(plan, done)}
+        planned, reused = _run_all(plan, out, jobs, progress, done, bar, imports)
     others = len(set(done) - planned)
     print(f"textrl bench: {len(reused)} of {len(planned)} runs reused from {out / 'runs'} (the same settings), "
           f"{len(planned) - len(reused)} trained" + (f"; {others} stored runs made with other settings were not "
