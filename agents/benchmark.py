@@ -382,12 +382,18 @@ class _Workers:
             raise result
         return spec, result
 
-    def close(self) -> None:
-        """Stop the workers and wait for them (after the last run, a failed run or Ctrl-C)."""
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+    def close(self, finished: bool = False) -> None:
+        """Stop the workers and wait for them: once every run has ended (`finished`) they exit by themselves;
+        after a failed run or Ctrl-C they are stopped at once. (A SIGTERM to a worker that is already exiting
+        lands in its exit hooks, and Python prints the SystemExit it raises there.)"""
+        if self.pool is None:
+            return
+        if finished:
             self.pool.close()
+        else:
+            self.pool.terminate()
+        self.pool.join()
+        self.pool = None
 
 
 def _first_runs(plan: Plan) -> list[Spec]:
@@ -478,6 +484,7 @@ def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, R
                 started.add(key)
                 workers.submit(spec)
             if not workers.waiting:
+                workers.close(finished=True)
                 return {key_of(spec) for spec in planned}, reused
             spec, run = workers.next_ended()
             if run.key in restoring:

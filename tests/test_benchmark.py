@@ -346,3 +346,51 @@ def test_a_run_is_given_to_the_workers_as_soon_as_the_runs_it_needs_have_ended(t
     assert runs == {("bc", 0, 0), ("bc", 0, 1), ("filtered_bc", 0, 0), ("filtered_bc", 1, 0), ("filtered_bc", 2, 0),
                     ("filtered_bc", 1, 1), ("ilql_bc", 0, 0), ("ilql_bc", 0, 1)}
     assert len(done) == 8 and sum(1 for event in log if event[0] == "end") == 8  # each run once
+
+
+def test_workers_that_finished_every_run_exit_by_themselves_and_a_failed_run_stops_them(tmp_path,
+                                                                                        monkeypatch) -> None:
+    import agents.benchmark as benchmark
+    from agents.benchmark import _run_all, make_plan, spec_key
+    from agents.protocol import Run
+
+    class InlinePool:  # a pool that trains each run when it is given, in this process
+        calls: list = []
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def apply_async(self, func, args, callback, error_callback):
+            try:
+                result = func(*args)
+            except Exception as error:  # what a worker's failure reaches the main process as
+                error_callback(error)
+            else:
+                callback(result)
+
+        def close(self):
+            self.calls.append("close")
+
+        def terminate(self):
+            self.calls.append("terminate")
+
+        def join(self):
+            self.calls.append("join")
+
+    def fake_train(plan_, task, tier, entry, knob, seed, work_dir, progress=False, prefix_lines=False):
+        if seed == 1:
+            raise RuntimeError("seed 1 failed")
+        spec = (task, tier, entry, knob, seed)
+        return Run(task, tier, entry, knob, seed, [2], {(None, 0.0): [1.0]}, [50.0], [], 0.1, [0.0],
+                   spec_key(plan_, spec).rsplit("__", 1)[1])
+
+    monkeypatch.setattr(benchmark.multiprocessing, "get_context", lambda method: type("Ctx", (), {"Pool": InlinePool}))
+    monkeypatch.setattr(benchmark, "train_run", fake_train)
+    bar = type("Bar", (), {"update": lambda self, n: None})()
+    done = {}
+    _run_all(make_plan(["bc"], ["randomwalks"], 1, ["mixed"], 2, 2, 4, 4), tmp_path, 2, False, done, bar)
+    assert len(done) == 1 and InlinePool.calls == ["close", "join"]  # no SIGTERM to workers on their way out
+    InlinePool.calls.clear()
+    with pytest.raises(RuntimeError, match="seed 1 failed"):
+        _run_all(make_plan(["bc"], ["randomwalks"], 2, ["mixed"], 2, 2, 4, 4), tmp_path, 2, False, done, bar)
+    assert InlinePool.calls == ["terminate", "join"]
