@@ -486,7 +486,7 @@ def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, R
             if not workers.waiting:
                 workers.close(finished=True)
                 return {key_of(spec) for spec in planned}, reused
-            spec, run = workers.next_ended()
+            _, run = workers.next_ended()
             if run.key in restoring:
                 restoring.discard(run.key)
                 continue
