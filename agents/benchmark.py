@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -47,6 +48,7 @@ from agents.protocol import (
     TIERS,
     VALIDATION_EPISODES,
     VALIDATION_SEED,
+    Entry,
     Run,
     Summary,
     acting_label,
@@ -396,26 +398,31 @@ class _Workers:
         self.pool = None
 
 
+def _entries_on_cells(plan: Plan) -> Iterator[tuple[str, str, str, Entry]]:
+    """Every (task, tier, entry name, entry) of the plan whose entry runs on that cell."""
+    for task, tier in plan.cells:
+        for name in plan.entries:
+            if ENTRIES[name].covers(task, tier):
+                yield task, tier, name, ENTRIES[name]
+
+
 def _first_runs(plan: Plan) -> list[Spec]:
     """The runs that need no other run: every seed of a knob-free entry, every grid point on the tuning seed."""
     specs = []
-    for task, tier in plan.cells:
-        for name in plan.entries:
-            e = ENTRIES[name]
-            if not e.covers(task, tier) or e.from_bc:
-                continue
-            if len(e.grid) > 1:
-                specs += [(task, tier, name, k, plan.tuning_seed) for k in range(len(e.grid))]
-            else:
-                specs += [(task, tier, name, 0, s) for s in plan.seeds]
+    for task, tier, name, e in _entries_on_cells(plan):
+        if e.from_bc:
+            continue
+        if len(e.grid) > 1:
+            specs += [(task, tier, name, k, plan.tuning_seed) for k in range(len(e.grid))]
+        else:
+            specs += [(task, tier, name, 0, s) for s in plan.seeds]
     return specs
 
 
 def _later_count(plan: Plan) -> int:
     """How many runs need other runs: a BC-initialised entry's every seed, a grid entry's other seeds."""
-    return sum(len(plan.seeds) if ENTRIES[name].from_bc else len(plan.seeds) - 1
-               for task, tier in plan.cells for name in plan.entries
-               if ENTRIES[name].covers(task, tier) and (ENTRIES[name].from_bc or len(ENTRIES[name].grid) > 1))
+    return sum(len(plan.seeds) if e.from_bc else len(plan.seeds) - 1
+               for _, _, _, e in _entries_on_cells(plan) if e.from_bc or len(e.grid) > 1)
 
 
 def _later_runs(plan: Plan, done: dict[str, Run], key_of: Callable[[Spec], str]) -> list[Spec]:
@@ -423,18 +430,14 @@ def _later_runs(plan: Plan, done: dict[str, Run], key_of: Callable[[Spec], str])
     and seed is done, a grid's other seeds at the point chosen on validation once every grid point is done.
     `key_of` gives a spec's key (`spec_key`, which builds the run's config, remembered)."""
     specs = []
-    for task, tier in plan.cells:
-        for name in plan.entries:
-            e = ENTRIES[name]
-            if not e.covers(task, tier):
-                continue
-            if e.from_bc:
-                specs += [(task, tier, name, 0, s) for s in plan.seeds if key_of((task, tier, "bc", 0, s)) in done]
-            elif len(e.grid) > 1:
-                grid = [key_of((task, tier, name, k, plan.tuning_seed)) for k in range(len(e.grid))]
-                if all(k in done for k in grid):
-                    knob = choose_knob([done[k] for k in grid], plan.tuning_seed)
-                    specs += [(task, tier, name, knob, s) for s in plan.seeds[1:]]
+    for task, tier, name, e in _entries_on_cells(plan):
+        if e.from_bc:
+            specs += [(task, tier, name, 0, s) for s in plan.seeds if key_of((task, tier, "bc", 0, s)) in done]
+        elif len(e.grid) > 1:
+            grid = [key_of((task, tier, name, k, plan.tuning_seed)) for k in range(len(e.grid))]
+            if all(k in done for k in grid):
+                knob = choose_knob([done[k] for k in grid], plan.tuning_seed)
+                specs += [(task, tier, name, knob, s) for s in plan.seeds[1:]]
     return specs
 
 
