@@ -140,14 +140,21 @@ def test_ctrl_c_on_a_bench_with_two_workers_prints_one_line_the_command_that_res
     argv = ["bench", "--agents", "bc", "--tasks", "randomwalks", "--tiers", "mixed", "--seeds", "2", "--steps",
             "100000", "--jobs", "2", "--no-progress", "--out", str(out)]
     env = _subprocess_env()
+    # A shell that runs pytest in the background starts it with SIGINT ignored, and its children inherit that
+    # (Python then never raises KeyboardInterrupt): the bench gets the default, as from a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "textrl.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(out.glob("work/*/metrics.jsonl"))) < 2 and proc.poll() is None:
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.communicate()
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group gets it
-    _, err = proc.communicate(timeout=120)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(list(out.glob("work/*/metrics.jsonl"))) < 2 and proc.poll() is None:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group gets it
+        _, err = proc.communicate(timeout=120)
+    finally:  # a bench that did not stop would train its 100,000 steps on after the test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130
     assert len(lines) == 1 and "textrl bench: interrupted" in lines[0] and "resume_from_checkpoint" not in err, err
