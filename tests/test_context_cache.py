@@ -74,7 +74,7 @@ def test_the_env_s_appended_tokens_run_once_and_give_the_uncached_tokens(name: s
     """The task's own policy plays (Wordle's feedback after each guess, Endgames' replies after each move);
     the agent is shown every step's observations of all episodes as one batch."""
     agent, task = untrained(name)
-    episodes = collect_episodes(task, task.behaviour_policy(task.tiers["mixed"]), 6, seed=2, num_envs=6)
+    episodes = collect_episodes(task, task.behaviour_policy(task.tiers["mixed"]), 3, seed=2, num_envs=3)
     steps = max(len(e.actions) for e in episodes) + 1
     batches = [{k: np.stack([e.observations[k][min(t, len(e.actions))] for e in episodes]) for k in ("input_ids", "length")}
                for t in range(steps)]
