@@ -1,13 +1,15 @@
 """Why a benchmark run scores what it scores: its test rollouts and, for Q-learning agents, its Q/V statistics.
 
     python benchmarks/inspect_run.py BENCH_OUT/work/<task>-<tier>__<agent>__k<K>__s<S> [--beta B] [--episodes 128]
-        [--temperature T]
+        [--temperature T] [--betas B [B ...]]
 
-Loads the run's final checkpoint and prints (1) the test rollouts at the beta the run chose last
-(or `--beta`): score, episode lengths, how episodes end (the last reward's values), three example
-texts; (2) on 256 episodes of the training data: the mean data return against V at the first
-state (is V calibrated?), and the advantage Q - V at the data's actions and at the agent's
-preferred token (how far the heads push the LM away from the data).
+Loads the run's final checkpoint and prints (1) with `--betas`, the protocol's validation and test
+scores at each of those betas (outside the run's grid, say: would a beta the grid lacks have been
+chosen?); (2) the test rollouts at the beta the run chose last (or `--beta`): score, episode lengths,
+how episodes end (the last reward's values), three example texts; (3) on 256 episodes of the
+training data: the mean data return against V at the first state (is V calibrated?), and the
+advantage Q - V at the data's actions and at the agent's preferred token (how far the heads push
+the LM away from the data).
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ import torch
 
 from agents import load_agent
 from agents.benchmark import dataset_id
-from agents.protocol import TEST_SEED, split_tasks
+from agents.protocol import (
+    TEST_EPISODES,
+    TEST_SEED,
+    VALIDATION_EPISODES,
+    VALIDATION_SEED,
+    cell_score,
+    split_tasks,
+)
 from textrl.data import make_dataset, pack
-from textrl.rollout import collect_episodes
+from textrl.rollout import collect_episodes, evaluate
 from textrl.trainer import find_checkpoint
 
 
@@ -39,6 +48,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=None, help="act with this temperature (0: greedy) "
                         "instead of the run's")
+    parser.add_argument("--betas", type=float, nargs="+", default=None,
+                        help="also score these betas on the protocol's validation and test episodes")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
@@ -52,7 +63,16 @@ def main() -> None:
     if beta is None and entry not in ("bc", "filtered_bc", "cql"):
         records = [json.loads(line) for line in open(os.path.join(args.run, "metrics.jsonl"), encoding="utf-8")]
         beta = [r["eval/beta"] for r in records if "eval/beta" in r][-1]
-    _, test = split_tasks(task_name)
+    valid, test = split_tasks(task_name)
+    if args.betas:
+        print(f"{name}: temperature {agent.config.method.gen_kwargs.temperature:g}, validation ({VALIDATION_EPISODES} "
+              f"episodes) and test ({TEST_EPISODES}) score by beta")
+        for b in args.betas:
+            scores = [cell_score(task_name, split, evaluate(functools.partial(agent.policy, beta=b), split,
+                                                            num_episodes=n, seed=seed).returns)
+                      for split, n, seed in ((valid, VALIDATION_EPISODES, VALIDATION_SEED),
+                                             (test, TEST_EPISODES, TEST_SEED))]
+            print(f"  beta {b:g}: validation {scores[0]:.1f}, test {scores[1]:.1f}")
     episodes = collect_episodes(test, functools.partial(agent.policy, beta=beta), args.episodes, seed=TEST_SEED)
     returns = np.array([e.rewards.sum() for e in episodes])
     lengths = np.array([len(e.actions) for e in episodes])
