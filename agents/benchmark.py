@@ -4,7 +4,9 @@ A cell is a task and a tier, or your own dataset (`datasets=`, `textrl bench --d
 `agents.dataset_cells`). Some runs need others: the other seeds of a grid entry run at the point
 chosen on validation once every grid point on the tuning seed has ended, and the agents initialised
 from BC once the BC run of their cell and seed has. Every run starts as soon as what it needs has
-ended, so `jobs` worker processes share the runs without waiting for a whole phase.
+ended, so `jobs` worker processes share the runs without waiting for a whole phase; a free worker takes
+a run whose needs have ended before one that needs nothing, so cells are finished one after another and
+a benchmark stopped part-way (or run in parts) leaves whole cells behind.
 
 Each finished run is stored as `runs/<key>.json` and never redone; its key ends with a digest of
 every setting that changes its result (the full config, the scoring episodes, the run it starts
@@ -351,7 +353,7 @@ class _Workers:
     run back as it ends; more specs can be given while others train."""
 
     def __init__(self, plan: Plan, work_dir: Path, jobs: int, progress: bool, imports: tuple[str, ...]) -> None:
-        self.plan, self.work_dir, self.progress = plan, work_dir, progress
+        self.plan, self.work_dir, self.jobs, self.progress = plan, work_dir, jobs, progress
         self.waiting: list[Spec] = []  # given, not yet handed back (in training, or queued)
         self.ended: queue.SimpleQueue = queue.SimpleQueue()  # (spec, run or a worker's error), as runs end
         self.pool = None
@@ -443,8 +445,9 @@ def _later_runs(plan: Plan, done: dict[str, Run], key_of: Callable[[Spec], str])
 
 def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, Run], bar: Any,
              imports: tuple[str, ...] = ()) -> tuple[set[str], set[str]]:
-    """Run every run of the plan not in `done`, each as soon as the runs it needs have ended, `jobs` at a time;
-    store each as it ends. Returns the keys of the plan's runs, and of those that were found done.
+    """Run every run of the plan not in `done`, `jobs` at a time, each once the runs it needs have ended (those
+    runs first: they finish their cells); store each as it ends. Returns the keys of the plan's runs, and of
+    those that were found done.
 
     A BC-initialised run starts from the BC run's final checkpoint. Where only the BC run's stored result is
     left (finished runs committed without their `work/` folders, to be resumed elsewhere), that BC model is
@@ -460,35 +463,45 @@ def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, R
     reused: set[str] = set()
     started: set[str] = set()  # the runs given to the workers in this call
     restoring: set[str] = set()  # the BC runs whose models are being trained again
+
+    def can_start() -> list[tuple[Spec, bool]]:
+        """The runs that can be given to the workers now, in the order to give them, each with whether it only
+        trains a BC model again (what a BC-initialised run waits for); the runs found done are counted."""
+        ready, restores = [], set()
+        for spec in _later_runs(plan, done, key_of) + _first_runs(plan):
+            key = key_of(spec)
+            if key in started or key in reused:
+                continue
+            if key in done:
+                reused.add(key)
+                bar.update(1)
+                continue
+            if ENTRIES[spec[2]].from_bc:
+                bc = (spec[0], spec[1], "bc", 0, spec[4])
+                if key_of(bc) in restoring | restores:
+                    continue
+                if _latest_checkpoint(work / key_of(bc)) is None:
+                    restores.add(key_of(bc))
+                    ready.append((bc, True))
+                    continue
+            ready.append((spec, False))
+        return ready
+
     workers = _Workers(plan, work, jobs, progress and jobs == 1, imports)
     try:
         while True:
-            planned = _first_runs(plan) + _later_runs(plan, done, key_of)
-            for spec in planned:
-                key = key_of(spec)
-                if key in started or key in reused:
-                    continue
-                if key in done:
-                    reused.add(key)
-                    bar.update(1)
-                    continue
-                if ENTRIES[spec[2]].from_bc:
-                    bc = (spec[0], spec[1], "bc", 0, spec[4])
-                    bc_key = key_of(bc)
-                    if bc_key in restoring:
-                        continue
-                    if _latest_checkpoint(work / bc_key) is None:
-                        print(f"textrl bench: training the BC model of {run_key(*bc)} again, which "
-                              f"{run_key(*spec)} starts from (its result is stored in {out / 'runs'}, its "
-                              "checkpoint is not)", file=sys.stderr)
-                        restoring.add(bc_key)
-                        workers.submit(bc)
-                        continue
-                started.add(key)
+            for spec, restore in can_start()[:max(0, jobs - len(workers.waiting))]:
+                if restore:
+                    print(f"textrl bench: training the BC model of {run_key(*spec)} again, which the BC-initialised "
+                          f"runs of its cell and seed start from (its result is stored in {out / 'runs'}, its "
+                          "checkpoint is not)", file=sys.stderr)
+                    restoring.add(key_of(spec))
+                else:
+                    started.add(key_of(spec))
                 workers.submit(spec)
             if not workers.waiting:
                 workers.close(finished=True)
-                return {key_of(spec) for spec in planned}, reused
+                return {key_of(spec) for spec in _first_runs(plan) + _later_runs(plan, done, key_of)}, reused
             _, run = workers.next_ended()
             if run.key in restoring:
                 restoring.discard(run.key)

@@ -311,7 +311,8 @@ def test_runs_stored_without_their_work_folders_resume_bc_initialised_entries(tm
     assert [r.entry for r in rows] == ["bc", "ilql_bc"] and len(list((tmp_path / "runs").glob("*ilql_bc*"))) == 1
 
 
-def test_a_run_is_given_to_the_workers_as_soon_as_the_runs_it_needs_have_ended(tmp_path, monkeypatch) -> None:
+def test_a_free_worker_takes_a_run_whose_needs_have_ended_first_and_never_more_runs_than_workers(
+        tmp_path, monkeypatch) -> None:
     import agents.benchmark as benchmark
     from agents.benchmark import _run_all, make_plan, spec_key
     from agents.protocol import Run
@@ -334,18 +335,14 @@ def test_a_run_is_given_to_the_workers_as_soon_as_the_runs_it_needs_have_ended(t
                         lambda self, spec: log.append(("give", spec[2], spec[3], spec[4])) or real_submit(self, spec))
     done = {}
     _run_all(plan, tmp_path, 1, False, done, type("Bar", (), {"update": lambda self, n: None})())
-    runs = {(e, k, s) for _, e, k, s in log}
-    # the first runs are given at once: both BC seeds and the three grid points on seed 0
-    assert log[:5] == [("give", "bc", 0, 0), ("give", "bc", 0, 1), ("give", "filtered_bc", 0, 0),
-                       ("give", "filtered_bc", 1, 0), ("give", "filtered_bc", 2, 0)]
-    # ILQL from BC seed 0 is given right after BC seed 0 ends, before the grid has ended
-    assert log.index(("give", "ilql_bc", 0, 0)) == log.index(("end", "bc", 0, 0)) + 1
-    assert log.index(("give", "ilql_bc", 0, 0)) < log.index(("end", "filtered_bc", 2, 0))
-    # the grid's other seed runs at the point chosen on validation (knob 1), once every grid point ended
-    assert log.index(("give", "filtered_bc", 1, 1)) == log.index(("end", "filtered_bc", 2, 0)) + 1
-    assert runs == {("bc", 0, 0), ("bc", 0, 1), ("filtered_bc", 0, 0), ("filtered_bc", 1, 0), ("filtered_bc", 2, 0),
-                    ("filtered_bc", 1, 1), ("ilql_bc", 0, 0), ("ilql_bc", 0, 1)}
-    assert len(done) == 8 and sum(1 for event in log if event[0] == "end") == 8  # each run once
+    # one worker: a run is given only when the one before it has ended
+    assert [event[0] for event in log] == ["give", "end"] * 8
+    gives = [event[1:] for event in log if event[0] == "give"]
+    # ILQL from BC seed 0 goes right after BC seed 0, before BC seed 1 and the grid (its cell's runs first)
+    assert gives[:4] == [("bc", 0, 0), ("ilql_bc", 0, 0), ("bc", 0, 1), ("ilql_bc", 0, 1)]
+    # the grid's other seed runs at the point chosen on validation (knob 1), right after the last grid point
+    assert gives[4:] == [("filtered_bc", 0, 0), ("filtered_bc", 1, 0), ("filtered_bc", 2, 0), ("filtered_bc", 1, 1)]
+    assert len(done) == 8  # each run once
 
 
 def test_workers_that_finished_every_run_exit_by_themselves_and_a_failed_run_stops_them(tmp_path,
