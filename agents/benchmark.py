@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -517,14 +519,17 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
                   tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
                   eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
                   test_episodes: int = TEST_EPISODES, jobs: int = 1, progress: bool = True,
-                  datasets: Sequence[str] = (), imports: Sequence[str] = (), episodes: Optional[int] = None
-                  ) -> list[Summary]:
+                  datasets: Sequence[str] = (), imports: Sequence[str] = (), episodes: Optional[int] = None,
+                  train: bool = True) -> list[Summary]:
     """Run every run of the plan not already finished in `out_dir` with the same settings; write runs.csv,
     table.md and a plot per task; return the table's rows. `episodes` sets every task cell's dataset size
     (None: each task's, `protocol.EPISODES`). `datasets` adds your own datasets as cells
     (`agents.dataset_cells`); `imports` are modules imported first, here and in every worker (e.g. one that
-    registers a dataset's env when the dataset cannot import its reward function). Bad arguments are refused before anything is written, and a second
-    benchmark into the same `out_dir` while one runs is refused naming it."""
+    registers a dataset's env when the dataset cannot import its reward function). `train=False`
+    (`textrl bench --report`) trains nothing: the reports cover the cells whose runs are all stored, and
+    the others are named with how many of their runs are (a benchmark run in parts: its table so far).
+    Bad arguments are refused before anything is written, and a second benchmark into the same `out_dir`
+    while one runs is refused naming it."""
     _import_all(imports)
     plan = make_plan(agents, tasks, seeds, tiers, total_steps, eval_interval, validation_episodes, test_episodes,
                      datasets, episodes)
@@ -539,12 +544,13 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
         raise RuntimeError(f"another textrl bench (pid {e.pid}) is writing into {out}: two benchmarks in one --out "
                            "would mix their runs. Wait for it to end, or give another --out") from None
     try:
-        return _run_plan(plan, out, jobs, progress, tuple(imports))
+        return _run_plan(plan, out, jobs, progress, tuple(imports), train)
     finally:
         lock.release()
 
 
-def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[str, ...]) -> list[Summary]:
+def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[str, ...],
+              train: bool = True) -> list[Summary]:
     """`run_benchmark` once its output folder is held."""
     done = {}
     for path in sorted((out / "runs").glob("*.json")):
@@ -553,19 +559,48 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[s
             raise ValueError(f"{path} holds the run {run.key}, not {path.stem}: delete it and run the same command "
                              "again to rerun that run")
         done[path.stem] = run
-    data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
-            for task, tier in plan.cells}  # built here once, not by two workers at a time
-    with tqdm(desc="benchmark", unit="run", total=len(_first_runs(plan)) + _later_count(plan),
-              disable=not progress) as bar:
-        planned, reused = _run_all(plan, out, jobs, progress, done, bar, imports)
-    others = len(set(done) - planned)
-    print(f"textrl bench: {len(reused)} of {len(planned)} runs reused from {out / 'runs'} (the same settings), "
-          f"{len(planned) - len(reused)} trained" + (f"; {others} stored runs made with other settings were not "
-                                                     "used" if others else ""), file=sys.stderr)
-    runs = [r for k, r in done.items() if k in planned]
+    if train:
+        data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
+                for task, tier in plan.cells}  # built here once, not by two workers at a time
+        with tqdm(desc="benchmark", unit="run", total=len(_first_runs(plan)) + _later_count(plan),
+                  disable=not progress) as bar:
+            planned, reused = _run_all(plan, out, jobs, progress, done, bar, imports)
+        others = len(set(done) - planned)
+        print(f"textrl bench: {len(reused)} of {len(planned)} runs reused from {out / 'runs'} (the same settings), "
+              f"{len(planned) - len(reused)} trained" + (f"; {others} stored runs made with other settings were "
+                                                         "not used" if others else ""), file=sys.stderr)
+        runs = [r for k, r in done.items() if k in planned]
+    else:
+        plan, runs = _finished_cells(plan, done, out)
+        data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
+                for task, tier in plan.cells}
     rows = summarize(runs, plan)
     write_reports(runs, rows, out, data)
     return rows
+
+
+def _finished_cells(plan: Plan, done: dict[str, Run], out: Path) -> tuple[Plan, list[Run]]:
+    """The plan cut to the cells whose runs are all in `done`, and their runs; says how far the others are
+    (`--report`), and refuses when no cell is finished."""
+    key_of = functools.cache(functools.partial(spec_key, plan))
+    finished, runs, unfinished = [], [], []
+    for cell in plan.cells:
+        one = dataclasses.replace(plan, cells=(cell,))
+        stored = [done[k] for k in map(key_of, _first_runs(one) + _later_runs(one, done, key_of)) if k in done]
+        total = len(_first_runs(one)) + _later_count(one)
+        if len(stored) == total:
+            finished.append(cell)
+            runs += stored
+        else:
+            unfinished.append(f"{cell[0]} {cell[1]} ({len(stored)} of {total} runs)")
+    if not finished:
+        raise ValueError(f"no cell of this benchmark has all its runs stored in {out / 'runs'} ("
+                         f"{', '.join(unfinished)}): nothing to report. Run the same command without --report to "
+                         "train them")
+    print(f"textrl bench: report of the {len(finished)} of {len(plan.cells)} cells whose runs are all stored in "
+          f"{out / 'runs'} ({len(runs)} runs); nothing was trained" +
+          (f". Not in it, unfinished: {', '.join(unfinished)}" if unfinished else ""), file=sys.stderr)
+    return dataclasses.replace(plan, cells=tuple(finished)), runs
 
 
 # ---------------------------------------------------------------------- reports

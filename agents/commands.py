@@ -48,6 +48,9 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                         f"{QUICK['seeds']} seed, {QUICK['steps']} steps (unless given)")
     p.add_argument("--out", default="bench_results",
                    help="output folder (finished runs are skipped; an interrupted run resumes from its checkpoint)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the table, runs.csv and plots of the cells whose runs are all stored "
+                        "in --out (a benchmark run in parts: its table so far) and say how far the others are")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_bench)
 
@@ -76,7 +79,7 @@ def _bench_settings(args: argparse.Namespace) -> dict:
             value = quick.get(key)
         settings[key] = defaults.get(key) if value is None else value
     return {**settings, "datasets": args.datasets or [], "imports": args.imports, "jobs": args.jobs,
-            "episodes": args.episodes}
+            "episodes": args.episodes, "train": not args.report}
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -295,6 +295,32 @@ def test_episodes_sets_the_task_cells_dataset_size_and_is_part_of_the_run_key(tm
         data_score("randomwalks", make_dataset("textrl/randomwalks/mixed-n80-v1")), abs=1e-4)
 
 
+def test_report_trains_nothing_and_covers_the_cells_whose_runs_are_all_stored(tmp_path, capsys) -> None:
+    from textrl.cli import main
+
+    out = tmp_path / "b"
+    common = ["--agents", "bc,filtered_bc", "--tasks", "randomwalks", "--seeds", "2", "--steps", "2", "--eval-interval",
+              "2", "--val-episodes", "4", "--eval-episodes", "4", "--no-progress", "--out", str(out)]
+    assert main(["bench", *common, "--tiers", "mixed"]) == 0  # one cell of the two, whole
+    stored = sorted(p.name for p in (out / "runs").glob("*.json"))
+    (later,) = (out / "runs").glob("randomwalks-mixed__filtered_bc__k*__s1__*.json")  # the grid's other seed
+    later.rename(tmp_path / later.name)
+    with pytest.raises(ValueError, match=r"no cell .*\(randomwalks random \(0 of 6 runs\), randomwalks mixed "
+                                         r"\(5 of 6 runs\)\): nothing to report"):
+        run_benchmark(["bc", "filtered_bc"], ["randomwalks"], 2, out, total_steps=2, eval_interval=2,
+                      validation_episodes=4, test_episodes=4, progress=False, train=False)
+    (tmp_path / later.name).rename(later)
+    capsys.readouterr()
+    assert main(["bench", *common, "--report"]) == 0  # both tiers asked, the mixed one finished
+    err = capsys.readouterr().err
+    assert "report of the 1 of 2 cells" in err and "unfinished: randomwalks random (0 of 6 runs)" in err
+    assert sorted(p.name for p in (out / "runs").glob("*.json")) == stored  # nothing trained
+    assert not list((out / "work").glob("randomwalks-random*"))
+    table = (out / "table.md").read_text()
+    assert "| randomwalks | mixed | bc |" in table and "| randomwalks | random |" not in table
+    assert {r["tier"] for r in read_csv(out / "runs.csv")} == {"mixed"}
+
+
 def test_runs_stored_without_their_work_folders_resume_bc_initialised_entries(tmp_path, capsys) -> None:
     kwargs = dict(tiers=["mixed"], total_steps=4, eval_interval=2, validation_episodes=4, test_episodes=4,
                   progress=False)
