@@ -355,7 +355,7 @@ class _Workers:
     run back as it ends; more specs can be given while others train."""
 
     def __init__(self, plan: Plan, work_dir: Path, jobs: int, progress: bool, imports: tuple[str, ...]) -> None:
-        self.plan, self.work_dir, self.jobs, self.progress = plan, work_dir, jobs, progress
+        self.plan, self.work_dir, self.progress = plan, work_dir, progress
         self.waiting: list[Spec] = []  # given, not yet handed back (in training, or queued)
         self.ended: queue.SimpleQueue = queue.SimpleQueue()  # (spec, run or a worker's error), as runs end
         self.pool = None
@@ -455,13 +455,7 @@ def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, R
     left (finished runs committed without their `work/` folders, to be resumed elsewhere), that BC model is
     trained again first: the same config and seed give the same model, and the stored result is kept."""
     work = out / "work"
-    keys: dict[Spec, str] = {}
-
-    def key_of(spec: Spec) -> str:
-        if spec not in keys:
-            keys[spec] = spec_key(plan, spec)
-        return keys[spec]
-
+    key_of = functools.cache(functools.partial(spec_key, plan))  # a key builds a config (tens of ms): once each
     reused: set[str] = set()
     started: set[str] = set()  # the runs given to the workers in this call
     restoring: set[str] = set()  # the BC runs whose models are being trained again
@@ -559,9 +553,11 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[s
             raise ValueError(f"{path} holds the run {run.key}, not {path.stem}: delete it and run the same command "
                              "again to rerun that run")
         done[path.stem] = run
+    if not train:
+        plan, runs = _finished_cells(plan, done, out)
+    data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
+            for task, tier in plan.cells}  # built here once, not by two workers at a time
     if train:
-        data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
-                for task, tier in plan.cells}  # built here once, not by two workers at a time
         with tqdm(desc="benchmark", unit="run", total=len(_first_runs(plan)) + _later_count(plan),
                   disable=not progress) as bar:
             planned, reused = _run_all(plan, out, jobs, progress, done, bar, imports)
@@ -570,10 +566,6 @@ def _run_plan(plan: Plan, out: Path, jobs: int, progress: bool, imports: tuple[s
               f"{len(planned) - len(reused)} trained" + (f"; {others} stored runs made with other settings were "
                                                          "not used" if others else ""), file=sys.stderr)
         runs = [r for k, r in done.items() if k in planned]
-    else:
-        plan, runs = _finished_cells(plan, done, out)
-        data = {(task, tier): data_score(task, cell_dataset(task, tier, plan.episodes, progress=progress))
-                for task, tier in plan.cells}
     rows = summarize(runs, plan)
     write_reports(runs, rows, out, data)
     return rows
