@@ -1,9 +1,12 @@
 """The documented uses cannot drift: README's code runs, its commands exist, CI runs its test command."""
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +81,34 @@ def test_bench_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypa
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.endswith(f"run the same command: textrl bench --tasks maze --agents bc,ilql --seeds 2 --steps 6 "
                         f"--out {out}")
+
+
+def test_sigterm_stops_a_bench_as_ctrl_c_does_and_the_handler_before_is_put_back(tmp_path, monkeypatch,
+                                                                                  capsys) -> None:
+    import agents.benchmark
+
+    def killed(*args, **kwargs):  # `kill PID` or a job scheduler's preemption, while the benchmark trains
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        raise AssertionError("SIGTERM did not stop the benchmark")
+
+    monkeypatch.setattr(agents.benchmark, "run_benchmark", killed)
+    caught = []
+
+    def guard(signum, frame):  # stands in for SIGTERM's default, which would end pytest
+        caught.append(signum)
+
+    before = signal.signal(signal.SIGTERM, guard)
+    try:
+        out = str(tmp_path / "b")
+        assert main(["bench", "--tasks", "maze", "--seeds", "2", "--out", out]) == 130
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert caught == [] and after is guard  # the command's own handler took it, then put the one before back
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.endswith(f"run the same command: textrl bench --tasks maze --seeds 2 --out {out}")
 
 
 def test_bench_ctrl_c_in_a_run_prints_only_the_bench_resume_line(tmp_path, monkeypatch, capsys) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Callable, Optional, Sequence
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable, Optional, Sequence
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -44,6 +48,26 @@ def _subcommand_modules() -> list[Callable[[argparse._SubParsersAction], None]]:
     return [add_data_subcommands, *(ep.load() for ep in plugins)]
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """A signal handled as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """While a command runs, SIGTERM (`kill`, a job scheduler ending or preempting a job) stops it as Ctrl-C
+    does: checkpoints kept, worker processes stopped, the line that resumes it printed. The handler before
+    is put back after (signal handlers belong to the main thread: elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `textrl` console script."""
     parser = build_parser()
@@ -53,7 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_ctrl_c():
+            return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # user-facing errors: no traceback
         print(f"textrl {args.command}: error: {e}", file=sys.stderr)
         return 2
