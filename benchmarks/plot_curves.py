@@ -16,8 +16,8 @@ import argparse
 import collections
 from pathlib import Path
 
-from agents.benchmark import read_csv
 from agents.protocol import GATE_POINTS
+from agents.reports import read_csv
 
 Series = dict[str, dict[int, list[float]]]
 """Per curve label ('val temperature=0', 'test chosen'), per step, the scores of every seed."""
@@ -47,12 +47,10 @@ def mean_curve(points: dict[int, list[float]]) -> tuple[list[int], list[float]]:
 
 def plot_cell(cell: tuple[str, str], series: Series, data: float | None, path: Path) -> None:
     """One task and tier's curves, the data score and the gate, written to `path` (PNG)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, nothing process-wide
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for label, points in sorted(series.items()):
         ax.plot(*mean_curve(points), marker="o", label=label, linestyle="-" if label.startswith("test") else "--")
     if data is not None:
@@ -64,7 +62,6 @@ def plot_cell(cell: tuple[str, str], series: Series, data: float | None, path: P
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(path)
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import word_tokens
 
-from agents.benchmark import make_plan, read_csv, run_benchmark
+from agents.benchmark import make_plan, run_benchmark
+from agents.reports import read_csv
 from textrl import EnvUnavailableError, dataset_env, from_samples, load
 from textrl.cli import main
 from textrl.data.store import BUILD_INFO, folder_of

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.benchmark import bc_model_dir, make_plan, read_csv, run_benchmark, spec_key
+from agents.benchmark import bc_model_dir, make_plan, run_benchmark, spec_key
 from agents.protocol import (
     ENTRIES,
     TEST_SEED,
@@ -19,6 +19,7 @@ from agents.protocol import (
     split_tasks,
     summarize_cell,
 )
+from agents.reports import read_csv
 from textrl.config import load_yaml
 from textrl.rollout import evaluate
 from textrl.tasks import get_task
@@ -207,8 +208,8 @@ def test_an_interrupted_benchmark_resumes_its_run_from_the_last_checkpoint(tmp_p
 
 
 def test_ilql_is_compared_with_the_best_baseline_and_close_results_are_ties() -> None:
-    from agents.benchmark import compare
     from agents.protocol import Summary
+    from agents.reports import compare
 
     def row(entry, finals):
         finals = np.array(finals, dtype=float)
@@ -224,8 +225,8 @@ def test_ilql_is_compared_with_the_best_baseline_and_close_results_are_ties() ->
 
 
 def test_the_best_baseline_is_chosen_on_validation_and_judged_on_test() -> None:
-    from agents.benchmark import compare
     from agents.protocol import Summary
+    from agents.reports import compare
 
     def row(entry, test, val):
         test, val = np.array(test, dtype=float), np.array(val, dtype=float)
@@ -238,8 +239,8 @@ def test_the_best_baseline_is_chosen_on_validation_and_judged_on_test() -> None:
 
 
 def test_a_cell_whose_bc_misses_its_data_by_more_than_5_is_not_converged_and_its_verdicts_do_not_count() -> None:
-    from agents.benchmark import compare, format_table
     from agents.protocol import Summary, converged
+    from agents.reports import compare, format_table
 
     def row(entry, finals):
         finals = np.array(finals, dtype=float)
