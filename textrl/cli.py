@@ -54,7 +54,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_as_ctrl_c() -> Iterator[None]:
+def _sigterm_as_ctrl_c() -> Iterator[None]:
     """While a command runs, SIGTERM (`kill`, a job scheduler ending or preempting a job) stops it as Ctrl-C
     does: checkpoints kept, worker processes stopped, the line that resumes it printed. The handler before
     is put back after (signal handlers belong to the main thread: elsewhere nothing changes)."""
@@ -77,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        with sigterm_as_ctrl_c():
+        with _sigterm_as_ctrl_c():
             return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # user-facing errors: no traceback
         print(f"textrl {args.command}: error: {e}", file=sys.stderr)
