@@ -48,7 +48,9 @@ class ILQLConfig(MethodConfig):
         gamma: discount factor.
         cql_scale: weight of the conservative term L_CQL (the cross-entropy of Q as a softmax over
             tokens: it pushes down the Q of tokens the data did not take).
-        awac_scale: weight of the advantage-weighted LM loss L_AWAC.
+        awac_scale: weight of the advantage-weighted LM loss L_AWAC. The value terms share the
+            backbone with it: at trlx's 1 the policy can learn more slowly than BC's (Wordle: 14
+            points below BC at 3,000 steps; at 10, level with it. benchmarks/RESULTS.md).
         alpha: Polyak rate of the target Q heads (trlx's name; `CQLConfig.target_update_rate` is
             the same thing). With 0.001 every 5 steps the targets move about 18% of the way to the
             online heads in 1000 steps.

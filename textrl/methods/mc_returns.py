@@ -36,7 +36,9 @@ class MCReturnsConfig(MethodConfig):
 
     Attributes:
         gamma: discount factor of the returns-to-go.
-        bc_scale: weight of the LM's cross-entropy on the data's tokens.
+        bc_scale: weight of the LM's cross-entropy on the data's tokens. Q and V regress raw
+            returns on the shared backbone, so large returns drown the policy term (the maze,
+            returns -3 to -30: 14 points below BC at 1, 2.7 at 10. benchmarks/RESULTS.md).
         two_qs: two Q heads (min when acting).
         gen_kwargs: decoding; `gen_kwargs.beta` is the advantage weight when acting (MC returns has
             no training beta).
