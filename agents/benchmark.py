@@ -524,6 +524,9 @@ def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequ
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs {jobs}: give at least 1 worker process")
     out = Path(out_dir)
+    if not train and not (out / "runs").is_dir():
+        raise ValueError(f"{out / 'runs'} does not exist: --report reads the runs a benchmark stored there; give "
+                         "the --out of one")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     lock = RunLock(out)
     try:

@@ -301,6 +301,9 @@ CASES = {
     "bench with an unknown agent": _cli("bench", "--agents", "bc,nope"),
     "bench with an unknown task": _cli("bench", "--tasks", "chess"),
     "bench --jobs 0": _cli("bench", "--jobs", "0"),
+    "bench --report on a folder that holds no benchmark": _cli("bench", "--report"),
+    "bench --report before any cell has all its runs": lambda tmp: (tmp / "bench" / "runs").mkdir(parents=True) or _cli(
+        "bench", "--tasks", "maze", "--report")(tmp),
     "bench with a tier no chosen task is benchmarked on": _cli("bench", "--tasks", "maze", "--tiers", "expert"),
     "bench --dataset that is not a local dataset": _cli("bench", "--dataset", "badinput/missing-v0"),
     "bench --dataset made without env=": _bench_own("badinput/noenv-v0"),

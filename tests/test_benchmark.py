@@ -302,6 +302,9 @@ def test_report_trains_nothing_and_covers_the_cells_whose_runs_are_all_stored(tm
     out = tmp_path / "b"
     common = ["--agents", "bc,filtered_bc", "--tasks", "randomwalks", "--seeds", "2", "--steps", "2", "--eval-interval",
               "2", "--val-episodes", "4", "--eval-episodes", "4", "--no-progress", "--out", str(out)]
+    with pytest.raises(ValueError, match=r"b/runs does not exist: --report reads the runs a benchmark stored there"):
+        run_benchmark(["bc"], ["randomwalks"], 2, out, progress=False, train=False)
+    assert not out.exists()  # nothing written for a folder that holds no benchmark
     assert main(["bench", *common, "--tiers", "mixed"]) == 0  # one cell of the two, whole
     stored = sorted(p.name for p in (out / "runs").glob("*.json"))
     (later,) = (out / "runs").glob("randomwalks-mixed__filtered_bc__k*__s1__*.json")  # the grid's other seed
