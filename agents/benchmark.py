@@ -575,8 +575,9 @@ def _finished_cells(plan: Plan, done: dict[str, Run], out: Path) -> tuple[Plan, 
     finished, runs, unfinished = [], [], []
     for cell in plan.cells:
         one = dataclasses.replace(plan, cells=(cell,))
-        stored = [done[k] for k in map(key_of, _first_runs(one) + _later_runs(one, done, key_of)) if k in done]
-        total = len(_first_runs(one)) + _later_count(one)
+        first = _first_runs(one)
+        stored = [done[k] for k in map(key_of, first + _later_runs(one, done, key_of)) if k in done]
+        total = len(first) + _later_count(one)
         if len(stored) == total:
             finished.append(cell)
             runs += stored
