@@ -44,10 +44,8 @@ from agents.protocol import (
     ENTRIES,
     EPISODES,
     EVALUATIONS,
-    TEST_EPISODES,
     TEST_SEED,
     TIERS,
-    VALIDATION_EPISODES,
     VALIDATION_SEED,
     Entry,
     Run,
@@ -57,6 +55,7 @@ from agents.protocol import (
     own_data,
     run_key,
     score_key,
+    scoring_episodes,
     scoring_fn,
     summarize_cell,
 )
@@ -83,8 +82,8 @@ class Plan:
     seeds: tuple[int, ...]
     total_steps: Optional[int] = None
     eval_interval: Optional[int] = None
-    validation_episodes: int = VALIDATION_EPISODES
-    test_episodes: int = TEST_EPISODES
+    validation_episodes: Optional[int] = None  # per evaluation, every cell (None: each task's, `scoring_episodes`)
+    test_episodes: Optional[int] = None
     episodes: Optional[int] = None  # dataset size of every task cell (None: each task's, `protocol.EPISODES`)
 
     @property
@@ -109,8 +108,8 @@ def cell_dataset(task: str, tier: str, episodes: Optional[int] = None, progress:
 
 def make_plan(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int],
               tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
-              eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
-              test_episodes: int = TEST_EPISODES, datasets: Sequence[str] = (), episodes: Optional[int] = None) -> Plan:
+              eval_interval: Optional[int] = None, validation_episodes: Optional[int] = None,
+              test_episodes: Optional[int] = None, datasets: Sequence[str] = (), episodes: Optional[int] = None) -> Plan:
     """The plan, after refusing every bad argument up front (before any folder is made or run started).
 
     `datasets` adds a cell per dataset made with `from_samples(..., env=...)` (`tiers` and `episodes`, the
@@ -190,10 +189,11 @@ def spec_key(plan: Plan, spec: Spec) -> str:
     the dataset, the betas, temperatures and episodes it is scored with, and the key of the BC run it starts from)."""
     task, tier, entry, knob, seed = spec
     e = ENTRIES[entry]
+    validation_episodes, test_episodes = scoring_episodes(task, plan.validation_episodes, plan.test_episodes)
     settings = {
         "config": run_config(plan, spec).to_dict(), "dataset": dataset_id(task, tier, plan.episodes), "betas": list(e.betas),
         "temperatures": list(e.temperatures),
-        "validation": [VALIDATION_SEED, plan.validation_episodes], "test": [TEST_SEED, plan.test_episodes],
+        "validation": [VALIDATION_SEED, validation_episodes], "test": [TEST_SEED, test_episodes],
         "starts_from": spec_key(plan, (task, tier, "bc", 0, seed)) if e.from_bc else None,
     }
     if own_data(task):  # your own dataset may be made again under its id: its content and env are part of the key
@@ -505,13 +505,14 @@ def _run_all(plan: Plan, out: Path, jobs: int, progress: bool, done: dict[str, R
 
 def run_benchmark(agents: Sequence[str], tasks: Sequence[str], seeds: int | Sequence[int], out_dir: str | Path,
                   tiers: Optional[Sequence[str]] = None, total_steps: Optional[int] = None,
-                  eval_interval: Optional[int] = None, validation_episodes: int = VALIDATION_EPISODES,
-                  test_episodes: int = TEST_EPISODES, jobs: int = 1, progress: bool = True,
+                  eval_interval: Optional[int] = None, validation_episodes: Optional[int] = None,
+                  test_episodes: Optional[int] = None, jobs: int = 1, progress: bool = True,
                   datasets: Sequence[str] = (), imports: Sequence[str] = (), episodes: Optional[int] = None,
                   train: bool = True) -> list[Summary]:
     """Run every run of the plan not already finished in `out_dir` with the same settings; write runs.csv,
     table.md and a plot per task; return the table's rows. `episodes` sets every task cell's dataset size
-    (None: each task's, `protocol.EPISODES`). `datasets` adds your own datasets as cells
+    (None: each task's, `protocol.EPISODES`), `validation_episodes` and `test_episodes` every cell's
+    episodes per evaluation (None: each task's, `protocol.scoring_episodes`). `datasets` adds your own datasets as cells
     (`agents.dataset_cells`); `imports` are modules imported first, here and in every worker (e.g. one that
     registers a dataset's env when the dataset cannot import its reward function). `train=False`
     (`textrl bench --report`) trains nothing: the reports cover the cells whose runs are all stored, and

@@ -37,8 +37,10 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help=f"number of seeds (0..N-1; default {DEFAULT_SEEDS}); seed 0 also tunes the grids")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
     p.add_argument("--eval-interval", type=int, default=None, help="steps between evaluations (default: 2 per run)")
-    p.add_argument("--val-episodes", type=int, default=None, help="validation episodes per evaluation (64)")
-    p.add_argument("--eval-episodes", type=int, default=None, help="test episodes per evaluation (128)")
+    p.add_argument("--val-episodes", type=int, default=None,
+                   help="validation episodes per evaluation (default: the task's, 64 unless the protocol sizes it)")
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="test episodes per evaluation (default: the task's, 128 unless the protocol sizes it)")
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes in each task cell's dataset (default: the task's, 1000 unless the protocol sizes it; "
                         "another size is built under its own id, e.g. textrl/wordle/mixed-n10000-v1)")
@@ -63,14 +65,13 @@ def resume_command(argv: list[str]) -> str:
 def _bench_settings(args: argparse.Namespace) -> dict:
     """run_benchmark's arguments: the flags given, then --quick's values for what was left out (every flag
     defaults to None, so an abbreviation such as `--step 10` counts as given), then the defaults."""
-    from agents.protocol import ENTRIES, QUICK, TEST_EPISODES, TIERS, VALIDATION_EPISODES
+    from agents.protocol import ENTRIES, QUICK, TIERS
 
     given = dict(agents=args.agents, tasks=args.tasks, seeds=args.seeds, tiers=args.tiers, total_steps=args.steps,
                  eval_interval=args.eval_interval, validation_episodes=args.val_episodes,
                  test_episodes=args.eval_episodes)
     quick = dict(tasks=QUICK["tasks"], tiers=QUICK["tiers"], seeds=QUICK["seeds"], total_steps=QUICK["steps"])
-    defaults = dict(agents=list(ENTRIES), tasks=list(TIERS), seeds=DEFAULT_SEEDS,
-                    validation_episodes=VALIDATION_EPISODES, test_episodes=TEST_EPISODES)
+    defaults = dict(agents=list(ENTRIES), tasks=list(TIERS), seeds=DEFAULT_SEEDS)
     if args.datasets:  # your own datasets alone, unless tasks are named too
         defaults["tasks"] = quick["tasks"] = []
     settings = {}
@@ -104,7 +105,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def add_demo_command(sub: argparse._SubParsersAction) -> None:
     """Register `textrl demo`: RandomWalks data, BC and ILQL on a tiny GPT-2, rolled out and compared."""
-    p = sub.add_parser("demo", help="train BC and ILQL on RandomWalks and compare them (about half a minute on 2 CPU cores)")
+    p = sub.add_parser("demo", help="train BC and ILQL on RandomWalks and compare them (about a minute on 2 CPU cores)")
     p.add_argument("--steps", type=int, default=None, help="training steps per agent (default: the task's)")
     p.add_argument("--episodes", type=int, default=500, help="evaluation episodes")
     p.add_argument("--seed", type=int, default=0)

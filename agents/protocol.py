@@ -45,6 +45,12 @@ TEST_SEED = 2_000_003
 """Seed of the test episodes (the table reports them); training seeds are 0, 1, 2, ..."""
 VALIDATION_EPISODES = 64
 TEST_EPISODES = 128
+SCORING_EPISODES: dict[str, tuple[int, int]] = {"randomwalks": (512, 1024)}
+"""(validation, test) episodes per evaluation where a task needs more than (`VALIDATION_EPISODES`,
+`TEST_EPISODES`). RandomWalks' random tier is a uniform random walk, so the BC that reproduces it samples,
+and one episode's score has a standard deviation of 41 points (the data's episodes): 128 test episodes
+leave one seed's score +-3.6, most of the 5-point gate, and 64 validation episodes (+-5.1) cannot tell
+sampling from greedy acting. With 1,024 and 512: +-1.3 and +-1.8 (benchmarks/RESULTS.md section 0)."""
 EVALUATIONS = 2
 """Evaluations per run (half way and at the end): the candidates for the best checkpoint."""
 
@@ -183,8 +189,15 @@ def cell_score(task: str, split: Task, returns: Any) -> float:
     return float(returns.mean() if own_data(task) else split.normalized_score(returns).mean())
 
 
+def scoring_episodes(task: str, validation: Optional[int] = None, test: Optional[int] = None) -> tuple[int, int]:
+    """(validation, test) episodes per evaluation of a task's cells: those given, else the task's
+    (`SCORING_EPISODES`, else `VALIDATION_EPISODES` and `TEST_EPISODES`)."""
+    default = SCORING_EPISODES.get(task, (VALIDATION_EPISODES, TEST_EPISODES))
+    return validation or default[0], test or default[1]
+
+
 def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] = (),
-               validation_episodes: int = VALIDATION_EPISODES, test_episodes: int = TEST_EPISODES,
+               validation_episodes: Optional[int] = None, test_episodes: Optional[int] = None,
                tier: Optional[str] = None) -> Any:
     """`metric_fn` for `fit`: every acting value (beta x temperature) scored on the validation episodes,
     then the test episodes scored with the value that did best there (so test rollouts never choose anything).
@@ -193,9 +206,10 @@ def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] 
     Keys: `metric_name(("val", beta, temperature))` per value (e.g. `val@beta=4,temperature=0`; `val`
     without an acting knob), `metric_name(("test", None, None))`, and `beta` and `temperature` (the ones
     chosen, where the entry has them). Every training seed sees the same validation and the same test
-    episodes.
+    episodes; how many: `scoring_episodes(task, validation_episodes, test_episodes)`.
     """
     valid, test = split_tasks(task) if tier is None else cell_tasks(task, tier)
+    validation_episodes, test_episodes = scoring_episodes(task, validation_episodes, test_episodes)
     values = [(b, t) for b in (betas or (None,)) for t in (temperatures or (None,))]
 
     def mean_score(split: Task, value: tuple[Optional[float], Optional[float]], seed: int, n: int,

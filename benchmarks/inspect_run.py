@@ -28,14 +28,7 @@ import torch
 
 from agents import load_agent
 from agents.benchmark import dataset_id
-from agents.protocol import (
-    TEST_EPISODES,
-    TEST_SEED,
-    VALIDATION_EPISODES,
-    VALIDATION_SEED,
-    cell_score,
-    split_tasks,
-)
+from agents.protocol import TEST_SEED, VALIDATION_SEED, cell_score, scoring_episodes, split_tasks
 from textrl.data import make_dataset, pack
 from textrl.rollout import collect_episodes, evaluate
 from textrl.trainer import find_checkpoint
@@ -65,13 +58,14 @@ def main() -> None:
         beta = [r["eval/beta"] for r in records if "eval/beta" in r][-1]
     valid, test = split_tasks(task_name)
     if args.betas:
-        print(f"{name}: temperature {agent.config.method.gen_kwargs.temperature:g}, validation ({VALIDATION_EPISODES} "
-              f"episodes) and test ({TEST_EPISODES}) score by beta")
+        validation_episodes, test_episodes = scoring_episodes(task_name)
+        print(f"{name}: temperature {agent.config.method.gen_kwargs.temperature:g}, validation ({validation_episodes} "
+              f"episodes) and test ({test_episodes}) score by beta")
         for b in args.betas:
             scores = [cell_score(task_name, split, evaluate(functools.partial(agent.policy, beta=b), split,
                                                             num_episodes=n, seed=seed).returns)
-                      for split, n, seed in ((valid, VALIDATION_EPISODES, VALIDATION_SEED),
-                                             (test, TEST_EPISODES, TEST_SEED))]
+                      for split, n, seed in ((valid, validation_episodes, VALIDATION_SEED),
+                                             (test, test_episodes, TEST_SEED))]
             print(f"  beta {b:g}: validation {scores[0]:.1f}, test {scores[1]:.1f}")
     episodes = collect_episodes(test, functools.partial(agent.policy, beta=beta), args.episodes, seed=TEST_SEED)
     returns = np.array([e.rewards.sum() for e in episodes])

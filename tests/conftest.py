@@ -6,10 +6,12 @@ benchmark workers beside it: tests/test_agents.py took 99 s with one thread, and
 with two). The tests' models are tiny, so one thread costs them little on an idle machine.
 """
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,3 +51,18 @@ def built_dataset(_built_datasets: Path) -> Callable[[str], None]:
         shutil.copytree(_built_datasets / dataset_id, Path(module_root) / dataset_id)
 
     return provide
+
+
+@pytest.fixture
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """`benchmark_script("plot_curves")` imports benchmarks/plot_curves.py as a module (benchmarks/ is not a
+    package: its scripts run from the command line)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                      f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -11,10 +11,14 @@ import pytest
 from agents.benchmark import bc_model_dir, make_plan, run_benchmark, spec_key
 from agents.protocol import (
     ENTRIES,
+    SCORING_EPISODES,
+    TEST_EPISODES,
     TEST_SEED,
+    VALIDATION_EPISODES,
     VALIDATION_SEED,
     Run,
     choose_knob,
+    scoring_episodes,
     scoring_fn,
     split_tasks,
     summarize_cell,
@@ -85,6 +89,31 @@ def test_scoring_picks_the_beta_on_validation_episodes_and_scores_test_episodes_
     assert {beta for beta, envs in agent.betas if envs == 32} == {0.0, 1.0}
     plain = scoring_fn("randomwalks", (), validation_episodes=8, test_episodes=8)(agent)
     assert set(plain) == {"val", "test"}
+
+
+def test_a_task_scores_with_its_own_episode_counts_unless_told_and_they_are_part_of_its_run_keys(monkeypatch) -> None:
+    import agents.protocol
+
+    assert scoring_episodes("randomwalks") == SCORING_EPISODES["randomwalks"] == (512, 1024)
+    assert scoring_episodes("maze") == (VALIDATION_EPISODES, TEST_EPISODES) == (64, 128)
+    assert scoring_episodes("randomwalks", 8, None) == (8, 1024) and scoring_episodes("maze", None, 9) == (64, 9)
+    counts = []
+
+    def counting(policy, task, num_episodes, seed):
+        counts.append((seed, num_episodes))
+        return evaluate(policy, task, num_episodes=num_episodes, seed=seed)
+
+    monkeypatch.setattr(agents.protocol, "evaluate", counting)
+    scoring_fn("randomwalks", (1.0,))(_Switch(get_task("randomwalks")))
+    scoring_fn("maze", (1.0,), validation_episodes=3)(_Switch(get_task("maze")))
+    assert counts == [(VALIDATION_SEED, 512), (TEST_SEED, 1024), (VALIDATION_SEED, 3), (TEST_SEED, 128)]
+
+    spec = ("randomwalks", "random", "bc", 0, 0)
+    default, told = make_plan(["bc"], ["randomwalks", "maze"], 1), make_plan(["bc"], ["randomwalks", "maze"], 1,
+                                                                             validation_episodes=64, test_episodes=128)
+    assert spec_key(default, spec) != spec_key(told, spec)
+    # a task without counts of its own keeps the keys its runs were stored under
+    assert spec_key(default, ("maze", "mixed", "bc", 0, 0)) == spec_key(told, ("maze", "mixed", "bc", 0, 0))
 
 
 def test_the_acting_temperature_is_chosen_on_validation_beside_beta() -> None:

@@ -24,7 +24,7 @@ def test_demo_help_gives_its_real_duration() -> None:
 
     sub = argparse.ArgumentParser().add_subparsers()
     add_demo_command(sub)
-    assert "about half a minute" in sub._choices_actions[0].help
+    assert "about a minute" in sub._choices_actions[0].help
 
 
 def test_the_demo_folder_is_ignored_by_git() -> None:

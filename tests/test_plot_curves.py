@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("plot_curves", ROOT / "benchmarks" / "plot_curves.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 CSV = """task,tier,agent,knob,seed,step,split,acting,score
 maze,mixed,data,0,0,0,test,,96.8000
@@ -25,8 +14,8 @@ maze,mixed,ilql,0,0,100,test,chosen,99.0000
 """
 
 
-def test_curves_average_seeds_keep_the_data_row_and_ignore_other_agents(tmp_path: Path) -> None:
-    plot = _module()
+def test_curves_average_seeds_keep_the_data_row_and_ignore_other_agents(tmp_path: Path, benchmark_script) -> None:
+    plot = benchmark_script("plot_curves")
     path = tmp_path / "runs.csv"
     path.write_text(CSV, encoding="utf-8")
     curves, data = plot.collect([str(path)], "bc")
