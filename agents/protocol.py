@@ -193,7 +193,7 @@ def scoring_episodes(task: str, validation: Optional[int] = None, test: Optional
     """(validation, test) episodes per evaluation of a task's cells: those given, else the task's
     (`SCORING_EPISODES`, else `VALIDATION_EPISODES` and `TEST_EPISODES`)."""
     default = SCORING_EPISODES.get(task, (VALIDATION_EPISODES, TEST_EPISODES))
-    return validation or default[0], test or default[1]
+    return (default[0] if validation is None else validation), (default[1] if test is None else test)
 
 
 def scoring_fn(task: str, betas: Sequence[float], temperatures: Sequence[float] = (),

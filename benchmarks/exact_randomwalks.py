@@ -30,17 +30,20 @@ from textrl import make_dataset, task_config
 from textrl.tasks import get_task
 
 TEMPERATURES = (1.0, 0.0)
+"""Sampling, then greedy; a row's scores are keyed `T1` and `T0`."""
 
 
 @torch.no_grad()
 def exact_score(model: torch.nn.Module, temperature: float) -> float:
-    """The exact normalised score of `model` acting on RandomWalks at `temperature` (1: sampling, 0: greedy)."""
+    """The exact normalised score of `model` acting on RandomWalks at `temperature` (1: sampling, 0: greedy) by its
+    language model's logits alone, as BC and %BC act (`top_k` 0); agents that add a Q-advantage act otherwise."""
     task = get_task("randomwalks")
+    device = next(model.parameters()).device
     total = 0.0
     frontier = [(int(s), [int(task.node_token(s))], 1.0) for s in task.starts]  # (start, path tokens, probability)
     while frontier:
-        logits = model.backbone(input_ids=torch.tensor([path for _, path, _ in frontier])).logits[:, -1]
-        probs = torch.softmax(logits.double(), -1).numpy()
+        ids = torch.tensor([path for _, path, _ in frontier], device=device)
+        probs = torch.softmax(model.backbone(input_ids=ids).logits[:, -1].double(), -1).cpu().numpy()
         if temperature == 0:
             probs = np.eye(probs.shape[1])[probs.argmax(1)]
         extended = []
@@ -58,42 +61,48 @@ def exact_score(model: torch.nn.Module, temperature: float) -> float:
 
 
 def curve(tier: str, seed: int, steps: int, every: int, work: Path) -> list[dict]:
-    """Train BC with the task preset (but `steps`) and score it exactly every `every` steps."""
-    rows = []
+    """Train BC with the task preset (but `steps`) and score it exactly every `every` steps and at the last."""
 
     def score(agent: BCAgent) -> dict[str, float]:
         agent.model.eval()
-        row = {f"T{t:g}": exact_score(agent.model, t) for t in TEMPERATURES}
+        row = {key(t): exact_score(agent.model, t) for t in TEMPERATURES}
         agent.model.train()
-        rows.append(row)
         return row
 
     config = task_config("randomwalks", "bc", seed=seed, total_steps=steps, eval_interval=every,
                          checkpoint_interval=steps, checkpoint_dir=str(work / f"{tier}_s{seed}_{steps}"),
                          progress_bar=False)
-    BCAgent(config).fit(f"textrl/randomwalks/{tier}-v1", rollout_eval=False, metric_fn=score)
-    return [{"seed": seed, "step": every * (i + 1), **row} for i, row in enumerate(rows)]
+    history = BCAgent(config).fit(f"textrl/randomwalks/{tier}-v1", rollout_eval=False, metric_fn=score)
+    return [{"seed": seed, "step": h["step"], **{key(t): h[f"eval/{key(t)}"] for t in TEMPERATURES}}
+            for h in history if f"eval/{key(TEMPERATURES[0])}" in h]
+
+
+def key(temperature: float) -> str:
+    """A score's column: `T1` (sampling) or `T0` (greedy)."""
+    return f"T{temperature:g}"
 
 
 def plot(rows: list[dict], data: float, tier: str, path: Path) -> None:
+    """Each seed's exact score by step, sampling solid and greedy dotted, with the data's score and the gate."""
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for seed in sorted({r["seed"] for r in rows}):
         mine = [r for r in rows if r["seed"] == seed]
         steps = [r["step"] for r in mine]
-        line, = ax.plot(steps, [r["T1"] for r in mine], marker="o", label=f"seed {seed}, temperature 1")
-        ax.plot(steps, [r["T0"] for r in mine], linestyle=":", marker=".", color=line.get_color(), alpha=0.6,
+        line, = ax.plot(steps, [r[key(1.0)] for r in mine], marker="o", label=f"seed {seed}, temperature 1")
+        ax.plot(steps, [r[key(0.0)] for r in mine], linestyle=":", marker=".", color=line.get_color(), alpha=0.6,
                 label=f"seed {seed}, greedy")
     ax.axhline(data, color="black", label=f"data {data:.1f}")
     ax.axhline(data - GATE_POINTS, color="black", linestyle="--", label=f"gate {data - GATE_POINTS:.1f}")
     ax.set(xlabel="BC training step", ylabel="exact normalised score",
            title=f"RandomWalks {tier}: BC scored exactly (every path enumerated)")
     ax.legend(fontsize=7, ncol=2, loc="upper left")
-    ax.set_ylim(top=max(r[t] for r in rows for t in ("T1", "T0")) + 15)
+    ax.set_ylim(top=max(r[key(t)] for r in rows for t in TEMPERATURES) + 15)
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def main() -> None:
+    """Run the curves, write the CSV and the plot, print the scores by step."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tier", default="random")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -108,16 +117,17 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"randomwalks_{args.tier}_exact.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["seed", "step", "T1", "T0"])
+        writer = csv.DictWriter(f, fieldnames=["seed", "step", *map(key, TEMPERATURES)])
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, data, args.tier, out / f"randomwalks_{args.tier}_exact.png")
     print(f"data {data:.1f}, gate {data - GATE_POINTS:.1f}; exact score by step (temperature 1 / greedy):")
     for seed in args.seeds:
-        print(f"  seed {seed}: " + ", ".join(f"{r['step']}: {r['T1']:.1f} / {r['T0']:.1f}"
+        print(f"  seed {seed}: " + ", ".join(f"{r['step']}: " + " / ".join(f"{r[key(t)]:.1f}" for t in TEMPERATURES)
                                          for r in rows if r["seed"] == seed))
     steps = sorted({r["step"] for r in rows})
-    print("  mean:   " + ", ".join(f"{s}: {np.mean([r['T1'] for r in rows if r['step'] == s]):.1f}" for s in steps))
+    print("  mean at temperature 1: " + ", ".join(f"{s}: {np.mean([r[key(1.0)] for r in rows if r['step'] == s]):.1f}"
+                                                   for s in steps))
 
 
 if __name__ == "__main__":

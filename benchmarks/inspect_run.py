@@ -1,6 +1,6 @@
 """Why a benchmark run scores what it scores: its test rollouts and, for Q-learning agents, its Q/V statistics.
 
-    python benchmarks/inspect_run.py BENCH_OUT/work/<task>-<tier>__<agent>__k<K>__s<S> [--beta B] [--episodes 128]
+    python benchmarks/inspect_run.py BENCH_OUT/work/<task>-<tier>__<agent>__k<K>__s<S> [--beta B] [--episodes N]
         [--temperature T] [--betas B [B ...]]
 
 Loads the run's final checkpoint and prints (1) with `--betas`, the protocol's validation and test
@@ -38,7 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run folder under the benchmark's work/ folder")
     parser.add_argument("--beta", type=float, default=None, help="default: the beta the run chose last")
-    parser.add_argument("--episodes", type=int, default=128)
+    parser.add_argument("--episodes", type=int, default=None, help="test rollouts (default: the protocol's test "
+                        "episodes of the task, 128 unless it sizes them)")
     parser.add_argument("--temperature", type=float, default=None, help="act with this temperature (0: greedy) "
                         "instead of the run's")
     parser.add_argument("--betas", type=float, nargs="+", default=None,
@@ -57,8 +58,9 @@ def main() -> None:
         records = [json.loads(line) for line in open(os.path.join(args.run, "metrics.jsonl"), encoding="utf-8")]
         beta = [r["eval/beta"] for r in records if "eval/beta" in r][-1]
     valid, test = split_tasks(task_name)
+    validation_episodes, test_episodes = scoring_episodes(task_name)
+    rollouts = args.episodes or test_episodes
     if args.betas:
-        validation_episodes, test_episodes = scoring_episodes(task_name)
         print(f"{name}: temperature {agent.config.method.gen_kwargs.temperature:g}, validation ({validation_episodes} "
               f"episodes) and test ({test_episodes}) score by beta")
         for b in args.betas:
@@ -67,11 +69,11 @@ def main() -> None:
                       for split, n, seed in ((valid, validation_episodes, VALIDATION_SEED),
                                              (test, test_episodes, TEST_SEED))]
             print(f"  beta {b:g}: validation {scores[0]:.1f}, test {scores[1]:.1f}")
-    episodes = collect_episodes(test, functools.partial(agent.policy, beta=beta), args.episodes, seed=TEST_SEED)
+    episodes = collect_episodes(test, functools.partial(agent.policy, beta=beta), rollouts, seed=TEST_SEED)
     returns = np.array([e.rewards.sum() for e in episodes])
     lengths = np.array([len(e.actions) for e in episodes])
     ends = collections.Counter(float(e.rewards[-1]) for e in episodes)
-    print(f"{name}: beta {beta}, temperature {agent.config.method.gen_kwargs.temperature:g}, {args.episodes} test episodes: score {test.normalized_score(returns).mean():.1f}, "
+    print(f"{name}: beta {beta}, temperature {agent.config.method.gen_kwargs.temperature:g}, {rollouts} test episodes: score {test.normalized_score(returns).mean():.1f}, "
           f"return {returns.mean():.3f}, length median {np.median(lengths):.0f} (min {lengths.min()}, "
           f"max {lengths.max()})")
     print("last reward of each episode: " + ", ".join(f"{k:g}: {v}" for k, v in sorted(ends.items())))

@@ -16,7 +16,7 @@ class MarkovModel(torch.nn.Module):
 
     def __init__(self, logits_by_node: np.ndarray) -> None:
         super().__init__()
-        self.table = torch.as_tensor(logits_by_node, dtype=torch.float32)
+        self.table = torch.nn.Parameter(torch.as_tensor(logits_by_node, dtype=torch.float32), requires_grad=False)
         self.backbone = self._backbone
 
     def _backbone(self, input_ids: torch.Tensor) -> SimpleNamespace:

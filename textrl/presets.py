@@ -16,7 +16,7 @@ from textrl.tasks import get_task
 # (benchmarks/RESULTS.md section 0, "BC learning curves"): Maze, MazePO and Brackets are flat from 50 to
 # 150 steps, so their budgets stay. RandomWalks' random tier, scored exactly (every path enumerated,
 # `benchmarks/exact_randomwalks.py`), has BC's sampling policy at 29.0 (mean of 3 seeds) against its data's
-# 34.3 at 400 steps, and around the data from 600 on: 800 (was 400). Wordle trains on 10,000 episodes (`agents.protocol.EPISODES`;
+# 34.5 (34.3 in expectation) at 400 steps, and around the data from 600 on: 800 (was 400). Wordle trains on 10,000 episodes (`agents.protocol.EPISODES`;
 # on 1,000 BC flattened below its data), where BC passes its data's gate from about 5,000 steps on both tiers:
 # 6,000 (was 200, then 2,500). Endgames has no curve yet (it needs a GPU). Wordle and Endgames split each
 # batch into length-sorted minibatches (`minibatch_size`: the same gradient, less padding; on this CPU a
