@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from matplotlib.figure import Figure
 from agents import BCAgent
 from agents.protocol import GATE_POINTS, data_score
 from textrl import make_dataset, task_config
+from textrl.io import atomic_write_text
 from textrl.tasks import get_task
 
 TEMPERATURES = (1.0, 0.0)
@@ -98,7 +100,9 @@ def plot(rows: list[dict], data: float, tier: str, path: Path) -> None:
            title=f"RandomWalks {tier}: BC scored exactly (every path enumerated)")
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.set_ylim(top=max(r[key(t)] for r in rows for t in TEMPERATURES) + 15)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)  # a reader never sees half a PNG
 
 
 def main() -> None:
@@ -115,11 +119,11 @@ def main() -> None:
     data = data_score("randomwalks", make_dataset(f"textrl/randomwalks/{args.tier}-v1"))
     rows = [row for seed in args.seeds for row in curve(args.tier, seed, args.steps, args.every, Path(args.work))]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"randomwalks_{args.tier}_exact.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["seed", "step", *map(key, TEMPERATURES)])
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["seed", "step", *map(key, TEMPERATURES)])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / f"randomwalks_{args.tier}_exact.csv", text.getvalue())
     plot(rows, data, args.tier, out / f"randomwalks_{args.tier}_exact.png")
     print(f"data {data:.1f}, gate {data - GATE_POINTS:.1f}; exact score by step (temperature 1 / greedy):")
     for seed in args.seeds:
