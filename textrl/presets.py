@@ -18,7 +18,8 @@ from textrl.tasks import get_task
 # `benchmarks/exact_randomwalks.py`), has BC's sampling policy at 29.0 (mean of 3 seeds) against its data's
 # 34.5 (34.3 in expectation) at 400 steps, and around the data from 600 on: 800 (was 400). Wordle trains on 10,000 episodes (`agents.protocol.EPISODES`;
 # on 1,000 BC flattened below its data), where BC passes its data's gate from about 5,000 steps on both tiers:
-# 6,000 (was 200, then 2,500). Endgames has no curve yet (it needs a GPU). Wordle and Endgames split each
+# 6,000 (was 200, then 2,500); three seeds trained on past it show the medium tier still rising to about 9,000
+# (86.0 -> 92.8), the next budget to try. Endgames has no curve yet (it needs a GPU). Wordle and Endgames split each
 # batch into length-sorted minibatches (`minibatch_size`: the same gradient, less padding; on this CPU a
 # step costs 1/1.25 of the whole batch's on Wordle, 1/2.4 on Endgames, whose episodes run from 66 to 1,320 tokens).
 _TASK_TRAIN: dict[str, dict[str, Any]] = {
